@@ -1,0 +1,44 @@
+# echo-vlsm: the two commands a reader needs are `make demo` and `make test`.
+# Both create .venv on first use (python3 -m venv + pip install -e '.[dev]').
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROFILE ?= demo
+# Two test workers on a 2-core machine; one BLAS thread each to avoid oversubscription.
+PYTEST_ARGS ?= -n 2
+
+.PHONY: demo test lab lint bench clean install
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The whole chain on the built-in echo phantom, tiny models, CPU.
+demo: $(STAMP)
+	$(BIN)/echo-vlsm reproduce --profile $(PROFILE)
+
+## Unit tests and notebook tests.
+test: $(STAMP)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## JupyterLab on the notebooks.
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/sdm.py
+	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/epoch.py
+
+clean:
+	rm -rf runs figures/demo paper/demo data/phantom* data/raw .cache
