@@ -1,0 +1,47 @@
+"""Committed notebooks carry no outputs, have a `parameters` cell, a Colab badge and install cell."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def hygiene_problems(path: Path) -> list[str]:
+    nb = nbformat.read(path, as_version=4)
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
+            problems.append(f"cell {i} carries outputs")
+    if not any("parameters" in c.metadata.get("tags", []) for c in nb.cells):
+        problems.append("no cell tagged 'parameters'")
+    first_md = next((c for c in nb.cells if c.cell_type == "markdown"), None)
+    if first_md is None or "colab.research.google.com" not in first_md.source:
+        problems.append("first markdown cell lacks the Open in Colab badge")
+    if not any(c.cell_type == "code" and "google.colab" in c.source for c in nb.cells):
+        problems.append("no guarded install cell for Colab")
+    return problems
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ holds no notebook"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_clean(path):
+    assert hygiene_problems(path) == []
+
+
+def test_hygiene_check_catches_outputs_and_missing_parameters(tmp_path):
+    from tools.notebook import write_notebook
+
+    good = write_notebook(tmp_path / "99_x.ipynb", [("md", "# x"), ("params", "a = 1"), ("code", "a")])
+    assert hygiene_problems(good) == []
+    nb = nbformat.read(good, as_version=4)
+    nb.cells[-1].outputs = [nbformat.v4.new_output("stream", text="1")]
+    for c in nb.cells:
+        c.metadata.pop("tags", None)
+    nbformat.write(nb, good)
+    assert hygiene_problems(good) == ["cell 3 carries outputs", "no cell tagged 'parameters'"]
