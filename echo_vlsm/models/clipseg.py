@@ -1,0 +1,196 @@
+"""CLIPSeg (Lüddecke & Ecker, CVPR 2022) on Hugging Face's ``CLIPSegForImageSegmentation``.
+
+The study finetuned "CIDAS/clipseg-rd64-refined" (ViT-B/16 CLIP, reduce_dim 64, activations
+of layers 3/6/9, complex transposed convolution). transformers runs the CLIP encoders under
+``torch.no_grad()``, so the study's "unfrozen" CLIPSeg never trained its encoders (Known
+defects). :class:`CLIPSeg` calls the same submodules in its own forward, so that with
+``encoders="trained"`` gradients reach the vision and text encoders, and with
+``encoders="frozen"`` the output equals transformers' forward on the same weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from echo_vlsm.models import ModelSpec
+from echo_vlsm.models.tokenizer import ClipTokenizer
+
+HUB_ID = "CIDAS/clipseg-rd64-refined"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Architecture of each size: transformers' CLIPSegConfig arguments, and the input size.
+CONFIGS: dict[str, dict] = {
+    # CIDAS/clipseg-rd64-refined: 150,747,746 parameters.
+    "paper": dict(
+        image_size=352,
+        config=dict(
+            text_config=dict(),  # CLIP ViT-B/16 text tower: width 512, 12 layers, 8 heads
+            vision_config=dict(patch_size=16),  # width 768, 12 layers, 12 heads, 224 px pos. emb.
+            projection_dim=512,
+            extract_layers=(3, 6, 9),
+            reduce_dim=64,
+            decoder_num_attention_heads=4,
+            decoder_intermediate_size=2048,
+            conditional_layer=0,
+            use_complex_transposed_convolution=True,
+        ),
+    ),
+    # The same architecture at small width for CPU tests and the demo.
+    "tiny": dict(
+        image_size=96,
+        config=dict(
+            text_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4,
+                             num_attention_heads=4),
+            vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4,
+                               num_attention_heads=4, patch_size=8, image_size=96),
+            projection_dim=64,
+            extract_layers=(1, 2, 3),
+            reduce_dim=32,
+            decoder_num_attention_heads=4,
+            decoder_intermediate_size=128,
+            conditional_layer=0,
+            use_complex_transposed_convolution=True,
+        ),
+    ),
+}
+
+
+def clipseg_spec(size: str) -> ModelSpec:
+    """Input size, ImageNet normalisation and threshold 0.5 of the study's CLIPSeg setup."""
+    return ModelSpec(name="clipseg", size=size, image_size=CONFIGS[size]["image_size"],
+                     mean=IMAGENET_MEAN, std=IMAGENET_STD, threshold=0.5, context_length=77)
+
+
+def clipseg_config(size: str):
+    """transformers' ``CLIPSegConfig`` of a size."""
+    from transformers import CLIPSegConfig
+
+    return CLIPSegConfig(**CONFIGS[size]["config"])
+
+
+class CLIPSeg(nn.Module):
+    """CLIPSeg with a forward that lets gradients reach the CLIP encoders.
+
+    Args:
+        net: a ``transformers.CLIPSegForImageSegmentation`` (its weights and submodules are used).
+        spec: input size, normalisation and threshold.
+        encoders: ``"trained"`` (the CLIP vision and text encoders receive gradients) or
+            ``"frozen"`` (their parameters have ``requires_grad=False`` and run without autograd;
+            only the FiLM-conditioned decoder trains).
+
+    ``forward(pixel_values, input_ids, attention_mask)`` returns logits ``(B, 1, H, W)`` at the
+    input resolution. Images must be square with a side divisible by the patch size (the
+    decoder folds the token grid back into a square); position embeddings are interpolated
+    bicubically when the side differs from the CLIP config's (224 for ViT-B/16 at 352 px).
+    The vision encoder runs only up to the deepest extracted layer (as the original CLIPSeg
+    does): later layers do not influence the segmentation.
+    """
+
+    def __init__(self, net: nn.Module, spec: ModelSpec, encoders: str = "trained"):
+        super().__init__()
+        self.net = net
+        self.spec = spec
+        self.extract_layers = tuple(int(i) for i in net.config.extract_layers)
+        self.patch_size = int(net.config.vision_config.patch_size)
+        self._tokenizer: ClipTokenizer | None = None
+        self.encoders = "trained"
+        self.set_encoders(encoders)
+
+    # -- encoders ---------------------------------------------------------------------------
+    def encoder_modules(self) -> list[nn.Module]:
+        """The CLIP parts (vision and text towers with their projections)."""
+        return [self.net.clip]
+
+    def set_encoders(self, encoders: str) -> None:
+        """Freeze (``"frozen"``) or unfreeze (``"trained"``) the CLIP encoders."""
+        if encoders not in ("trained", "frozen"):
+            raise ValueError(f"encoders must be 'trained' or 'frozen', got {encoders!r}")
+        self.encoders = encoders
+        for module in self.encoder_modules():
+            module.requires_grad_(encoders == "trained")
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.encoders == "frozen":  # frozen encoders stay in eval mode (dropout, if any, off)
+            for module in self.encoder_modules():
+                module.eval()
+        return self
+
+    # -- text -------------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> ClipTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = ClipTokenizer(self.spec.context_length)
+        return self._tokenizer
+
+    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP BPE ids and attention mask, (B, 77) each."""
+        return self.tokenizer(texts)
+
+    # -- forward ----------------------------------------------------------------------------
+    def _check(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> None:
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(f"pixel_values must be (B, 3, H, W), got {tuple(pixel_values.shape)}")
+        h, w = pixel_values.shape[-2:]
+        if h != w or h % self.patch_size:
+            raise ValueError(
+                f"CLIPSeg needs square images with a side divisible by {self.patch_size}, got "
+                f"{h}x{w}; resize to {self.spec.image_size}x{self.spec.image_size}")
+        if input_ids.ndim != 2 or input_ids.shape[0] != pixel_values.shape[0]:
+            raise ValueError(f"input_ids must be (B, L) with B = {pixel_values.shape[0]}, "
+                             f"got {tuple(input_ids.shape)}")
+
+    def image_activations(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """Token activations of the vision encoder after the layers in ``extract_layers``."""
+        vision = self.net.clip.vision_model
+        hidden = vision.embeddings(pixel_values, interpolate_pos_encoding=True)
+        hidden = vision.pre_layrnorm(hidden)
+        activations = []
+        for i, layer in enumerate(vision.encoder.layers[: max(self.extract_layers) + 1]):
+            hidden = layer(hidden, None)
+            if i in self.extract_layers:
+                activations.append(hidden)
+        return [activations[sorted(self.extract_layers).index(i)] for i in self.extract_layers]
+
+    def text_embedding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
+        """Projected sentence feature of the CLIP text encoder (the FiLM condition)."""
+        return self.net.clip.get_text_features(input_ids, attention_mask=attention_mask).pooler_output
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        self._check(pixel_values, input_ids)
+        frozen = self.encoders == "frozen"
+        with torch.no_grad() if frozen else contextlib.nullcontext():
+            activations = self.image_activations(pixel_values)
+            condition = self.text_embedding(input_ids, attention_mask)
+        logits = self.net.decoder(activations, condition).logits
+        logits = logits.reshape(pixel_values.shape[0], 1, *logits.shape[-2:])
+        if logits.shape[-2:] != pixel_values.shape[-2:]:
+            logits = F.interpolate(logits, size=pixel_values.shape[-2:], mode="bilinear",
+                                   align_corners=False)
+        return logits
+
+
+def build_clipseg(size: str = "paper", pretrained=None, encoders: str = "trained",
+                  **kwargs) -> CLIPSeg:
+    """CLIPSeg of a size; ``pretrained``: ``None`` (random), ``True`` (the study's weights,
+    "CIDAS/clipseg-rd64-refined" or ``$ECHO_VLSM_CLIPSEG_WEIGHTS``), a hub id or a local
+    directory saved with ``save_pretrained``."""
+    from transformers import CLIPSegForImageSegmentation
+
+    from echo_vlsm.models.weights import load_clipseg_pretrained
+
+    if kwargs:
+        raise TypeError(f"unexpected arguments for clipseg: {sorted(kwargs)}")
+    spec = clipseg_spec(size)
+    if pretrained is None or pretrained is False:
+        net = CLIPSegForImageSegmentation(clipseg_config(size))
+    else:
+        net = load_clipseg_pretrained(pretrained)
+    return CLIPSeg(net, spec, encoders=encoders)

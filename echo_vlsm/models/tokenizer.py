@@ -1,0 +1,101 @@
+"""CLIP's byte-pair-encoding tokenizer, offline.
+
+The vocabulary is the one OpenAI CLIP ships (``bpe_simple_vocab_16e6.txt.gz``), bundled with
+``open_clip``; nothing is downloaded. Ids are CLIP's: start of text 49406, end of text 49407,
+padding 0 (open_clip's convention; the attention mask, not the pad id, marks padding).
+Both CLIPSeg and CRIS use it (Synthetic Boost, Sec. 2: "CLIP text encoder").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+PAD_ID = 0
+SOT_ID = 49406
+EOT_ID = 49407
+
+
+def default_bpe_path() -> str:
+    """Path of the BPE merges file bundled with open_clip."""
+    from open_clip.tokenizer import default_bpe
+
+    return default_bpe()
+
+
+class ClipTokenizer:
+    """CLIP BPE tokenizer returning ``(input_ids, attention_mask)``.
+
+    Sequences are ``<start_of_text> tokens <end_of_text>``, padded with ``PAD_ID`` to
+    ``context_length`` (77 as in CLIP). Longer prompts are truncated and keep the end-of-text
+    token in the last position, as CLIP does, so the sentence feature is still read there.
+
+    Examples::
+
+        >>> tok = ClipTokenizer()
+        >>> ids, mask = tok(["Left ventricular cavity of the heart."])
+        >>> ids.shape, int(mask.sum())
+        (torch.Size([1, 77]), 11)
+    """
+
+    pad_id = PAD_ID
+    sot_id = SOT_ID
+    eot_id = EOT_ID
+
+    def __init__(self, context_length: int = 77, bpe_path: str | os.PathLike | None = None):
+        from open_clip.tokenizer import SimpleTokenizer
+
+        if context_length < 2:
+            raise ValueError(f"context_length must be >= 2 (start and end of text), got {context_length}")
+        path = str(bpe_path) if bpe_path is not None else default_bpe_path()
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"CLIP BPE vocabulary not found: {path} (expected open_clip's "
+                                    "bpe_simple_vocab_16e6.txt.gz)")
+        self.context_length = int(context_length)
+        self._bpe = SimpleTokenizer(bpe_path=path, context_length=self.context_length)
+        assert self._bpe.sot_token_id == SOT_ID and self._bpe.eot_token_id == EOT_ID
+        self.vocab_size = self._bpe.vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` with start and end of text, not truncated."""
+        if not isinstance(text, str):
+            raise TypeError(f"a prompt must be a str, got {type(text).__name__}: {text!r}")
+        return [SOT_ID, *self._bpe.encode(text), EOT_ID]
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Number of tokens of each text, start and end of text included, before truncation."""
+        return [len(self.encode(t)) for t in _as_list(texts)]
+
+    def __call__(self, texts: Sequence[str] | str) -> tuple[torch.Tensor, torch.Tensor]:
+        texts = _as_list(texts)
+        n, length = len(texts), self.context_length
+        ids = torch.full((n, length), PAD_ID, dtype=torch.long)
+        mask = torch.zeros((n, length), dtype=torch.long)
+        for i, text in enumerate(texts):
+            tokens = self.encode(text)
+            if len(tokens) > length:
+                tokens = tokens[: length - 1] + [EOT_ID]
+            ids[i, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            mask[i, : len(tokens)] = 1
+        return ids, mask
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """Text of one id sequence: what lies between start and end of text (padding after the
+        end of text is ignored, since the pad id 0 is also the token "!")."""
+        ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
+        if ids and ids[0] == SOT_ID:
+            ids = ids[1:]
+        if EOT_ID in ids:
+            ids = ids[: ids.index(EOT_ID)]
+        return self._bpe.decode(ids).strip()
+
+
+def _as_list(texts: Sequence[str] | str) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no prompts given: expected a non-empty list of strings")
+    return texts
