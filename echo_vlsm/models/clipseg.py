@@ -177,6 +177,17 @@ class CLIPSeg(nn.Module):
         return logits
 
 
+def _default_decoder_init(net: nn.Module) -> None:
+    """PyTorch's default initialisation for the decoder's FiLM, reduce and transposed
+    convolution layers of a randomly initialised CLIPSeg. transformers draws them from
+    N(0, 1), which gives logits of magnitude ~50 at the start and a saturated sigmoid."""
+    decoder = net.decoder
+    for module in [decoder.film_mul, decoder.film_add, *decoder.reduces,
+                   *decoder.transposed_convolution.modules()]:
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            module.reset_parameters()
+
+
 def build_clipseg(size: str = "paper", pretrained=None, encoders: str = "trained",
                   **kwargs) -> CLIPSeg:
     """CLIPSeg of a size; ``pretrained``: ``None`` (random), ``True`` (the study's weights,
@@ -191,6 +202,7 @@ def build_clipseg(size: str = "paper", pretrained=None, encoders: str = "trained
     spec = clipseg_spec(size)
     if pretrained is None or pretrained is False:
         net = CLIPSegForImageSegmentation(clipseg_config(size))
+        _default_decoder_init(net)
     else:
         net = load_clipseg_pretrained(pretrained)
     return CLIPSeg(net, spec, encoders=encoders)
