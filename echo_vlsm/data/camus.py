@@ -1,19 +1,56 @@
 """Reading the CAMUS echocardiography dataset (2019 .mhd and 2023 .nii.gz releases).
 
-CONTRACT (fixed by the foundation; the reader's implementation fills in the functions):
+CAMUS (Leclerc et al., IEEE TMI 2019) holds apical two- and four-chamber views (2CH, 4CH)
+of 500 patients at end-diastole (ED) and end-systole (ES), each with a label map
+(0 background, 1 LV cavity, 2 myocardium, 3 left atrium) and an ``Info_<view>.cfg`` file.
+Two public releases differ in layout:
+
+- 2019: ``training/patientXXXX/`` and ``testing/patientXXXX/`` with ``.mhd`` headers (+ ``.raw``);
+  the 2019 testing patients are numbered 0001-0050 again, so a stem is unique per split only.
+- 2023: ``database_nifti/patientXXXX/`` with ``.nii.gz`` (or ``.nii``) files and
+  ``database_split/subgroup_{training,validation,testing}.txt``.
+
+CONTRACT:
 
 - ``CamusRecord``: one (patient, view, phase) of a tree, metadata read eagerly, pixels lazily.
 - ``read_camus(root, splits=None) -> list[CamusRecord]`` sorted by (patient, view, phase).
 - ``validate(root) -> list[str]``: every problem in the tree, each naming its file.
 - ``CamusFormatError``: raised on bad input, with the file and the problem in its message.
+
+Examples::
+
+    records = read_camus("data/raw/camus")            # release detected from the layout
+    image, label = records[0].load()                  # (H, W) uint8 each
+    problems = validate("data/raw/camus")             # [] for a sound tree
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from echo_vlsm.structures import MAX_LABEL, PHASES, QUALITIES, SPLITS, VIEWS
+
+# Keys every Info_<view>.cfg must carry for a record (the rest are read when present).
+REQUIRED_CFG_KEYS: tuple[str, ...] = ("Sex", "Age", "ImageQuality")
+CFG_KEYS = {
+    "2019": ("ED", "ES", "NbFrame", "Sex", "Age", "ImageQuality", "LVedv", "LVesv", "LVef"),
+    "2023": ("ED", "ES", "NbFrame", "Sex", "Age", "ImageQuality", "EF", "FrameRate"),
+}
+# The study's split of the 2019 release: training patients 1..50 form the validation set.
+VAL_PATIENTS_2019 = 50
+SPLIT_FILES_2023 = {
+    "train": "subgroup_training.txt",
+    "val": "subgroup_validation.txt",
+    "test": "subgroup_testing.txt",
+}
+_PATIENT_RE = re.compile(r"^patient(\d+)$")
+_SPLIT_ORDER = {s: i for i, s in enumerate(SPLITS)}
 
 
 class CamusFormatError(ValueError):
@@ -23,6 +60,9 @@ class CamusFormatError(ValueError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+    def __reduce__(self):  # survives pickling across a process pool
+        return (type(self), (str(self.path), self.problem))
 
 
 @dataclass(frozen=True)
@@ -51,4 +91,536 @@ class CamusRecord:
         return f"{self.patient}_{self.view}_{self.phase}"
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError("filled in by the CAMUS reader")
+        """Read the pixels: ``(image, label)``, (H, W) uint8 each; bad files raise
+        ``CamusFormatError`` naming the file."""
+        image, image_spacing = read_image(self.image_path)
+        label, label_spacing = read_image(self.label_path, is_label=True)
+        _check_pair(
+            self.image_path, self.label_path, image.shape, label.shape, image_spacing, label_spacing
+        )
+        return image, label
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _sitk():
+    import SimpleITK as sitk
+
+    return sitk
+
+
+def _squeeze_size(path: Path, size: tuple[int, ...]) -> tuple[int, int]:
+    """SimpleITK size (x, y[, z...]) -> (rows, cols); extra axes must be singletons."""
+    if len(size) < 2 or any(s != 1 for s in size[2:]):
+        raise CamusFormatError(
+            path, f"expected a 2-D image (or 3-D with one slice), got size {tuple(size)} (x, y, z)"
+        )
+    return int(size[1]), int(size[0])
+
+
+def _check_meta_data_file(path: Path) -> None:
+    """For a ``.mhd`` header: the data file it names exists and is long enough."""
+    fields: dict[str, str] = {}
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise CamusFormatError(path, f"cannot read MetaImage header ({exc})") from exc
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip().lower()] = value.strip()
+    data_file = fields.get("elementdatafile")
+    if not data_file:
+        raise CamusFormatError(path, "MetaImage header lacks 'ElementDataFile'")
+    if data_file.upper() == "LOCAL" or "%" in data_file or data_file.upper() == "LIST":
+        return
+    raw = path.parent / data_file
+    if not raw.is_file():
+        raise CamusFormatError(raw, f"missing data file named by {path.name}")
+    if fields.get("compresseddata", "false").lower() == "true":
+        return
+    try:
+        dims = [int(v) for v in fields["dimsize"].split()]
+        channels = int(fields.get("elementnumberofchannels", "1"))
+        nbytes = _MET_BYTES[fields["elementtype"].upper()]
+    except (KeyError, ValueError):
+        return  # SimpleITK will judge the header itself
+    need = math.prod(dims) * channels * nbytes + int(fields.get("headersize", "0") or 0)
+    have = raw.stat().st_size
+    if have < need:
+        raise CamusFormatError(raw, f"truncated data file: {have} bytes, header needs {need}")
+
+
+_MET_BYTES = {
+    "MET_UCHAR": 1,
+    "MET_CHAR": 1,
+    "MET_USHORT": 2,
+    "MET_SHORT": 2,
+    "MET_UINT": 4,
+    "MET_INT": 4,
+    "MET_ULONG": 8,
+    "MET_LONG": 8,
+    "MET_ULONG_LONG": 8,
+    "MET_LONG_LONG": 8,
+    "MET_FLOAT": 4,
+    "MET_DOUBLE": 8,
+}
+
+
+def read_header(path: str | Path) -> tuple[tuple[int, int], tuple[float, float]]:
+    """Shape (rows, cols) and spacing (row, col) in mm of an image file, from its header only."""
+    path = Path(path)
+    if not path.is_file():
+        raise CamusFormatError(path, "missing file")
+    if path.suffix.lower() == ".mhd":
+        _check_meta_data_file(path)
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise CamusFormatError(path, f"unreadable image header ({_short(exc)})") from exc
+    if reader.GetNumberOfComponents() != 1:
+        raise CamusFormatError(
+            path, f"expected one gray channel, got {reader.GetNumberOfComponents()} components"
+        )
+    shape = _squeeze_size(path, reader.GetSize())
+    return shape, _row_col_spacing(reader.GetSpacing())
+
+
+def read_image(path: str | Path, is_label: bool = False) -> tuple[np.ndarray, tuple[float, float]]:
+    """Read a 2-D CAMUS image or label map as (H, W) uint8 and its (row, col) spacing in mm.
+
+    Images may be stored as 2-D or as 3-D with one slice. Integer pixels outside 0..255 (or,
+    for a label map, outside 0..3) raise ``CamusFormatError`` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CamusFormatError(path, "missing file")
+    if path.suffix.lower() == ".mhd":
+        _check_meta_data_file(path)
+    sitk = _sitk()
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise CamusFormatError(path, f"unreadable image ({_short(exc)})") from exc
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise CamusFormatError(
+            path, f"expected one gray channel, got {img.GetNumberOfComponentsPerPixel()}"
+        )
+    rows, cols = _squeeze_size(path, img.GetSize())
+    spacing = img.GetSpacing()
+    array = sitk.GetArrayViewFromImage(img).reshape(rows, cols)
+    array = _to_uint8(path, array, is_label)
+    return array, _row_col_spacing(spacing)
+
+
+def _row_col_spacing(spacing_xy) -> tuple[float, float]:
+    """SimpleITK (x, y, ...) spacing -> (row, col); 7 significant digits drop float32 noise
+    of NIfTI headers (0.31000000238 -> 0.31)."""
+    return (float(f"{spacing_xy[1]:.7g}"), float(f"{spacing_xy[0]:.7g}"))
+
+
+def _to_uint8(path: Path, array: np.ndarray, is_label: bool) -> np.ndarray:
+    hi = MAX_LABEL if is_label else 255
+    what = "label values" if is_label else "pixel values"
+    if array.dtype == np.uint8 and not is_label:
+        return array.copy()
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all() or not np.array_equal(array, np.round(array)):
+            raise CamusFormatError(
+                path, f"{what} must be whole numbers in 0..{hi}; got non-integer floats"
+            )
+    elif array.dtype.kind not in "iub":
+        raise CamusFormatError(path, f"unsupported pixel type {array.dtype}")
+    values = np.unique(array) if is_label else np.array([array.min(), array.max()])
+    bad = values[(values < 0) | (values > hi)]
+    if bad.size:
+        shown = ", ".join(str(int(v)) for v in bad[:10]) + (" ..." if bad.size > 10 else "")
+        raise CamusFormatError(path, f"{what} outside 0..{hi}: {shown}")
+    return array.astype(np.uint8)
+
+
+def _check_pair(image_path, label_path, image_shape, label_shape, image_spacing, label_spacing):
+    if tuple(image_shape) != tuple(label_shape):
+        raise CamusFormatError(
+            label_path,
+            f"label shape {tuple(label_shape)} differs from image {Path(image_path).name} "
+            f"shape {tuple(image_shape)} (rows, cols)",
+        )
+    if not np.allclose(image_spacing, label_spacing, rtol=1e-4, atol=1e-6):
+        raise CamusFormatError(
+            label_path,
+            f"label spacing {_fmt_spacing(label_spacing)} differs from image "
+            f"{Path(image_path).name} spacing {_fmt_spacing(image_spacing)} (row, col mm)",
+        )
+
+
+def _fmt_spacing(s) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in s) + ")"
+
+
+def _short(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text[:200]
+
+
+# --------------------------------------------------------------------------- Info cfg
+
+
+def parse_cfg(path: str | Path) -> dict[str, str]:
+    """Read an ``Info_<view>.cfg`` file (``Key: value`` lines) into a dict of strings.
+
+    Blank lines and stray spaces are tolerated; any other line without a colon raises.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CamusFormatError(path, "missing Info cfg file")
+    try:
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
+    except OSError as exc:
+        raise CamusFormatError(path, f"cannot read ({exc})") from exc
+    out: dict[str, str] = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition(":")
+        if not sep or not key.strip():
+            raise CamusFormatError(path, f"line {i} is not 'Key: value': {line[:60]!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def cfg_attributes(path: str | Path, cfg: Mapping[str, str] | None = None) -> dict:
+    """Sex ("M"/"F"), age (int) and image quality ("Good"/"Medium"/"Poor") of an Info cfg."""
+    cfg = parse_cfg(path) if cfg is None else cfg
+    lower = {k.lower(): v for k, v in cfg.items()}
+    for key in REQUIRED_CFG_KEYS:
+        if key.lower() not in lower:
+            raise CamusFormatError(
+                path, f"missing key {key!r} (needed keys: {', '.join(REQUIRED_CFG_KEYS)})"
+            )
+    sex = lower["sex"].strip().upper()
+    if sex not in ("M", "F"):
+        raise CamusFormatError(path, f"Sex is {lower['sex']!r}; expected 'M' or 'F'")
+    try:
+        age_f = float(lower["age"])
+        if not age_f.is_integer() or age_f < 0:
+            raise ValueError
+        age = int(age_f)
+    except ValueError:
+        raise CamusFormatError(
+            path, f"Age is {lower['age']!r}; expected a whole number of years"
+        ) from None
+    quality = lower["imagequality"].strip().capitalize()
+    if quality not in QUALITIES:
+        raise CamusFormatError(
+            path, f"ImageQuality is {lower['imagequality']!r}; expected one of {QUALITIES}"
+        )
+    return {"sex": sex, "age": age, "quality": quality}
+
+
+# --------------------------------------------------------------------------- tree
+
+
+@dataclass(frozen=True)
+class _Patient:
+    name: str  # "patient0001"
+    folder: Path
+    group: str  # "training"/"testing" (2019) or "database_nifti" (2023)
+
+
+class _Problems:
+    """Collects problems (validate) or raises the first one (read_camus)."""
+
+    def __init__(self, strict: bool):
+        self.strict = strict
+        self.items: list[str] = []
+
+    def add(self, error: CamusFormatError) -> None:
+        if self.strict:
+            raise error
+        self.items.append(str(error))
+
+
+def detect_release(root: str | Path) -> str:
+    """``"2019"`` or ``"2023"`` from the layout of a CAMUS folder, else CamusFormatError."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CamusFormatError(root, "CAMUS folder does not exist")
+    if (root / "database_nifti").is_dir():
+        return "2023"
+    if (root / "training").is_dir() or (root / "testing").is_dir():
+        return "2019"
+    raise CamusFormatError(
+        root,
+        "not a CAMUS tree: expected 'database_nifti/' and 'database_split/' (2023 release) "
+        "or 'training/' and 'testing/' (2019 release)",
+    )
+
+
+def _patient_number(name: str) -> int:
+    m = _PATIENT_RE.match(name)
+    return int(m.group(1)) if m else -1
+
+
+def _list_patients(root: Path, release: str) -> list[_Patient]:
+    groups = ["database_nifti"] if release == "2023" else ["training", "testing"]
+    out = []
+    for group in groups:
+        folder = root / group
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.iterdir()):
+            if p.is_dir() and _PATIENT_RE.match(p.name):
+                out.append(_Patient(p.name, p, group))
+    return out
+
+
+def _find_file(folder: Path, base: str, release: str) -> Path | None:
+    exts = (".mhd",) if release == "2019" else (".nii.gz", ".nii")
+    for ext in exts:
+        p = folder / f"{base}{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
+def normalize_patient(patient: str | int) -> str:
+    """``12``, ``"12"``, ``"0012"`` or ``"patient0012"`` -> ``"patient0012"``."""
+    if isinstance(patient, (int, np.integer)) and not isinstance(patient, bool):
+        n = int(patient)
+    else:
+        text = str(patient).strip()
+        m = _PATIENT_RE.match(text)
+        if m:
+            n = int(m.group(1))
+        elif text.isdigit():
+            n = int(text)
+        else:
+            raise ValueError(
+                f"patient id {patient!r} not understood; use 'patient0001' or the number 1"
+            )
+    if n < 0:
+        raise ValueError(f"patient id {patient!r} is negative")
+    return f"patient{n:04d}"
+
+
+def _user_assignment(
+    splits: Mapping[str, Iterable], patients: list[_Patient]
+) -> dict[_Patient, str]:
+    """Map the tree's patients to the user's splits; unlisted patients are dropped."""
+    if not isinstance(splits, Mapping):
+        raise TypeError(
+            "splits must be a mapping like {'train': [...], 'val': [...], 'test': [...]}"
+        )
+    by_name: dict[str, list[_Patient]] = {}
+    for p in patients:
+        by_name.setdefault(p.name, []).append(p)
+    out: dict[_Patient, str] = {}
+    for split, members in splits.items():
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r} in splits; expected keys among {SPLITS}")
+        if isinstance(members, (str, int)):
+            raise TypeError(f"splits[{split!r}] must be a list of patients, not {members!r}")
+        for member in members:
+            group = None
+            text = str(member)
+            if "/" in text:  # "training/patient0001" picks one of the 2019 groups
+                group, _, text = text.rpartition("/")
+            name = normalize_patient(text if "/" in str(member) else member)
+            found = [p for p in by_name.get(name, []) if group is None or p.group == group]
+            if not found:
+                raise ValueError(f"splits[{split!r}] lists {member!r}, which is not in the tree")
+            if len(found) > 1:
+                raise ValueError(
+                    f"splits[{split!r}] lists {member!r}, which names several patient folders "
+                    f"({', '.join(f'{p.group}/{p.name}' for p in found)}); "
+                    f"write e.g. '{found[0].group}/{name}'"
+                )
+            p = found[0]
+            if p in out and out[p] != split:
+                raise ValueError(f"patient {member!r} is listed in both {out[p]!r} and {split!r}")
+            out[p] = split
+    return out
+
+
+def _split_2019(patient: _Patient) -> str:
+    if patient.group == "testing":
+        return "test"
+    return "val" if _patient_number(patient.name) <= VAL_PATIENTS_2019 else "train"
+
+
+def _read_split_files(root: Path, patients: list[_Patient], problems: _Problems) -> dict:
+    folder = root / "database_split"
+    names = {p.name: p for p in patients}
+    where: dict[str, tuple[str, Path]] = {}
+    for split, fname in SPLIT_FILES_2023.items():
+        path = folder / fname
+        if not path.is_file():
+            problems.add(
+                CamusFormatError(
+                    path,
+                    "missing split file (the 2023 release ships database_split/"
+                    "subgroup_{training,validation,testing}.txt; or pass splits=...)",
+                )
+            )
+            continue
+        lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+        for i, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                name = normalize_patient(line)
+            except ValueError:
+                problems.add(CamusFormatError(path, f"line {i}: {line[:40]!r} is not a patient id"))
+                continue
+            if name in where and where[name][0] != split:
+                problems.add(
+                    CamusFormatError(path, f"{name} is also listed in {where[name][1].name}")
+                )
+                continue
+            where[name] = (split, path)
+            if name not in names:
+                problems.add(
+                    CamusFormatError(
+                        path, f"line {i}: {name} has no folder in {root / 'database_nifti'}"
+                    )
+                )
+    out = {}
+    for p in patients:
+        if p.name in where:
+            out[p] = where[p.name][0]
+        elif folder.is_dir() and all((folder / f).is_file() for f in SPLIT_FILES_2023.values()):
+            problems.add(
+                CamusFormatError(p.folder, f"{p.name} is in none of the split files in {folder}")
+            )
+    return out
+
+
+def _patient_records(
+    patient: _Patient, split: str, release: str, problems: _Problems
+) -> list[CamusRecord]:
+    records = []
+    for view in VIEWS:
+        cfg_path = patient.folder / f"Info_{view}.cfg"
+        attrs = None
+        try:
+            attrs = cfg_attributes(cfg_path)
+        except CamusFormatError as exc:
+            problems.add(exc)
+        for phase in PHASES:
+            base = f"{patient.name}_{view}_{phase}"
+            image_path = _find_file(patient.folder, base, release)
+            label_path = _find_file(patient.folder, base + "_gt", release)
+            ext = ".mhd" if release == "2019" else ".nii.gz"
+            if image_path is None:
+                problems.add(CamusFormatError(patient.folder / f"{base}{ext}", "missing image"))
+            if label_path is None:
+                hint = (
+                    " (the original 2019 testing download has no labels; use the release "
+                    "with test labels, or pass splits= without the testing patients)"
+                    if patient.group == "testing"
+                    else ""
+                )
+                problems.add(
+                    CamusFormatError(patient.folder / f"{base}_gt{ext}", "missing label map" + hint)
+                )
+            if image_path is None or label_path is None:
+                continue
+            try:
+                image_shape, image_spacing = read_header(image_path)
+                label_shape, label_spacing = read_header(label_path)
+                _check_pair(
+                    image_path, label_path, image_shape, label_shape, image_spacing, label_spacing
+                )
+            except CamusFormatError as exc:
+                problems.add(exc)
+                continue
+            if attrs is None:
+                continue
+            records.append(
+                CamusRecord(
+                    patient=patient.name,
+                    view=view,
+                    phase=phase,
+                    split=split,
+                    image_path=image_path,
+                    label_path=label_path,
+                    spacing=image_spacing,
+                    sex=attrs["sex"],
+                    age=attrs["age"],
+                    quality=attrs["quality"],
+                    release=release,
+                )
+            )
+    return records
+
+
+def _scan(root, splits, problems: _Problems) -> list[CamusRecord]:
+    root = Path(root)
+    release = detect_release(root)
+    patients = _list_patients(root, release)
+    if not patients:
+        where = "database_nifti/" if release == "2023" else "training/ or testing/"
+        problems.add(CamusFormatError(root, f"no patientXXXX folders in {where}"))
+        return []
+    if splits is not None:
+        assignment = _user_assignment(splits, patients)
+    elif release == "2019":
+        assignment = {p: _split_2019(p) for p in patients}
+    else:
+        assignment = _read_split_files(root, patients, problems)
+    records: list[CamusRecord] = []
+    for p in patients:
+        if p in assignment:
+            records.extend(_patient_records(p, assignment[p], release, problems))
+    records.sort(key=lambda r: (r.patient, r.view, r.phase, _SPLIT_ORDER.get(r.split, 9)))
+    return records
+
+
+def read_camus(
+    root: str | Path, splits: Mapping[str, Iterable[str | int]] | None = None
+) -> list[CamusRecord]:
+    """Read a CAMUS tree (2019 or 2023 release, detected from its layout) into records.
+
+    One ``CamusRecord`` per (patient, view, phase), sorted by (patient, view, phase).
+    Metadata (Info cfg, image headers: shape and spacing of image and label) is read and
+    checked here; pixels are read by ``record.load()``. The first problem met raises
+    ``CamusFormatError`` naming the file; ``validate`` lists them all.
+
+    Splits: by default the 2019 release follows Synthetic Boost (``testing/`` -> test,
+    training patients 1-50 -> val, the rest -> train) and the 2023 release its official
+    ``database_split`` files. ``splits={"train": [...], "val": [...], "test": [...]}`` gives
+    your own lists of patients (``"patient0001"`` or ``1``; in a 2019 tree where a number is
+    both in training/ and testing/, write ``"testing/patient0001"``); patients not listed
+    are left out.
+    """
+    return _scan(root, splits, _Problems(strict=True))
+
+
+def validate(
+    root: str | Path, splits: Mapping[str, Iterable[str | int]] | None = None
+) -> list[str]:
+    """Every problem of a CAMUS tree, one string each (``"<file>: <problem>"``); ``[]`` if sound.
+
+    Unlike ``read_camus`` it does not stop at the first problem, and it reads all pixels
+    (label values in 0..3, 8-bit images, pixel data that matches the headers).
+    """
+    problems = _Problems(strict=False)
+    try:
+        records = _scan(root, splits, problems)
+    except CamusFormatError as exc:  # the root itself is unusable
+        return problems.items + [str(exc)]
+    for rec in records:
+        try:
+            rec.load()
+        except CamusFormatError as exc:
+            problems.add(exc)
+    return problems.items
