@@ -151,3 +151,57 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
         raise ValueError(f"{source}: shapes differ (wrong size of the model?): "
                          + "; ".join(shapes[:8]))
     model.load_state_dict(dict(state), strict=True)
+
+
+# -- CRIS -----------------------------------------------------------------------------------
+CLIP_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def _cris_source(pretrained) -> Path:
+    from echo_vlsm.paths import resolve
+
+    if pretrained is True:
+        env = os.environ.get(ENV_CRIS)
+        path = resolve(env) if env else resolve(DEFAULT_CRIS)
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"CRIS checkpoint not found at {path} (set ${ENV_CRIS} or put the file at "
+                f"{DEFAULT_CRIS}); {_where('CRIS')}")
+        return path
+    return Path(pretrained).expanduser()
+
+
+def load_cris_pretrained(model: torch.nn.Module, pretrained, *, trust: bool = False) -> str:
+    """Load a CRIS checkpoint (strict, ``module.`` prefixes removed) or CLIP RN50 weights
+    (into ``model.backbone``; only the ``connect`` residual stays random) into ``model``.
+    Returns ``"cris"`` or ``"clip"``, the kind of file loaded."""
+    path = _cris_source(pretrained)
+    state = strip_prefix(read_state_dict(path, trust=trust, section="CRIS"))
+    if any(k.startswith("backbone.") for k in state):
+        load_strict(model, state, path)
+        return "cris"
+    if "visual.attnpool.positional_embedding" in state or "visual.conv1.weight" in state:
+        load_clip_into_backbone(model.backbone, state, path)
+        return "clip"
+    raise KeyError(
+        f"{path}: neither a CRIS checkpoint (keys 'backbone.', 'neck.', 'decoder.', 'proj.', "
+        f"optionally under 'module.') nor CLIP RN50 weights (keys 'visual.', 'transformer.'); "
+        f"first keys: {sorted(state)[:5]}; {_where('CRIS')}")
+
+
+def load_clip_into_backbone(backbone: torch.nn.Module, state: Mapping[str, torch.Tensor],
+                            source) -> None:
+    """CLIP weights (OpenAI's key names) into CRIS's backbone; strict except for the
+    ``connect`` residual of the spatial pool, which CLIP does not have."""
+    state = {k: v for k, v in state.items() if k not in CLIP_EXTRA_KEYS}
+    own = backbone.state_dict()
+    connect = {k for k in own if k.startswith("visual.attnpool.connect.")}
+    missing = set(own) - set(state) - connect
+    unexpected = set(state) - set(own)
+    if missing or unexpected:
+        raise KeyError(describe_mismatch(missing, unexpected, f"{source} (CLIP weights)"))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in state if tuple(state[k].shape) != tuple(own[k].shape)]
+    if shapes:
+        raise ValueError(f"{source}: CLIP weights of another size: " + "; ".join(shapes[:8]))
+    backbone.load_state_dict({**{k: own[k] for k in connect}, **state}, strict=True)
