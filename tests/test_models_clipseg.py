@@ -1,0 +1,135 @@
+"""CLIPSeg: contract shapes, equality with transformers' forward when frozen, gradients that
+really reach the encoders when trained, the paper architecture's size, pretrained loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from echo_vlsm.models import ModelSpec, build_model, model_spec
+from echo_vlsm.models.weights import WeightsNotFoundError
+
+PROMPTS = ["Left ventricular cavity of the heart.", "Myocardium in two-chamber view.",
+           "Left atrium cavity in the cardiac ultrasound at end of the systole cycle.", ""]
+
+
+def _inputs(model, batch, side=None, seed=0):
+    side = side or model.spec.image_size
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(batch, 3, side, side, generator=g)
+    ids, mask = model.tokenize([PROMPTS[i % len(PROMPTS)] for i in range(batch)])
+    return pixels, ids, mask
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return build_model("clipseg", size="tiny")
+
+
+def test_spec():
+    spec = model_spec("clipseg", "paper")
+    assert spec == ModelSpec("clipseg", "paper", 352, (0.485, 0.456, 0.406),
+                             (0.229, 0.224, 0.225), 0.5, 77)
+    assert model_spec("clipseg", "tiny").image_size == 96
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("unet")
+    with pytest.raises(ValueError, match="encoders"):
+        build_model("clipseg", "tiny", encoders="half")
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_shapes(tiny, batch):
+    pixels, ids, mask = _inputs(tiny, batch)
+    tiny.eval()
+    with torch.no_grad():
+        out = tiny(pixels, ids, mask)
+    assert out.shape == (batch, 1, 96, 96) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+def test_frozen_equals_transformers_forward(tiny):
+    frozen = build_model("clipseg", size="tiny", encoders="frozen")
+    frozen.load_state_dict(tiny.state_dict())
+    frozen.eval()
+    for side in (96, 128):  # 128: position embeddings interpolated (config says 96)
+        pixels, ids, mask = _inputs(frozen, 3, side=side, seed=side)
+        with torch.no_grad():
+            ours = frozen(pixels, ids, mask)
+            ref = frozen.net(input_ids=ids, pixel_values=pixels, attention_mask=mask).logits
+        # transformers returns (B, H/2, W/2) for patch 8 (2 transposed convs of stride 2);
+        # ours upsamples to the input resolution
+        ref = F.interpolate(ref[:, None], size=(side, side), mode="bilinear", align_corners=False)
+        assert ours.shape == (3, 1, side, side)
+        assert torch.allclose(ours, ref, atol=1e-5, rtol=1e-5)
+        assert ours.std() > 0
+
+
+def test_trained_encoders_get_gradients(tiny):
+    tiny.train()
+    tiny.zero_grad()
+    pixels, ids, mask = _inputs(tiny, 2)
+    tiny(pixels, ids, mask).square().mean().backward()
+    clip = tiny.net.clip
+    for name, module in [("vision", clip.vision_model), ("text", clip.text_model)]:
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        assert grads, f"no gradient reached the {name} encoder"
+        assert sum(float(g.abs().sum()) for g in grads) > 0
+    patch = clip.vision_model.embeddings.patch_embedding.weight.grad
+    token = clip.text_model.embeddings.token_embedding.weight.grad
+    assert patch.abs().sum() > 0 and token.abs().sum() > 0
+    assert tiny.net.decoder.film_mul.weight.grad.abs().sum() > 0
+    # transformers' own forward lets no gradient reach the encoders (the study's defect)
+    tiny.zero_grad()
+    tiny.net(input_ids=ids, pixel_values=pixels, attention_mask=mask).logits.mean().backward()
+    assert all(p.grad is None for p in clip.parameters())
+
+
+def test_frozen_encoders_get_no_gradients():
+    model = build_model("clipseg", size="tiny", encoders="frozen").train()
+    assert not any(p.requires_grad for p in model.net.clip.parameters())
+    assert all(p.requires_grad for p in model.net.decoder.parameters())
+    assert not model.net.clip.training and model.net.decoder.training
+    pixels, ids, mask = _inputs(model, 2)
+    model(pixels, ids, mask).mean().backward()
+    assert all(p.grad is None for p in model.net.clip.parameters())
+    assert model.net.decoder.reduces[0].weight.grad.abs().sum() > 0
+    model.set_encoders("trained")
+    assert all(p.requires_grad for p in model.net.clip.parameters())
+
+
+def test_bad_inputs(tiny):
+    pixels, ids, mask = _inputs(tiny, 2)
+    with pytest.raises(ValueError, match="square"):
+        tiny(pixels[..., :88], ids, mask)
+    with pytest.raises(ValueError, match="B = 2"):
+        tiny(pixels, ids[:1], mask[:1])
+
+
+def test_paper_parameter_count():
+    with torch.device("meta"):
+        model = build_model("clipseg", size="paper")
+    assert sum(p.numel() for p in model.parameters()) == 150_747_746
+    cfg = model.net.config
+    assert cfg.vision_config.patch_size == 16 and cfg.reduce_dim == 64
+    assert tuple(cfg.extract_layers) == (3, 6, 9) and cfg.use_complex_transposed_convolution
+    assert model.spec.image_size == 352
+
+
+def test_pretrained_from_local_directory(tiny, tmp_path):
+    tiny.net.save_pretrained(tmp_path / "clipseg")
+    loaded = build_model("clipseg", size="tiny", pretrained=tmp_path / "clipseg",
+                         encoders="frozen")
+    ours, theirs = loaded.state_dict(), tiny.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert not any(p.requires_grad for p in loaded.net.clip.parameters())
+
+
+def test_missing_weights_point_to_docs(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsNotFoundError, match="docs/weights.md"):
+        build_model("clipseg", "tiny", pretrained=tmp_path / "nowhere")
+    with pytest.raises(WeightsNotFoundError, match="docs/weights.md"):
+        build_model("clipseg", "tiny", pretrained="echo-vlsm-test/no-such-model")
