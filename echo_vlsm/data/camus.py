@@ -168,6 +168,54 @@ _MET_BYTES = {
 }
 
 
+def _nifti_need(path: Path, head: bytes) -> int | None:
+    """Bytes a NIfTI-1/-2 file needs (voxel offset + pixel data), from its header; None when
+    the header is not NIfTI (SimpleITK then judges the file)."""
+    import struct
+
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
+            ndim = struct.unpack(order + "h", head[40:42])[0]
+            dims = struct.unpack(order + "8h", head[40:56])[1 : 1 + max(0, min(ndim, 7))]
+            bitpix = struct.unpack(order + "h", head[72:74])[0]
+            offset = struct.unpack(order + "f", head[108:112])[0]
+            return int(offset) + math.prod(dims) * bitpix // 8
+        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
+            bitpix = struct.unpack(order + "h", head[14:16])[0]
+            dim = struct.unpack(order + "8q", head[16:80])
+            offset = struct.unpack(order + "q", head[168:176])[0]
+            return int(offset) + math.prod(dim[1 : 1 + max(0, min(dim[0], 7))]) * bitpix // 8
+    return None
+
+
+def _check_nifti_data(path: Path, decompress: bool) -> None:
+    """SimpleITK fills a truncated NIfTI with zeros without a word; check the length here.
+
+    ``.nii``: from the file size. ``.nii.gz``: only when ``decompress`` (reads the stream)."""
+    import gzip
+    import zlib
+
+    gz = path.name.lower().endswith(".gz")
+    if gz and not decompress:
+        return
+    try:
+        if gz:
+            with gzip.open(path, "rb") as f:
+                head = f.read(540)
+                have = len(head)
+                while chunk := f.read(1 << 20):
+                    have += len(chunk)
+        else:
+            with open(path, "rb") as f:
+                head = f.read(540)
+            have = path.stat().st_size
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CamusFormatError(path, f"unreadable image ({exc})") from exc
+    need = _nifti_need(path, head)
+    if need is not None and have < need:
+        raise CamusFormatError(path, f"unreadable image: truncated, {have} bytes of {need}")
+
+
 def read_header(path: str | Path) -> tuple[tuple[int, int], tuple[float, float]]:
     """Shape (rows, cols) and spacing (row, col) in mm of an image file, from its header only."""
     path = Path(path)
@@ -175,6 +223,8 @@ def read_header(path: str | Path) -> tuple[tuple[int, int], tuple[float, float]]
         raise CamusFormatError(path, "missing file")
     if path.suffix.lower() == ".mhd":
         _check_meta_data_file(path)
+    elif path.name.lower().endswith(".nii"):
+        _check_nifti_data(path, decompress=False)
     sitk = _sitk()
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -201,6 +251,8 @@ def read_image(path: str | Path, is_label: bool = False) -> tuple[np.ndarray, tu
         raise CamusFormatError(path, "missing file")
     if path.suffix.lower() == ".mhd":
         _check_meta_data_file(path)
+    elif path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_data(path, decompress=True)
     sitk = _sitk()
     try:
         img = sitk.ReadImage(str(path))
