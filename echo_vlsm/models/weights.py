@@ -8,6 +8,7 @@ Where each file goes: ``docs/weights.md``.
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -94,7 +95,9 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False,
                 f"{path} is a TorchScript archive (like OpenAI's RN50.pt): loading it runs code "
                 "stored in the file, so it is only done with trust=True. Pass trust=True if the "
                 f"file comes from a source you trust (e.g. OpenAI's CLIP release); {_where(section)}")
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch.jit is deprecated; OpenAI's file needs it
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
         return {k: v.detach().clone() for k, v in module.state_dict().items()}
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)

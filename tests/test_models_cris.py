@@ -1,0 +1,233 @@
+"""CRIS: contract shapes, encoder gradients, frozen encoders, checkpoint loading (CRIS
+DataParallel checkpoints, OpenAI's TorchScript RN50 format), padding mask, paper size."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from echo_vlsm.models import build_model, model_spec
+from echo_vlsm.models.cris import CONFIGS, CRIS, SpatialAttentionPool, build_clip, sine_positions_2d
+from echo_vlsm.models.weights import UntrustedCheckpointError, WeightsNotFoundError, read_state_dict
+
+PROMPTS = ["Left ventricular cavity of the heart.", "Myocardium in two-chamber view.",
+           "Left atrium cavity of a seventy-three-year-old male with good image quality.", ""]
+
+
+def _inputs(model, batch, seed=0):
+    side = model.spec.image_size
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(batch, 3, side, side, generator=g)
+    ids, mask = model.tokenize([PROMPTS[i % len(PROMPTS)] for i in range(batch)])
+    return pixels, ids, mask
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return build_model("cris", size="tiny")
+
+
+def test_spec():
+    spec = model_spec("cris", "paper")
+    assert (spec.image_size, spec.threshold, spec.context_length) == (416, 0.35, 77)
+    assert spec.mean == (0.48145466, 0.4578275, 0.40821073)
+    assert spec.std == (0.26862954, 0.26130258, 0.27577711)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_shapes(tiny, batch):
+    pixels, ids, mask = _inputs(tiny, batch)
+    tiny.eval()
+    with torch.no_grad():
+        out = tiny(pixels, ids, mask)
+    assert out.shape == (batch, 1, 96, 96) and torch.isfinite(out).all() and out.std() > 0
+    # each sample depends only on itself (the dynamic kernel is per sample)
+    with torch.no_grad():
+        alone = tiny(pixels[-1:], ids[-1:], mask[-1:])
+    assert torch.allclose(out[-1:], alone, atol=1e-5)
+    with pytest.raises(ValueError, match="divisible by 32"):
+        tiny(pixels[..., :80], ids, mask)
+
+
+def test_trained_encoders_get_gradients(tiny):
+    tiny.train()
+    tiny.zero_grad()
+    pixels, ids, mask = _inputs(tiny, 2)
+    tiny(pixels, ids, mask).square().mean().backward()
+    clip = tiny.backbone
+    assert clip.visual.conv1.weight.grad.abs().sum() > 0
+    assert clip.visual.attnpool.q_proj.weight.grad.abs().sum() > 0
+    assert clip.token_embedding.weight.grad.abs().sum() > 0
+    assert clip.transformer.resblocks[0].attn.in_proj_weight.grad.abs().sum() > 0
+    assert tiny.proj.txt.weight.grad.abs().sum() > 0
+
+
+def test_frozen_encoders(tiny):
+    model = build_model("cris", size="tiny", encoders="frozen")
+    model.load_state_dict(tiny.state_dict())
+    model.train()
+    connect = model.backbone.visual.attnpool.connect
+    frozen = [p for n, p in model.backbone.named_parameters() if ".connect." not in n]
+    assert frozen and not any(p.requires_grad for p in frozen)
+    assert all(p.requires_grad for p in connect.parameters())  # not in CLIP's weights
+    assert not model.backbone.visual.bn1.training and connect.training and model.neck.training
+    stats = model.backbone.visual.bn1.running_mean.clone()
+    pixels, ids, mask = _inputs(model, 2)
+    model(pixels, ids, mask).mean().backward()
+    assert all(p.grad is None for p in frozen)
+    assert connect[0].weight.grad.abs().sum() > 0 and model.neck.aggr[0].weight.grad is not None
+    assert torch.equal(stats, model.backbone.visual.bn1.running_mean)  # BN statistics fixed
+
+
+def test_padding_mask_follows_attention_mask(tiny):
+    tiny.eval()
+    pixels, ids, mask = _inputs(tiny, 3)
+    hf_style = ids.masked_fill(mask == 0, 49407)  # Hugging Face pads with end-of-text
+    with torch.no_grad():
+        ref = tiny(pixels, ids, mask)
+        same = tiny(pixels, hf_style, mask)
+        unmasked = tiny(pixels, hf_style, torch.ones_like(mask))
+        derived = tiny(pixels, ids, None)  # mask derived from the end-of-text position
+    assert torch.allclose(ref, same, atol=1e-5)
+    assert torch.allclose(ref, derived, atol=1e-5)
+    assert not torch.allclose(ref, unmasked, atol=1e-3)  # the mask matters
+
+
+def test_spatial_pool_equals_multi_head_attention_forward():
+    torch.manual_seed(1)
+    pool = SpatialAttentionPool(spacial_dim=3, embed_dim=32, num_heads=4, output_dim=16).eval()
+    x = torch.randn(2, 32, 5, 4)
+    b, c, h, w = x.shape
+    # positional embedding resized bicubically from 3x3 to the 5x4 grid, class token dropped
+    grid = pool.positional_embedding[1:].reshape(1, 3, 3, c).permute(0, 3, 1, 2)
+    pos = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+    tokens = (x.reshape(b, c, -1) + pos.reshape(1, c, -1)).permute(2, 0, 1)  # (HW, B, C)
+    attn, _ = F.multi_head_attention_forward(
+        tokens, tokens, tokens, c, 4, None,
+        torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]), None, None, False,
+        0.0, pool.c_proj.weight, pool.c_proj.bias, training=False, need_weights=False,
+        use_separate_proj_weight=True, q_proj_weight=pool.q_proj.weight,
+        k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight)
+    expected = F.relu(attn.permute(1, 2, 0).reshape(b, -1, h, w) + pool.connect(x))
+    with torch.no_grad():
+        assert torch.allclose(pool(x), expected, atol=1e-5)
+
+
+def test_sine_positions_2d_definition():
+    d, h, w = 8, 3, 5
+    pe = sine_positions_2d(d, h, w).reshape(h, w, d)
+    half = d // 2
+    for y in range(h):
+        for x in range(w):
+            for i in range(0, half, 2):
+                freq = math.exp(-i * math.log(10000.0) / half)
+                assert pe[y, x, i] == pytest.approx(math.sin(x * freq), abs=1e-6)
+                assert pe[y, x, i + 1] == pytest.approx(math.cos(x * freq), abs=1e-6)
+                assert pe[y, x, half + i] == pytest.approx(math.sin(y * freq), abs=1e-6)
+                assert pe[y, x, half + i + 1] == pytest.approx(math.cos(y * freq), abs=1e-6)
+
+
+def test_strict_load_of_dataparallel_checkpoint(tiny, tmp_path):
+    tiny.eval()
+    state = {f"module.{k}": v for k, v in tiny.state_dict().items()}
+    torch.save({"epoch": 3, "state_dict": state}, tmp_path / "cris_best.pth")
+    torch.save(tiny.state_dict(), tmp_path / "bare.pth")
+    pixels, ids, mask = _inputs(tiny, 2)
+    with torch.no_grad():
+        ref = tiny(pixels, ids, mask)
+    for name in ("cris_best.pth", "bare.pth"):
+        torch.manual_seed(123)
+        loaded = build_model("cris", "tiny", pretrained=tmp_path / name).eval()
+        with torch.no_grad():
+            assert torch.equal(loaded(pixels, ids, mask), ref)
+    # a wrong key: named as missing and unexpected
+    bad = dict(state)
+    bad["module.neck.aggr.0.weightt"] = bad.pop("module.neck.aggr.0.weight")
+    torch.save({"state_dict": bad}, tmp_path / "bad.pth")
+    with pytest.raises(KeyError) as err:
+        build_model("cris", "tiny", pretrained=tmp_path / "bad.pth")
+    assert "neck.aggr.0.weight" in str(err.value) and "neck.aggr.0.weightt" in str(err.value)
+    assert "Missing keys (1)" in str(err.value) and "Unexpected keys (1)" in str(err.value)
+    # the paper-size checkpoint into the tiny model: shapes named
+    shapes = dict(tiny.state_dict())
+    shapes["neck.aggr.0.weight"] = torch.zeros(1, 1, 1, 1)
+    torch.save(shapes, tmp_path / "shapes.pth")
+    with pytest.raises(ValueError, match="neck.aggr.0.weight"):
+        build_model("cris", "tiny", pretrained=tmp_path / "shapes.pth")
+
+
+def test_missing_checkpoint_points_to_docs(tmp_path, monkeypatch):
+    with pytest.raises(WeightsNotFoundError, match="docs/weights.md"):
+        build_model("cris", "tiny", pretrained=tmp_path / "missing.pth")
+    monkeypatch.setenv("ECHO_VLSM_CRIS_WEIGHTS", str(tmp_path / "also-missing.pth"))
+    with pytest.raises(WeightsNotFoundError, match="ECHO_VLSM_CRIS_WEIGHTS"):
+        build_model("cris", "tiny", pretrained=True)
+
+
+class _Node(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _openai_torchscript(state: dict, path) -> None:
+    """Save ``state`` the way OpenAI's RN50.pt holds it: a TorchScript module whose state
+    dict has CLIP's keys (fp16 weights, plus input_resolution / context_length / vocab_size)."""
+    root = _Node()
+    for key, value in state.items():
+        *parents, leaf = key.split(".")
+        node = root
+        for name in parents:
+            if not hasattr(node, name):
+                node.add_module(name, _Node())
+            node = getattr(node, name)
+        if value.is_floating_point() and value.ndim > 0:
+            node.register_parameter(leaf, nn.Parameter(value.half(), requires_grad=False))
+        else:
+            node.register_buffer(leaf, value.clone())
+    torch.jit.save(torch.jit.script(root), str(path))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_openai_rn50_torchscript_format(tmp_path):
+    torch.manual_seed(5)
+    clip = build_clip(CONFIGS["tiny"])  # a tiny CLIP with OpenAI's key layout
+    state = {k: v for k, v in clip.state_dict().items() if ".connect." not in k}
+    state.update(input_resolution=torch.tensor(224), context_length=torch.tensor(77),
+                 vocab_size=torch.tensor(49408))
+    path = tmp_path / "RN50.pt"
+    _openai_torchscript(state, path)
+
+    with pytest.raises(UntrustedCheckpointError, match="trust=True"):
+        build_model("cris", "tiny", pretrained=path)
+    model = build_model("cris", "tiny", pretrained=path, trust=True)
+    own = model.backbone.state_dict()
+    for key, value in state.items():
+        if key in ("input_resolution", "context_length", "vocab_size"):
+            continue
+        expected = value.half().float() if value.is_floating_point() and value.ndim else value
+        assert torch.equal(own[key], expected.to(own[key].dtype)), key
+    assert read_state_dict(path, trust=True)["visual.conv1.weight"].dtype == torch.float16
+
+    # the same weights as a plain state dict load without trust (weights_only=True)
+    torch.save(state, tmp_path / "rn50_plain.pt")
+    plain = build_model("cris", "tiny", pretrained=tmp_path / "rn50_plain.pt")
+    assert torch.equal(plain.backbone.visual.attnpool.q_proj.weight,
+                       state["visual.attnpool.q_proj.weight"])
+    # a file that needs full unpickling is refused by weights_only loading
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "cfg": _Node()}, tmp_path / "pickle.pt")
+    with pytest.raises(ValueError, match="weights_only"):
+        read_state_dict(tmp_path / "pickle.pt")
+
+
+def test_paper_parameter_count():
+    with torch.device("meta"):
+        model = CRIS("paper")
+    assert sum(p.numel() for p in model.parameters()) == 146_849_122
+    connect = sum(p.numel() for p in model.backbone.visual.attnpool.connect.parameters())
+    assert connect == 2048 * 1024 + 2 * 1024
+    assert model.spec.image_size == 416
