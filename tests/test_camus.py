@@ -24,6 +24,7 @@ from echo_vlsm.data.camus import (
     normalize_patient,
     parse_cfg,
     read_camus,
+    read_header,
     validate,
 )
 
@@ -376,3 +377,21 @@ def test_cut_gzip_stream_raises_on_load(tree23):
     rec = next(r for r in read_camus(tree23) if r.stem == "patient0004_2CH_ED")
     with pytest.raises(CamusFormatError, match=r"patient0004_2CH_ED_gt\.nii\.gz: unreadable"):
         rec.load()
+
+
+@pytest.mark.parametrize("kind", ["2019", "2019-3d", "2023", "2023-nii-3d"])
+def test_fast_header_reading_agrees_with_simpleitk(tmp_path, kind):
+    if kind.startswith("2019"):
+        root = write_2019(tmp_path / "t", training=(7,), testing=(), three_d="3d" in kind)
+    else:
+        ext = ".nii" if "nii-3d" in kind else ".nii.gz"
+        root = write_2023(tmp_path / "t", train=(8,), val=(), test=(), ext=ext,
+                          three_d="3d" in kind)  # fmt: skip
+    files = [p for p in root.rglob("*") if p.name.endswith((".mhd", ".nii", ".nii.gz"))]
+    files = [p for p in files if "sequence" not in p.name]
+    assert len(files) == 8
+    for path in files:
+        img = sitk.ReadImage(str(path))
+        shape, spacing = read_header(path)
+        assert shape == (img.GetSize()[1], img.GetSize()[0])
+        assert spacing == pytest.approx((img.GetSpacing()[1], img.GetSpacing()[0]), rel=1e-6)

@@ -119,8 +119,10 @@ def _squeeze_size(path: Path, size: tuple[int, ...]) -> tuple[int, int]:
     return int(size[1]), int(size[0])
 
 
-def _check_meta_data_file(path: Path) -> None:
-    """For a ``.mhd`` header: the data file it names exists and is long enough."""
+def _check_meta_data_file(path: Path) -> dict[str, str]:
+    """For a ``.mhd`` header: the data file it names exists and is long enough.
+
+    Returns the header's fields (lower-case keys)."""
     fields: dict[str, str] = {}
     try:
         text = path.read_text(errors="replace")
@@ -134,22 +136,23 @@ def _check_meta_data_file(path: Path) -> None:
     if not data_file:
         raise CamusFormatError(path, "MetaImage header lacks 'ElementDataFile'")
     if data_file.upper() == "LOCAL" or "%" in data_file or data_file.upper() == "LIST":
-        return
+        return fields
     raw = path.parent / data_file
     if not raw.is_file():
         raise CamusFormatError(raw, f"missing data file named by {path.name}")
     if fields.get("compresseddata", "false").lower() == "true":
-        return
+        return fields
     try:
         dims = [int(v) for v in fields["dimsize"].split()]
         channels = int(fields.get("elementnumberofchannels", "1"))
         nbytes = _MET_BYTES[fields["elementtype"].upper()]
     except (KeyError, ValueError):
-        return  # SimpleITK will judge the header itself
+        return fields  # SimpleITK will judge the header itself
     need = math.prod(dims) * channels * nbytes + int(fields.get("headersize", "0") or 0)
     have = raw.stat().st_size
     if have < need:
         raise CamusFormatError(raw, f"truncated data file: {have} bytes, header needs {need}")
+    return fields
 
 
 _MET_BYTES = {
@@ -216,15 +219,91 @@ def _check_nifti_data(path: Path, decompress: bool) -> None:
         raise CamusFormatError(path, f"unreadable image: truncated, {have} bytes of {need}")
 
 
+def _meta_geometry(fields: Mapping[str, str]):
+    """Size and spacing (x, y, ...) from MetaImage fields, as SimpleITK reads them; None when
+    the header is unusual (SimpleITK then reads it)."""
+    try:
+        size = tuple(int(v) for v in fields["dimsize"].split())
+        spacing_text = fields.get("elementspacing") or fields.get("elementsize")
+        spacing = tuple(float(v) for v in spacing_text.split()) if spacing_text else None
+        ndims = int(fields.get("ndims", len(size)))
+        channels = int(fields.get("elementnumberofchannels", "1"))
+    except (KeyError, ValueError):
+        return None
+    spacing = spacing or (1.0,) * len(size)
+    if len(size) != ndims or len(spacing) != ndims or ndims < 2 or channels != 1:
+        return None
+    if fields.get("elementtype", "").upper() not in _MET_BYTES or min(spacing) <= 0:
+        return None
+    return size, spacing
+
+
+_NIFTI_UNIT_SCALE = {1: 1000.0, 2: 1.0, 3: 0.001}  # meter, mm, micron -> mm (as ITK does)
+_NIFTI_SCALAR_TYPES = {2, 4, 8, 16, 64, 256, 512, 768, 1024, 1280}
+
+
+def _nifti_geometry(head: bytes):
+    """Size and spacing (x, y, ...) from a NIfTI-1/-2 header, as SimpleITK reads them; None
+    when the header is unusual (SimpleITK then reads it)."""
+    import struct
+
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
+            if head[344:347] not in (b"n+1", b"ni1"):
+                return None
+            dim = struct.unpack(order + "8h", head[40:56])
+            dtype = struct.unpack(order + "h", head[70:72])[0]
+            pixdim = struct.unpack(order + "8f", head[76:108])
+            units = head[123] & 0x07
+        elif len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
+            if head[4:7] not in (b"n+2", b"ni2"):
+                return None
+            dim = struct.unpack(order + "8q", head[16:80])
+            dtype = struct.unpack(order + "h", head[12:14])[0]
+            pixdim = struct.unpack(order + "8d", head[104:168])
+            units = struct.unpack(order + "i", head[500:504])[0] & 0x07
+        else:
+            continue
+        ndim = dim[0]
+        if not 2 <= ndim <= 7 or dtype not in _NIFTI_SCALAR_TYPES:
+            return None
+        size = tuple(int(v) for v in dim[1 : 1 + ndim])
+        spacing = tuple(abs(float(v)) for v in pixdim[1 : 1 + ndim])
+        if min(size) < 1 or min(spacing[:2]) <= 0 or not all(map(math.isfinite, spacing)):
+            return None
+        scale = _NIFTI_UNIT_SCALE.get(units, 1.0)
+        return size, tuple(v * scale for v in spacing)
+    return None
+
+
+def _read_head(path: Path, n: int = 540) -> bytes:
+    import gzip
+    import zlib
+
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                return f.read(n)
+        with open(path, "rb") as f:
+            return f.read(n)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CamusFormatError(path, f"unreadable image header ({exc})") from exc
+
+
 def read_header(path: str | Path) -> tuple[tuple[int, int], tuple[float, float]]:
     """Shape (rows, cols) and spacing (row, col) in mm of an image file, from its header only."""
     path = Path(path)
     if not path.is_file():
         raise CamusFormatError(path, "missing file")
+    geometry = None
     if path.suffix.lower() == ".mhd":
-        _check_meta_data_file(path)
-    elif path.name.lower().endswith(".nii"):
+        geometry = _meta_geometry(_check_meta_data_file(path))
+    elif path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_data(path, decompress=False)
+        geometry = _nifti_geometry(_read_head(path))
+    if geometry is not None:  # fast path: 50-100x quicker than SimpleITK's header reading
+        size, spacing = geometry
+        return _squeeze_size(path, size), _row_col_spacing(spacing)
     sitk = _sitk()
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from echo_vlsm.io import atomic_path, write_json_atomic, write_png
+from echo_vlsm.io import atomic_path, write_bytes_atomic, write_json_atomic
 from echo_vlsm.structures import LABELS, SPLITS, STRUCTURES
 
 RECORD_COLUMNS: tuple[str, ...] = (
@@ -105,6 +105,19 @@ def _signature(record, size: int) -> dict | None:
         return None
 
 
+def _write_png(path: Path, array: np.ndarray) -> None:
+    """8-bit gray PNG, atomically; OpenCV at zlib level 1 encodes 3-5x faster than Pillow's
+    default for speckled echo images, for files about 15 % larger."""
+    import cv2
+
+    if array.ndim != 2 or array.dtype != np.uint8:
+        raise ValueError(f"{path}: expected a 2-D uint8 array, got {array.dtype} {array.shape}")
+    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    write_bytes_atomic(path, buf.tobytes())
+
+
 def _export_one(record, out_dir: str, size: int) -> dict:
     """Load, resize and write one record's image, label map and masks; return its facts."""
     image, label = record.load()
@@ -112,10 +125,10 @@ def _export_one(record, out_dir: str, size: int) -> dict:
     lbl = resize_label(label, size)
     out = Path(out_dir)
     files = _outputs(record.split, record.stem)
-    write_png(out / files[0], img)
-    write_png(out / files[1], lbl)
+    _write_png(out / files[0], img)
+    _write_png(out / files[1], lbl)
     for structure, rel in zip(STRUCTURES, files[2:]):
-        write_png(out / rel, np.where(lbl == LABELS[structure], 255, 0).astype(np.uint8))
+        _write_png(out / rel, np.where(lbl == LABELS[structure], 255, 0).astype(np.uint8))
     return {"source_height": int(image.shape[0]), "source_width": int(image.shape[1])}
 
 
