@@ -395,3 +395,31 @@ def test_fast_header_reading_agrees_with_simpleitk(tmp_path, kind):
         shape, spacing = read_header(path)
         assert shape == (img.GetSize()[1], img.GetSize()[0])
         assert spacing == pytest.approx((img.GetSpacing()[1], img.GetSpacing()[0]), rel=1e-6)
+
+
+def test_root_may_hold_the_tree_one_level_down(tmp_path):
+    write_2023(tmp_path / "download" / "CAMUS_public", train=(1,), val=(), test=())
+    records = read_camus(tmp_path / "download")
+    assert len(records) == 4 and records[0].image_path.is_file()
+    write_2019(tmp_path / "download" / "CAMUS_2019", training=(60,), testing=())
+    with pytest.raises(CamusFormatError, match="several candidates"):
+        read_camus(tmp_path / "download")
+
+
+def test_cfg_sex_words_and_integral_float_age(tree23):
+    (_pdir(tree23, 4) / "Info_4CH.cfg").write_text("Sex: female\nAge: 63.0\nImageQuality: POOR\n")
+    rec = next(r for r in read_camus(tree23) if r.stem == "patient0004_4CH_ED")
+    assert (rec.sex, rec.age, rec.quality) == ("F", 63, "Poor")
+
+
+@pytest.mark.parametrize("layout", ["2019", "2023"])
+def test_reads_the_built_in_phantom(tmp_path, layout):
+    phantom = pytest.importorskip("echo_vlsm.data.phantom")
+    root = phantom.write_phantom(tmp_path / "phantom", n_patients=3, seed=0, layout=layout)
+    assert validate(root) == []
+    records = read_camus(root)
+    assert len(records) == 3 * 2 * 2
+    assert {r.release for r in records} == {layout}
+    image, label = records[0].load()
+    assert image.dtype == label.dtype == np.uint8 and image.shape == label.shape
+    assert set(np.unique(label)) <= {0, 1, 2, 3} and {1, 2, 3} <= set(np.unique(label))

@@ -437,6 +437,7 @@ def cfg_attributes(path: str | Path, cfg: Mapping[str, str] | None = None) -> di
                 path, f"missing key {key!r} (needed keys: {', '.join(REQUIRED_CFG_KEYS)})"
             )
     sex = lower["sex"].strip().upper()
+    sex = {"MALE": "M", "FEMALE": "F"}.get(sex, sex)
     if sex not in ("M", "F"):
         raise CamusFormatError(path, f"Sex is {lower['sex']!r}; expected 'M' or 'F'")
     try:
@@ -479,20 +480,37 @@ class _Problems:
         self.items.append(str(error))
 
 
-def detect_release(root: str | Path) -> str:
-    """``"2019"`` or ``"2023"`` from the layout of a CAMUS folder, else CamusFormatError."""
+def _layout(folder: Path) -> str | None:
+    if (folder / "database_nifti").is_dir():
+        return "2023"
+    if (folder / "training").is_dir() or (folder / "testing").is_dir():
+        return "2019"
+    return None
+
+
+def find_root(root: str | Path) -> tuple[Path, str]:
+    """The CAMUS folder and its release (``"2019"``/``"2023"``): ``root`` itself, or its one
+    subfolder with a CAMUS layout (as an archive unpacks, e.g. ``CAMUS_public/``)."""
     root = Path(root)
     if not root.is_dir():
         raise CamusFormatError(root, "CAMUS folder does not exist")
-    if (root / "database_nifti").is_dir():
-        return "2023"
-    if (root / "training").is_dir() or (root / "testing").is_dir():
-        return "2019"
+    release = _layout(root)
+    if release:
+        return root, release
+    found = [(p, _layout(p)) for p in sorted(root.iterdir()) if p.is_dir() and _layout(p)]
+    if len(found) == 1:
+        return found[0]
     raise CamusFormatError(
         root,
         "not a CAMUS tree: expected 'database_nifti/' and 'database_split/' (2023 release) "
-        "or 'training/' and 'testing/' (2019 release)",
+        "or 'training/' and 'testing/' (2019 release)"
+        + (f"; several candidates inside: {[p.name for p, _ in found]}" if found else ""),
     )
+
+
+def detect_release(root: str | Path) -> str:
+    """``"2019"`` or ``"2023"`` from the layout of a CAMUS folder, else CamusFormatError."""
+    return find_root(root)[1]
 
 
 def _patient_number(name: str) -> int:
@@ -552,7 +570,7 @@ def _user_assignment(
         )
     by_name: dict[str, list[_Patient]] = {}
     for p in patients:
-        by_name.setdefault(p.name, []).append(p)
+        by_name.setdefault(normalize_patient(p.name), []).append(p)
     out: dict[_Patient, str] = {}
     for split, members in splits.items():
         if split not in SPLITS:
@@ -695,8 +713,7 @@ def _patient_records(
 
 
 def _scan(root, splits, problems: _Problems) -> list[CamusRecord]:
-    root = Path(root)
-    release = detect_release(root)
+    root, release = find_root(root)
     patients = _list_patients(root, release)
     if not patients:
         where = "database_nifti/" if release == "2023" else "training/ or testing/"

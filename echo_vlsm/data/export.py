@@ -145,6 +145,15 @@ def _worker_init() -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
+def _pool_context():
+    """``forkserver`` where there is one: forking a process that runs threads (a Jupyter
+    kernel, torch) can deadlock; ``spawn`` elsewhere."""
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 def _row(record, facts: Mapping) -> dict:
     return {
         "stem": record.stem,
@@ -267,7 +276,9 @@ def export_dataset(
                     last_save = time.monotonic()
         else:
             with ProcessPoolExecutor(
-                max_workers=min(workers, len(todo)), initializer=_worker_init
+                max_workers=min(workers, len(todo)),
+                mp_context=_pool_context(),
+                initializer=_worker_init,
             ) as pool:
                 pending = {pool.submit(_export_one, rec, str(out), size): rec for rec in todo}
                 try:
