@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 
@@ -45,8 +46,6 @@ class ClipTokenizer:
     eot_id = EOT_ID
 
     def __init__(self, context_length: int = 77, bpe_path: str | os.PathLike | None = None):
-        from open_clip.tokenizer import SimpleTokenizer
-
         if context_length < 2:
             raise ValueError(f"context_length must be >= 2 (start and end of text), got {context_length}")
         path = str(bpe_path) if bpe_path is not None else default_bpe_path()
@@ -54,8 +53,11 @@ class ClipTokenizer:
             raise FileNotFoundError(f"CLIP BPE vocabulary not found: {path} (expected open_clip's "
                                     "bpe_simple_vocab_16e6.txt.gz)")
         self.context_length = int(context_length)
-        self._bpe = SimpleTokenizer(bpe_path=path, context_length=self.context_length)
-        assert self._bpe.sot_token_id == SOT_ID and self._bpe.eot_token_id == EOT_ID
+        self._bpe = _simple_tokenizer(path)
+        if (self._bpe.sot_token_id, self._bpe.eot_token_id) != (SOT_ID, EOT_ID):
+            raise ValueError(f"{path}: not CLIP's vocabulary (start/end of text ids "
+                             f"{self._bpe.sot_token_id}/{self._bpe.eot_token_id}, expected "
+                             f"{SOT_ID}/{EOT_ID})")
         self.vocab_size = self._bpe.vocab_size
 
     def encode(self, text: str) -> list[int]:
@@ -90,6 +92,14 @@ class ClipTokenizer:
         if EOT_ID in ids:
             ids = ids[: ids.index(EOT_ID)]
         return self._bpe.decode(ids).strip()
+
+
+@lru_cache(maxsize=4)
+def _simple_tokenizer(path: str):
+    """open_clip's BPE (vocabulary and merge ranks), loaded once per file."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer(bpe_path=path)
 
 
 def _as_list(texts: Sequence[str] | str) -> list[str]:
