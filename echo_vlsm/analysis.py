@@ -51,6 +51,14 @@ STRATEGY_LABELS = {
     "real": "Real",
     "synth-pt-real-ft": "Synth-PT:Real-FT",
 }
+# The study's reported tests and convergence speed-ups (Synthetic Boost, Sec. 4).
+STUDY_TESTS = (
+    {"comparison": "best synthetic vs best real", "a": "CRIS synthetic P5", "b": "CRIS real P2",
+     "alternative": "less", "n": 600, "diff": -5.19, "pvalue": 8.8e-73},
+    {"comparison": "synth-pt-real-ft vs real", "a": "CRIS synth-pt-real-ft P2",
+     "b": "CRIS real P2", "alternative": "greater", "n": 600, "diff": 0.34, "pvalue": 8.3e-6},
+)
+STUDY_SPEEDUPS = {"clipseg": 1.71, "cris": 4.55}
 # paper_results.csv names the encoders of Table 1 "unfrozen".
 _PAPER_ENCODERS = {"unfrozen": "trained", "frozen": "frozen"}
 PAPER_RESULTS = Path(__file__).resolve().parent.parent / "paper" / "paper_results.csv"
@@ -496,6 +504,60 @@ def prompt_gap(summary: pd.DataFrame, strategies: Iterable[str] = ("real",),
     return pd.DataFrame(rows, columns=cols)
 
 
+def prompt_gap_verdict(gap: pd.DataFrame, far: float = 10.0) -> str:
+    """An honest sentence on the study's pattern "P0 (empty prompt) far below P1": holds
+    where P1 - P0 is at least ``far`` dice points."""
+    if gap.empty:
+        return "P0 and P1 were not both run for any strategy and model: the pattern is untested."
+    cells = [f"{STRATEGY_LABELS.get(r.strategy, r.strategy)} {MODEL_LABELS[r.model]}: "
+             f"{r.gap:+.1f} (study {r.paper_gap:+.1f})" for r in gap.itertuples()]
+    held = int((gap["gap"] >= far).sum())
+    if held == len(gap):
+        verdict = "holds in every cell run"
+    elif held == 0:
+        verdict = "does not hold in any cell run"
+    else:
+        verdict = f"holds in {held} of {len(gap)} cells run"
+    return (f"The study's pattern, P0 (the empty prompt) far below P1 (at least {far:g} dice "
+            f"points), {verdict}. P1 - P0 in dice points: " + "; ".join(cells) + ".")
+
+
+def encoder_gradient_check(size: str = "tiny", seed: int = 0) -> pd.DataFrame:
+    """Which CLIPSeg parameters receive a gradient after one backward pass: transformers'
+    own forward (the study's code) with every ``requires_grad`` on, and this project's
+    forward with trained and with frozen encoders. transformers runs the CLIP encoders under
+    ``torch.no_grad()``, so the study's "unfrozen" CLIPSeg never trained them."""
+    import torch
+
+    from echo_vlsm.models import build_model
+
+    torch.manual_seed(seed)
+    rows = []
+    for variant in ("transformers forward (the study)", "echo_vlsm, encoders trained",
+                    "echo_vlsm, encoders frozen"):
+        encoders = "frozen" if variant.endswith("frozen") else "trained"
+        model = build_model("clipseg", size=size, encoders=encoders)
+        net = model.net
+        side = model.spec.image_size
+        ids, mask = model.tokenize(["Left ventricular cavity of the heart.",
+                                    "Myocardium in the cardiac ultrasound."])
+        x = torch.randn(2, 3, side, side)
+        if variant.startswith("transformers"):
+            for p in net.parameters():
+                p.requires_grad_(True)
+            logits = net(input_ids=ids, pixel_values=x, attention_mask=mask).logits
+        else:
+            logits = model(x, ids, mask)
+        logits.float().pow(2).mean().backward()
+        for part, module in (("vision encoder", net.clip.vision_model),
+                             ("text encoder", net.clip.text_model), ("decoder", net.decoder)):
+            params = list(module.parameters())
+            with_grad = sum(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params)
+            rows.append({"forward": variant, "part": part, "tensors": len(params),
+                         "with_gradient": int(with_grad)})
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------------------
 # Histories and convergence
 # --------------------------------------------------------------------------------------
@@ -595,6 +657,21 @@ def convergence_speedups(summaries: pd.DataFrame, base: str = "real",
     cols = keys + [f"best_epoch_{base}", f"best_epoch_{boosted}", "epoch_speedup",
                    f"seconds_{base}", f"seconds_{boosted}", "time_speedup"]
     return _order(pd.DataFrame(rows, columns=cols))
+
+
+def speedup_summary(speedups: pd.DataFrame) -> pd.DataFrame:
+    """Mean convergence speed-up per model (over encoders and prompts) next to the study's."""
+    rows = []
+    for model in MODELS:
+        sel = speedups[speedups["model"] == model]
+        if sel.empty:
+            continue
+        rows.append({"model": model, "pairs": len(sel),
+                     "epoch_speedup": sel["epoch_speedup"].mean(),
+                     "time_speedup": sel["time_speedup"].mean(),
+                     "study": STUDY_SPEEDUPS[model]})
+    return pd.DataFrame(rows, columns=["model", "pairs", "epoch_speedup", "time_speedup",
+                                       "study"])
 
 
 # --------------------------------------------------------------------------------------
@@ -774,3 +851,82 @@ def write_report(path: str | os.PathLike, title: str, sections: list[tuple[str, 
     path = Path(path)
     write_text_atomic(path, "\n".join(parts))
     return path
+
+
+def _figure_md(report_dir: Path, paths: Iterable[Path] | None, caption: str) -> str:
+    paths = [Path(p) for p in (paths or [])]
+    png = next((p for p in paths if p.suffix == ".png"), None)
+    if png is None or not png.is_file():
+        return f"*({caption}: not drawn, its runs are missing)*"
+    rel = os.path.relpath(png, report_dir)
+    pdf = next((p for p in paths if p.suffix == ".pdf"), None)
+    link = f" ([PDF]({os.path.relpath(pdf, report_dir)}))" if pdf is not None else ""
+    return f"![{caption}]({rel}){link}"
+
+
+def report_sections(
+    report_path: str | os.PathLike,
+    *,
+    profile: str,
+    metrics: pd.DataFrame,
+    table1: pd.DataFrame,
+    table2: pd.DataFrame | None = None,
+    tests: pd.DataFrame | None = None,
+    speedups: pd.DataFrame | None = None,
+    gap: pd.DataFrame | None = None,
+    figures: Mapping[str, Iterable[Path]] | None = None,
+    notes: Iterable[str] = (),
+) -> list[tuple[str, str]]:
+    """The sections of ``report.md``: every table and figure of this run next to the study's
+    numbers (Synthetic Boost, Tables 1-2, Sec. 4 tests and speed-ups)."""
+    report_dir = Path(report_path).parent
+    figures = dict(figures or {})
+    runs = metrics.groupby(["model", "strategy", "encoders", "prompt"]).size()
+    overview = [
+        f"Profile **{profile}**: {len(runs)} runs, {len(metrics)} test scores "
+        f"({int(runs.min())}-{int(runs.max())} per run; the study: 600 = 200 images x 3 "
+        "structures). Dice in percent; \"study\" rows are the published values.",
+        *notes,
+    ]
+    sections = [("What was run", "\n\n".join(overview))]
+    if gap is not None:
+        sections.append(("P0 (empty prompt) versus P1 (structure named)",
+                         prompt_gap_verdict(gap) + "\n\n" + df_to_markdown(gap)))
+    sections.append(("Table 1: encoders trained (study: \"unfrozen\")",
+                     to_markdown(format_table(table1))))
+    if table2 is not None and (table2["n"] > 0).any():
+        sections.append(("Table 2: encoders frozen", to_markdown(format_table(table2))))
+    diffs = strategy_differences(table1)
+    body = _figure_md(report_dir, figures.get("strategy_difference"),
+                      "Mean dice of each strategy minus real")
+    if not diffs.empty:
+        body += "\n\n" + df_to_markdown(diffs)
+    sections.append(("Strategy minus real (the study's main figure)", body))
+    fdiff = freeze_differences(metrics)
+    body = _figure_md(report_dir, figures.get("freeze_difference"), "Frozen minus trained")
+    if not fdiff.empty:
+        body += "\n\n" + df_to_markdown(fdiff)
+    effect = paper_freeze_effect()
+    body += ("\n\nIn the study's own tables, frozen minus trained (Table 2 - Table 1), per "
+             "model: CLIPSeg's encoders never trained in the study's code (transformers runs "
+             "them under `torch.no_grad()`), so its two tables differ only by run-to-run "
+             "noise.\n\n" + df_to_markdown(effect))
+    sections.append(("Frozen minus trained encoders", body))
+    if tests is not None:
+        body = ("One-sided Wilcoxon signed-rank tests over test samples matched by sample and "
+                "structure; diff = mean of a - b (dice points).\n\n**This run**\n\n"
+                + (df_to_markdown(tests) if not tests.empty else "*(no pair of runs to test)*")
+                + "\n\n**The study**\n\n" + df_to_markdown(pd.DataFrame(STUDY_TESTS)))
+        sections.append(("Paired tests", body))
+    if speedups is not None:
+        body = ("Epochs (and seconds) to the best validation dice, real divided by "
+                "synth-pt-real-ft (pretraining on synthetic images not counted, as in the "
+                "study).\n\n")
+        summary = speedup_summary(speedups)
+        body += (df_to_markdown(summary) + "\n\n" + df_to_markdown(speedups)
+                 if not speedups.empty else "*(no real / synth-pt-real-ft pair)*")
+        body += "\n\n" + _figure_md(report_dir, figures.get("learning_curves"), "Learning curves")
+        sections.append(("Convergence", body))
+    sections.append(("Per structure", _figure_md(report_dir, figures.get("per_structure"),
+                                                 "Dice per structure")))
+    return sections

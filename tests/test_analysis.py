@@ -253,3 +253,22 @@ def test_parse_run_id_and_report(tmp_path):
     assert "| x | 0.35 | 8.30e-06 |" in md
     p = A.write_report(tmp_path / "r" / "report.md", "Report", [("Tables", "body")])
     assert p.read_text() == "# Report\n\n## Tables\n\nbody\n"
+
+
+def test_prompt_gap_verdict_is_honest():
+    gap = pd.DataFrame({"strategy": ["real", "real"], "model": ["clipseg", "cris"],
+                        "dice_p0": [40.0, 50.0], "dice_p1": [80.0, 52.0],
+                        "gap": [40.0, 2.0], "paper_gap": [42.01, 44.54]})
+    text = A.prompt_gap_verdict(gap)
+    assert "holds in 1 of 2 cells run" in text and "Real CRIS: +2.0 (study +44.5)" in text
+    assert "does not hold" in A.prompt_gap_verdict(gap.iloc[[1]])
+    assert "untested" in A.prompt_gap_verdict(gap.iloc[[]])
+
+
+def test_encoder_gradient_check_shows_the_study_defect():
+    g = A.encoder_gradient_check("tiny").set_index(["forward", "part"])["with_gradient"]
+    for part in ("vision encoder", "text encoder"):
+        assert g[("transformers forward (the study)", part)] == 0
+        assert g[("echo_vlsm, encoders frozen", part)] == 0
+        assert g[("echo_vlsm, encoders trained", part)] > 0
+    assert g[("transformers forward (the study)", "decoder")] > 0
