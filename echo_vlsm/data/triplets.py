@@ -1,0 +1,497 @@
+"""Triplets (image, prompt, mask) of a task file, decoded once and held as uint8 tensors.
+
+The study's input pipeline decoded, resized and normalised every PNG at every step in
+DataLoader workers. Here a split is decoded, resized to the model's input size and tokenized
+once, cached on disk (keyed by the files' sizes and modification times, the task file's
+content and the settings), and then held as uint8 tensors - on the GPU when there is one.
+Per step, a batch is gathered by index and normalised on the device (``normalise``).
+
+Memory: images are stored once per image (the three structures of an image share it); the
+masks of an image are packed as bits of one uint8 map (bit k = the k-th mask file of that
+image), so a split costs two bytes per pixel and image. Both phrasings of a prompt are
+tokenized up front, so drawing "a random phrasing per sample and epoch" (as the study did)
+costs nothing.
+
+Examples::
+
+    data = load_triplets("data/phantom", "train", "p3", image_size=352,
+                         tokenize=model.tokenize)
+    images, masks, ids, attn = data.batch(torch.arange(8), data.draw_phrasings(generator))
+    pixel_values = normalise(images, model.spec.mean, model.spec.std)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from echo_vlsm.io import atomic_path
+
+CACHE_VERSION = 1
+MAX_MASKS_PER_IMAGE = 8
+_PROMPT_KEY_RE = re.compile(r"^p\d+$")
+
+
+class TripletError(ValueError):
+    """A task file or one of the files it names is missing or inconsistent."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+# -- task files and prompts -----------------------------------------------------------------
+def task_file(dataset_dir: str | os.PathLike, split: str) -> Path:
+    """``<dataset>/tasks/<split>.json``; a missing file is an error saying how to make it."""
+    path = Path(dataset_dir) / "tasks" / f"{split}.json"
+    if not path.is_file():
+        have = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.is_dir() else []
+        raise TripletError(
+            path,
+            f"no task file for split {split!r} (task files there: {have}); "
+            "write them with notebook 03 / echo_vlsm.prompts.write_tasks",
+        )
+    return path
+
+
+def _read_tasks(path: Path) -> list[dict]:
+    try:
+        from echo_vlsm.prompts import read_tasks
+    except ImportError:  # pragma: no cover - the prompts part is not installed
+        read_tasks = None
+    try:
+        tasks = read_tasks(path) if read_tasks is not None else json.loads(path.read_text())
+    except TripletError:
+        raise
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TripletError(path, f"cannot read the task file ({exc})") from exc
+    if not isinstance(tasks, list) or not tasks:
+        raise TripletError(path, "expected a non-empty JSON list of tasks")
+    for i, task in enumerate(tasks):
+        missing = [k for k in ("img_name", "mask_name", "prompts") if k not in task]
+        if missing:
+            raise TripletError(
+                path,
+                f"task {i} lacks {missing} (a task has img_name, "
+                "mask_name, structure, attributes, prompts)",
+            )
+    return tasks
+
+
+def _prompt_keys() -> tuple[str, ...]:
+    from echo_vlsm.prompts import PROMPT_KEYS
+
+    return tuple(PROMPT_KEYS)
+
+
+def prompt_candidates(task: dict, key: str, where: str | os.PathLike = "task") -> list[str]:
+    """All phrasings a task offers for prompt ``key``: ``p0``..``p7`` (one or two phrasings),
+    or ``random`` (every phrasing of every key, drawn uniformly)."""
+    prompts = task.get("prompts") or {}
+    if key == "random":
+        out = []
+        for k in _prompt_keys():
+            if k in prompts:
+                out.extend(prompt_candidates(task, k, where))
+        return out
+    if not _PROMPT_KEY_RE.match(str(key)) or key not in _prompt_keys():
+        raise TripletError(
+            where, f"unknown prompt key {key!r}; expected one of {(*_prompt_keys(), 'random')}"
+        )
+    if key not in prompts:
+        raise TripletError(
+            where, f"task {task.get('img_name')!r} has no prompt {key!r} (it has {sorted(prompts)})"
+        )
+    value = prompts[key]
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise TripletError(
+        where,
+        f"prompt {key!r} of task {task.get('img_name')!r} must be a "
+        f"string or a list of strings, got {value!r}",
+    )
+
+
+# -- the decoded split ----------------------------------------------------------------------
+@dataclass
+class Triplets(torch.utils.data.Dataset):
+    """A decoded split: ``len()`` triplets over ``images.shape[0]`` unique images.
+
+    Tensors (uint8 unless noted): ``images (I, S, S)``; ``masks (I, S, S)`` mask bits per image
+    at the model's size; ``full_masks (I, H, W)`` the same at the stored size (for the final
+    scores; kept on the CPU) or ``None``; per triplet ``image_index (N,)`` and ``mask_bit
+    (N,)`` (int64), ``input_ids (N, P, L)`` (int64), ``attention_mask (N, P, L)``,
+    ``n_phrasings (N,)`` (int64). ``samples``: per triplet a dict with ``sample`` (image stem),
+    ``structure``, ``view``, ``phase``, ``img_name``, ``mask_name``; ``texts``: the phrasings.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    image_index: torch.Tensor
+    mask_bit: torch.Tensor
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    n_phrasings: torch.Tensor
+    samples: list[dict]
+    texts: list[list[str]]
+    full_masks: torch.Tensor | None = None
+    source: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.image_index.shape[0])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device) -> Triplets:
+        """Move the training tensors to ``device`` (``full_masks`` stay on the CPU)."""
+        names = (
+            "images",
+            "masks",
+            "image_index",
+            "mask_bit",
+            "input_ids",
+            "attention_mask",
+            "n_phrasings",
+        )
+        moved = {n: getattr(self, n).to(device) for n in names}
+        return Triplets(
+            **moved,
+            samples=self.samples,
+            texts=self.texts,
+            full_masks=self.full_masks,
+            source=self.source,
+        )
+
+    def draw_phrasings(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One phrasing index per triplet, uniformly among its phrasings (the study's random
+        phrasing per sample); drawn on the CPU so that results do not depend on the device."""
+        u = torch.rand(len(self), generator=generator)
+        return (u * self.n_phrasings.cpu()).long().clamp_max(self.n_phrasings.cpu() - 1)
+
+    def batch(self, index: torch.Tensor, phrasing: torch.Tensor | None = None):
+        """Gather triplets ``index``: ``(images uint8 (B, S, S), masks bool (B, S, S),
+        input_ids (B, L), attention_mask (B, L))`` on this set's device."""
+        index = index.to(self.device)
+        phr = torch.zeros_like(index) if phrasing is None else phrasing.to(self.device)[index]
+        img = self.image_index[index]
+        images = self.images[img]
+        masks = ((self.masks[img] >> self.mask_bit[index].to(torch.uint8)[:, None, None]) & 1) > 0
+        ids = self.input_ids[index, phr]
+        attn = self.attention_mask[index, phr]
+        return images, masks, ids, attn
+
+    def full_mask(self, index: torch.Tensor) -> torch.Tensor:
+        """Masks at the stored resolution, bool ``(B, H, W)``, on the CPU."""
+        if self.full_masks is None:
+            raise ValueError("this split was loaded without full_masks=True")
+        index = index.cpu()
+        img = self.image_index.cpu()[index]
+        bit = self.mask_bit.cpu()[index].to(torch.uint8)
+        return ((self.full_masks[img] >> bit[:, None, None]) & 1) > 0
+
+    def prompt_text(self, i: int, phrasing: torch.Tensor | None = None) -> str:
+        j = 0 if phrasing is None else int(phrasing[i])
+        return self.texts[i][j]
+
+    def __getitem__(self, i: int) -> dict:
+        images, masks, ids, attn = self.batch(torch.tensor([i]))
+        return {
+            "image": images[0],
+            "mask": masks[0],
+            "input_ids": ids[0],
+            "attention_mask": attn[0],
+            **self.samples[i],
+        }
+
+
+def normalise(
+    images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    channels_last: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """uint8 ``(B, S, S)`` gray images -> float ``(B, 3, S, S)`` normalised with ``mean`` and
+    ``std`` of ``[0, 1]`` images (gray repeated over the three channels), on their device."""
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    scale = 1.0 / (255.0 * std_t)
+    shift = -mean_t / std_t
+    x = torch.addcmul(shift, images[:, None].to(torch.float32), scale)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.to(dtype)
+
+
+# -- decoding and caching -------------------------------------------------------------------
+def _imread(path: Path) -> np.ndarray:
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    if data is None:
+        raise TripletError(path, "file named in the task file does not exist")
+    array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise TripletError(path, "cannot decode the image (expected an 8-bit PNG)")
+    if array.ndim == 3:
+        array = cv2.cvtColor(
+            array, cv2.COLOR_BGR2GRAY if array.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
+        )
+    if array.dtype != np.uint8:
+        raise TripletError(path, f"expected an 8-bit image, got {array.dtype}")
+    return array
+
+
+def _resize(array: np.ndarray, size: int, mask: bool) -> np.ndarray:
+    import cv2
+
+    if array.shape == (size, size):
+        return array
+    if mask:
+        interp = cv2.INTER_NEAREST
+    else:  # area averaging when shrinking (no aliasing), bilinear when enlarging
+        interp = cv2.INTER_AREA if max(array.shape) > size else cv2.INTER_LINEAR
+    return cv2.resize(array, (size, size), interpolation=interp)
+
+
+def _stat_key(path: Path) -> list:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise TripletError(path, "file named in the task file does not exist") from None
+    return [path.name, st.st_size, st.st_mtime_ns]
+
+
+def _digest(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _decode_split(
+    root: Path,
+    image_names: list[str],
+    masks_of: list[list[str]],
+    size: int,
+    full: bool,
+    workers: int,
+    progress: bool,
+    desc: str,
+):
+    from tqdm.auto import tqdm
+
+    n = len(image_names)
+    images = torch.empty((n, size, size), dtype=torch.uint8)
+    masks = torch.zeros((n, size, size), dtype=torch.uint8)
+    full_masks: list[np.ndarray | None] = [None] * n
+
+    def work(i: int):
+        img_path = root / image_names[i]
+        image = _imread(img_path)
+        images[i] = torch.from_numpy(_resize(image, size, mask=False))
+        packed_full = np.zeros(image.shape, np.uint8) if full else None
+        for bit, mask_name in enumerate(masks_of[i]):
+            mask_path = root / mask_name
+            m = _imread(mask_path)
+            if m.shape != image.shape:
+                raise TripletError(
+                    mask_path,
+                    f"mask is {m.shape[1]}x{m.shape[0]} but its image "
+                    f"{img_path} is {image.shape[1]}x{image.shape[0]}; masks must "
+                    "have their image's size",
+                )
+            binary = (m > 127).astype(np.uint8) if m.max() > 1 else (m > 0).astype(np.uint8)
+            masks[i] |= torch.from_numpy(_resize(binary, size, mask=True) << bit)
+            if full:
+                packed_full |= binary << bit
+        if full:
+            full_masks[i] = packed_full
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(
+            tqdm(
+                pool.map(work, range(n)),
+                total=n,
+                desc=desc,
+                disable=None if progress else True,
+                leave=False,
+            )
+        )
+    full_t = None
+    if full:
+        shapes = {a.shape for a in full_masks}
+        if len(shapes) != 1:
+            raise TripletError(
+                root,
+                f"images of this split have different sizes {sorted(shapes)}; "
+                "an exported dataset has one size (export_dataset(size=512))",
+            )
+        full_t = torch.from_numpy(np.stack(full_masks))
+    return images, masks, full_t
+
+
+def load_triplets(
+    dataset_dir: str | os.PathLike,
+    split: str,
+    prompt: str,
+    image_size: int,
+    tokenize: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]],
+    cache_dir: str | os.PathLike | None = None,
+    full_masks: bool = False,
+    device: str | torch.device | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Triplets:
+    """Read ``<dataset>/tasks/<split>.json`` and decode its triplets for a model.
+
+    Args:
+        dataset_dir: an exported dataset (``images/``, ``masks/``, ``tasks/``).
+        split: ``train``, ``val`` or ``test``.
+        prompt: ``p0``..``p7`` or ``random``.
+        image_size: the model's square input side (``model.spec.image_size``).
+        tokenize: ``model.tokenize`` (texts -> ``(input_ids, attention_mask)``).
+        cache_dir: where the decoded tensors are cached (default ``<dataset>/.cache``);
+            ``False`` disables the cache.
+        full_masks: also keep the masks at their stored size (for the final scores).
+        device: move the training tensors there (``None``: stay on the CPU).
+        workers: decoding threads (default: up to 8).
+
+    Errors (:class:`TripletError`) name the file: a missing task file, a file it names that
+    is missing or unreadable, a mask whose size differs from its image's, an unknown prompt key.
+    """
+    root = Path(dataset_dir)
+    path = task_file(root, split)
+    tasks = _read_tasks(path)
+    texts = [prompt_candidates(t, prompt, path) for t in tasks]
+
+    # unique images, and per image its distinct mask files (one bit each)
+    image_names: list[str] = []
+    masks_of: list[list[str]] = []
+    position: dict[str, int] = {}
+    image_index, mask_bit, samples = [], [], []
+    for task in tasks:
+        img, msk = str(task["img_name"]), str(task["mask_name"])
+        if img not in position:
+            position[img] = len(image_names)
+            image_names.append(img)
+            masks_of.append([])
+        i = position[img]
+        if msk not in masks_of[i]:
+            if len(masks_of[i]) == MAX_MASKS_PER_IMAGE:
+                raise TripletError(
+                    path, f"image {img!r} has more than {MAX_MASKS_PER_IMAGE} mask files"
+                )
+            masks_of[i].append(msk)
+        image_index.append(i)
+        mask_bit.append(masks_of[i].index(msk))
+        attrs = task.get("attributes") or {}
+        samples.append(
+            {
+                "sample": str(attrs.get("stem") or Path(img).stem),
+                "structure": str(task.get("structure") or attrs.get("structure") or ""),
+                "view": str(attrs.get("view") or ""),
+                "phase": str(attrs.get("phase") or ""),
+                "img_name": img,
+                "mask_name": msk,
+            }
+        )
+
+    # cache keys: files (names, sizes, mtimes) + size for the pixels; texts + tokenizer for ids
+    probe_ids, probe_mask = tokenize(["Left ventricular cavity of the heart."])
+    tok_key = _digest([probe_ids.tolist(), probe_mask.tolist(), list(probe_ids.shape)])
+    pix_key = _digest(
+        [
+            CACHE_VERSION,
+            split,
+            image_size,
+            [_stat_key(root / n) for n in image_names],
+            [[_stat_key(root / m) for m in ms] for ms in masks_of],
+        ]
+    )
+    text_key = _digest([CACHE_VERSION, tok_key, texts])
+    cache = None if cache_dir is False else Path(cache_dir) if cache_dir else root / ".cache"
+    workers = workers or min(8, os.cpu_count() or 1)
+
+    pix = _cache_load(cache, f"pixels-{split}-{image_size}-{pix_key}.pt")
+    if pix is None or (full_masks and pix.get("full_masks") is None):
+        images, masks, full_t = _decode_split(
+            root,
+            image_names,
+            masks_of,
+            image_size,
+            full_masks,
+            workers,
+            progress,
+            f"decoding {root.name}/{split}",
+        )
+        pix = {"images": images, "masks": masks, "full_masks": full_t}
+        _cache_save(cache, f"pixels-{split}-{image_size}-{pix_key}.pt", pix)
+
+    tok = _cache_load(cache, f"tokens-{split}-{prompt}-{text_key}.pt")
+    if tok is None:
+        tok = _tokenize_all(texts, tokenize)
+        _cache_save(cache, f"tokens-{split}-{prompt}-{text_key}.pt", tok)
+
+    data = Triplets(
+        images=pix["images"],
+        masks=pix["masks"],
+        image_index=torch.tensor(image_index, dtype=torch.long),
+        mask_bit=torch.tensor(mask_bit, dtype=torch.long),
+        input_ids=tok["input_ids"].long(),
+        attention_mask=tok["attention_mask"],
+        n_phrasings=tok["n_phrasings"],
+        samples=samples,
+        texts=texts,
+        full_masks=pix["full_masks"] if full_masks else None,
+        source={"dataset": str(root), "split": split, "prompt": prompt, "task_file": str(path)},
+    )
+    return data.to(device) if device is not None else data
+
+
+def _tokenize_all(texts: list[list[str]], tokenize) -> dict:
+    unique = sorted({t for phr in texts for t in phr})
+    ids, attn = tokenize(unique) if unique else (torch.zeros(0, 1), torch.zeros(0, 1))
+    row = {t: i for i, t in enumerate(unique)}
+    p = max(len(phr) for phr in texts)
+    n = len(texts)
+    index = torch.tensor([[row[phr[min(j, len(phr) - 1)]] for j in range(p)] for phr in texts])
+    return {
+        "input_ids": ids[index.view(-1)].view(n, p, -1).to(torch.int32),
+        "attention_mask": attn[index.view(-1)].view(n, p, -1).to(torch.uint8),
+        "n_phrasings": torch.tensor([len(phr) for phr in texts], dtype=torch.long),
+    }
+
+
+def _cache_load(cache: Path | None, name: str) -> dict | None:
+    if cache is None or not (cache / name).is_file():
+        return None
+    try:
+        return torch.load(cache / name, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged cache file is rebuilt
+        return None
+
+
+def _cache_save(cache: Path | None, name: str, obj: dict) -> None:
+    if cache is None:
+        return
+    try:
+        with atomic_path(cache / name) as tmp:
+            torch.save(obj, tmp)
+    except OSError:  # a read-only dataset folder: work without the cache
+        pass

@@ -1,0 +1,234 @@
+"""One frozen dataclass per training run (Synthetic Boost, Sec. 3: the finetuning recipe).
+
+A run is named by ``run_id(model, strategy, encoders, prompt)``, e.g.
+``cris_synth-pt-real-ft_frozen_p3``, and lives in ``<runs_root>/<run_id>/``.
+
+Examples::
+
+    >>> cfg = TrainConfig(model="clipseg", size="tiny", prompt="p2", epochs=3)
+    >>> cfg.run_id
+    'clipseg_real_trained_p2'
+    >>> cfg.learning_rate
+    0.002
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from echo_vlsm.paths import resolve
+
+MODELS = ("clipseg", "cris")
+SIZES = ("paper", "tiny")
+ENCODERS = ("trained", "frozen")
+STRATEGIES = ("real", "synthetic", "synth-pt-real-ft", "zeroshot")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+#: The study's learning rates (AdamW) and batch sizes per model.
+DEFAULT_LR = {"clipseg": 2e-3, "cris": 2e-5}
+DEFAULT_BATCH = {"clipseg": 128, "cris": 32}
+_PROMPT_RE = re.compile(r"^p\d+$")
+
+
+def prompt_keys() -> tuple[str, ...]:
+    """The prompt keys a run may use: ``p0``..``p7`` (``echo_vlsm.prompts.PROMPT_KEYS``)
+    and ``random`` (a random one of them per sample)."""
+    from echo_vlsm.prompts import PROMPT_KEYS
+
+    return (*PROMPT_KEYS, "random")
+
+
+def run_id(model: str, strategy: str, encoders: str, prompt: str) -> str:
+    """The name of a run: ``<model>_<strategy>_<encoders>_<prompt>``.
+
+    Examples::
+
+        >>> run_id("cris", "synth-pt-real-ft", "frozen", "p3")
+        'cris_synth-pt-real-ft_frozen_p3'
+    """
+    for name, value in (("model", model), ("strategy", strategy), ("encoders", encoders),
+                        ("prompt", prompt)):
+        if not isinstance(value, str) or not value or "_" in value or "/" in value:
+            raise ValueError(f"run_id: {name} must be a non-empty string without '_' or '/', "
+                             f"got {value!r}")
+    return f"{model}_{strategy}_{encoders}_{prompt}"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training (or zero-shot evaluation) run depends on.
+
+    Args:
+        model, size, pretrained: passed to ``echo_vlsm.models.build_model`` (``pretrained``:
+            ``None`` random weights, ``True`` the study's weights, or a hub id / local path).
+        prompt: ``p0``..``p7`` or ``random``; one of the two phrasings is drawn per sample and
+            epoch, as the study did.
+        strategy: ``real`` (train and validate on real images), ``synthetic`` (on synthetic
+            images), ``synth-pt-real-ft`` (start from the best weights of the ``synthetic`` run
+            with the same model, encoders and prompt, P6's for P7, then train on real) or
+            ``zeroshot`` (evaluate the initial model, no training). The test split is always
+            the real test split.
+        encoders: ``trained`` or ``frozen`` CLIP encoders.
+        epochs, min_epochs: at most ``epochs``; early stopping never before ``min_epochs``.
+        batch_size: global batch (split over processes under torchrun); ``None``: the study's
+            (128 CLIPSeg, 32 CRIS).
+        lr: AdamW learning rate; ``None``: the study's (2e-3 CLIPSeg, 2e-5 CRIS).
+        weight_decay: AdamW weight decay (1e-3).
+        dice_weight, bce_weight: loss = dice_weight x Dice + bce_weight x BCE (1 and 0.25).
+        plateau_patience, plateau_factor: ReduceLROnPlateau on the validation loss (5, 0.1).
+        patience: early stopping after this many epochs without a better validation dice
+            (``None``: never).
+        grad_clip: gradient-norm clipping (0.5; ``None`` off).
+        precision: ``auto`` (bf16 autocast on GPUs that support it, else fp16 with a gradient
+            scaler; fp32 on CPU), ``bf16``, ``fp16`` or ``fp32``.
+        compile: ``torch.compile`` the model. channels_last: channels-last memory format.
+        seed: seeds weights, batch order and phrasing choice; a resumed run ends where an
+            uninterrupted one does.
+        real_dir, synthetic_dir, runs_root: folders (relative ones from the project root).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``, ...
+        init_from: weights (``.safetensors``) to start from instead of the synthetic run's, for
+            ``synth-pt-real-ft``.
+        save_predictions: also write the test predictions as PNG (``predictions/``).
+        cache_dir: where decoded datasets are cached (default ``<dataset>/.cache``).
+    """
+
+    model: str = "clipseg"
+    size: str = "tiny"
+    pretrained: Any = None
+    prompt: str = "p1"
+    strategy: str = "real"
+    encoders: str = "trained"
+    epochs: int = 5
+    min_epochs: int = 1
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float = 1e-3
+    dice_weight: float = 1.0
+    bce_weight: float = 0.25
+    plateau_patience: int = 5
+    plateau_factor: float = 0.1
+    patience: int | None = None
+    grad_clip: float | None = 0.5
+    precision: str = "auto"
+    compile: bool = False
+    channels_last: bool = True
+    seed: int = 0
+    real_dir: str = "data/phantom"
+    synthetic_dir: str = "data/phantom-synthetic"
+    runs_root: str = "runs/demo"
+    device: str = "auto"
+    init_from: str | None = None
+    save_predictions: bool = False
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        def choice(name, allowed):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"TrainConfig.{name}={value!r}; expected one of {allowed}")
+
+        choice("model", MODELS)
+        choice("size", SIZES)
+        choice("strategy", STRATEGIES)
+        choice("encoders", ENCODERS)
+        choice("precision", PRECISIONS)
+        if not isinstance(self.prompt, str) or not _PROMPT_RE.match(self.prompt) \
+                and self.prompt != "random":
+            raise ValueError(f"TrainConfig.prompt={self.prompt!r}; expected a prompt key "
+                             "p0..p7 or 'random'")
+        for name in ("epochs", "min_epochs", "plateau_patience", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"TrainConfig.{name}={value!r}; expected an integer >= 0")
+        if self.strategy != "zeroshot" and self.epochs < 1:
+            raise ValueError(f"TrainConfig.epochs={self.epochs}: strategy {self.strategy!r} "
+                             "trains for at least 1 epoch (use strategy='zeroshot' to only "
+                             "evaluate)")
+        if self.min_epochs > max(self.epochs, 1):
+            raise ValueError(f"TrainConfig.min_epochs={self.min_epochs} exceeds "
+                             f"epochs={self.epochs}")
+        for name in ("batch_size", "patience"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f"TrainConfig.{name}={value!r}; expected None or an integer "
+                                 ">= 1")
+        for name in ("lr", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and not float(value) > 0:
+                raise ValueError(f"TrainConfig.{name}={value!r}; expected None or > 0")
+        for name in ("weight_decay", "dice_weight", "bce_weight"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; expected >= 0")
+        if self.dice_weight == 0 and self.bce_weight == 0:
+            raise ValueError("TrainConfig: dice_weight and bce_weight are both 0")
+        if not 0 < float(self.plateau_factor) < 1:
+            raise ValueError(f"TrainConfig.plateau_factor={self.plateau_factor!r}; expected "
+                             "0 < factor < 1")
+        if self.init_from is not None and self.strategy != "synth-pt-real-ft":
+            raise ValueError("TrainConfig.init_from is only used by strategy "
+                             f"'synth-pt-real-ft', not {self.strategy!r}")
+
+    # -- derived values ---------------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        return run_id(self.model, self.strategy, self.encoders, self.prompt)
+
+    @property
+    def run_dir(self) -> Path:
+        return resolve(self.runs_root) / self.run_id
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.lr) if self.lr is not None else DEFAULT_LR[self.model]
+
+    @property
+    def global_batch_size(self) -> int:
+        return int(self.batch_size) if self.batch_size is not None else DEFAULT_BATCH[self.model]
+
+    @property
+    def train_dir(self) -> Path:
+        """The dataset trained and validated on."""
+        return resolve(self.synthetic_dir if self.strategy == "synthetic" else self.real_dir)
+
+    @property
+    def test_dir(self) -> Path:
+        """The real dataset whose test split every strategy is scored on."""
+        return resolve(self.real_dir)
+
+    def pretraining_run(self) -> Path | None:
+        """For ``synth-pt-real-ft``: the synthetic run it starts from (P6's for P7: synthetic
+        images carry no quality, so their P6 already holds the shape, as in the study)."""
+        if self.strategy != "synth-pt-real-ft":
+            return None
+        prompt = "p6" if self.prompt == "p7" else self.prompt
+        return resolve(self.runs_root) / run_id(self.model, "synthetic", self.encoders, prompt)
+
+    # -- (de)serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Build from a dict (``config.json``, a YAML parameter set); unknown keys are errors."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys {unknown}; accepted: {sorted(names)}")
+        return cls(**values)
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+#: Fields that do not change what a run computes (where and how fast it runs).
+RUNTIME_FIELDS = ("device", "compile", "cache_dir", "save_predictions", "runs_root",
+                  "real_dir", "synthetic_dir")
+
+
+def result_fields(config: TrainConfig) -> dict:
+    """The fields of a config that determine its results (compared when resuming)."""
+    return {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}

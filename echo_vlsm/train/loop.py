@@ -1,0 +1,534 @@
+"""Finetuning and scoring of a vision-language segmentation model (Synthetic Boost, Sec. 3).
+
+``fit(config)`` runs one cell of the study's grid end to end and leaves a complete run
+directory ``<runs_root>/<run_id>/``:
+
+- ``config.json`` (the :class:`TrainConfig`), ``history.csv`` (one row per epoch: epoch,
+  train_loss, val_loss, val_dice, lr, seconds, images_per_s), ``model.safetensors`` (the best
+  weights by validation Dice), ``state.pt`` (resumable, after every epoch),
+- ``metrics.csv`` (tidy, one row per test triplet: Dice, IoU, HD95 at the stored mask size),
+- ``summary.json`` (best_epoch, best_val_dice, seconds_to_best, epochs_run, seconds_total,
+  done: true, and details of how it ran).
+
+The recipe: AdamW (weight decay 1e-3), ReduceLROnPlateau on the validation loss (factor 0.1,
+patience 5), Dice + 0.25 x BCE on logits, gradient clipping 0.5, mixed precision (bf16 where
+supported, else fp16 with a scaler, fp32 on CPU), early stopping on the validation Dice.
+
+Interrupted runs continue from ``state.pt``: every epoch draws its batch order, phrasings and
+dropout from ``(seed, epoch)``, so a resumed run ends exactly where an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from echo_vlsm.io import write_json_atomic, write_png, write_text_atomic
+from echo_vlsm.train import distributed as D
+from echo_vlsm.train.checkpoint import (
+    STATE_FILE,
+    WEIGHTS_FILE,
+    BackgroundWriter,
+    cpu_copy,
+    load_state,
+    load_weights,
+    rng_state,
+    save_state,
+    save_weights,
+    set_rng_state,
+    unwrap,
+)
+from echo_vlsm.train.config import TrainConfig, result_fields
+from echo_vlsm.train.losses import DiceBCELoss
+from echo_vlsm.train.metrics import batch_dice, segmentation_metrics
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "images_per_s")
+METRIC_COLUMNS = ("model", "strategy", "encoders", "prompt", "sample", "structure", "view",
+                  "phase", "dice", "iou", "hd95")
+_EVAL_SEED_OFFSET = 7919  # phrasing draw of validation and test sets (fixed over epochs)
+
+
+class MissingRunError(FileNotFoundError):
+    """A run this run depends on (the synthetic pretraining of synth-pt-real-ft) is missing."""
+
+
+@dataclass
+class RunResult:
+    """A finished run: its folder, config, summary, history and per-sample test metrics."""
+
+    run_dir: Path
+    config: TrainConfig
+    summary: dict
+    history: pd.DataFrame
+    metrics: pd.DataFrame
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    """``summary.json`` says done and ``metrics.csv`` exists (the training contract)."""
+    import json
+
+    run_dir = Path(run_dir)
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(summary.get("done")) and (run_dir / "metrics.csv").is_file()
+
+
+def load_run(run_dir: str | Path) -> RunResult:
+    """Read a run directory written by :func:`fit`."""
+    import json
+
+    run_dir = Path(run_dir)
+    for name in ("config.json", "summary.json", "metrics.csv"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name}: missing; is the run complete?")
+    config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    hist_path = run_dir / "history.csv"
+    history = pd.read_csv(hist_path) if hist_path.is_file() else _history_frame([])
+    metrics = pd.read_csv(run_dir / "metrics.csv", dtype={"sample": str, "prompt": str})
+    return RunResult(run_dir, config, summary, history, metrics)
+
+
+# -- precision, model, data -----------------------------------------------------------------
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 on GPUs that support it, fp16 (with a gradient scaler) on other GPUs,
+    fp32 on the CPU."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def build(config: TrainConfig, device: torch.device, pretrained=True):
+    """The model of ``config`` on ``device`` (weights seeded by ``config.seed``)."""
+    from echo_vlsm.models import build_model
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, size=config.size,
+                        pretrained=config.pretrained if pretrained else None,
+                        encoders=config.encoders)
+    model = model.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def load_split(config: TrainConfig, model, dataset_dir: Path, split: str, device: torch.device,
+               full_masks: bool = False, progress: bool | None = None):
+    from echo_vlsm.data.triplets import load_triplets
+
+    return load_triplets(dataset_dir, split, config.prompt, model.spec.image_size,
+                         model.tokenize, cache_dir=config.cache_dir, full_masks=full_masks,
+                         device=device, progress=progress is not False)
+
+
+def _eval_generator(config: TrainConfig) -> torch.Generator:
+    return torch.Generator().manual_seed(config.seed * 1_000_003 + _EVAL_SEED_OFFSET)
+
+
+def _epoch_seed(config: TrainConfig, epoch: int) -> int:
+    return config.seed * 1_000_003 + epoch
+
+
+def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Consecutive batches; a trailing batch of one joins the previous one (batch norm needs
+    two samples)."""
+    chunks = list(torch.split(order, batch_size))
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+    return chunks
+
+
+def _history_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+
+
+# -- validation -----------------------------------------------------------------------------
+@torch.no_grad()
+def validate(model, data, config: TrainConfig, criterion, precision: str,
+             dist: D.Dist | None = None, batch_size: int | None = None) -> tuple[float, float]:
+    """Validation loss and mean Dice (percent, at the model's input size) over ``data``;
+    under torchrun each process scores its share and the sums are reduced."""
+    dist = dist or D.Dist(0, 1, 0, data.device)
+    spec = unwrap(model).spec
+    was_training = model.training
+    model.eval()
+    phrasing = data.draw_phrasings(_eval_generator(config))
+    order = torch.arange(dist.rank, len(data), dist.world_size)
+    bs = batch_size or max(1, config.global_batch_size // dist.world_size)
+    cut = math.log(spec.threshold / (1 - spec.threshold))
+    sums = torch.zeros(3, dtype=torch.float64, device=data.device)
+    for idx in torch.split(order, bs):
+        images, masks, ids, attn = data.batch(idx, phrasing)
+        x = _inputs(images, spec, config)
+        with autocast(data.device, precision):
+            logits = model(x, ids, attn)
+        logits = logits.float()
+        sums[0] += criterion(logits, masks[:, None]).double() * len(idx)
+        sums[1] += batch_dice(logits[:, 0] > cut, masks).double().sum()
+        sums[2] += len(idx)
+    D.all_reduce_sum(dist, sums)
+    model.train(was_training)
+    n = max(float(sums[2]), 1.0)
+    return float(sums[0]) / n, float(sums[1]) / n
+
+
+def _inputs(images: torch.Tensor, spec, config: TrainConfig) -> torch.Tensor:
+    from echo_vlsm.data.triplets import normalise
+
+    return normalise(images, spec.mean, spec.std, channels_last=config.channels_last)
+
+
+# -- training -------------------------------------------------------------------------------
+def _check_resume(config: TrainConfig, state: dict, run_dir: Path) -> None:
+    saved = state.get("config") or {}
+    now = result_fields(config)
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        raise ValueError(
+            f"{run_dir / STATE_FILE}: saved by a run with different settings "
+            f"({', '.join(f'{k}: {saved.get(k)!r} -> {now.get(k)!r}' for k in diff)}); "
+            "use another runs_root, or delete the run folder to start afresh")
+
+
+def _pretraining_weights(config: TrainConfig) -> Path:
+    if config.init_from is not None:
+        from echo_vlsm.paths import resolve
+
+        path = resolve(config.init_from)
+        if not path.is_file():
+            raise MissingRunError(f"{path}: init_from weights do not exist")
+        return path
+    source = config.pretraining_run()
+    weights = source / WEIGHTS_FILE
+    if not is_complete(source) or not weights.is_file():
+        prompt = source.name.rsplit("_", 1)[-1]
+        raise MissingRunError(
+            f"{source}: strategy 'synth-pt-real-ft' starts from the synthetic run "
+            f"{source.name!r}, which is missing or incomplete (no summary.json with done: true, "
+            f"metrics.csv and {WEIGHTS_FILE}); run it first with strategy='synthetic', "
+            f"prompt={prompt!r}, or pass init_from=<weights.safetensors>")
+    return weights
+
+
+def fit(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None = None,
+        progress: bool | None = None, overwrite: bool = False) -> RunResult:
+    """Train (or, for ``zeroshot``, only score) one run and leave its directory complete.
+
+    A complete run folder is returned as it is (``overwrite=True`` starts afresh); an
+    interrupted one continues from ``state.pt``. ``on_epoch_end(epoch, row)`` is called after
+    each epoch's state is saved (rank 0). Under ``torchrun --nproc_per_node N`` the processes
+    share the work and rank 0 writes.
+
+    Examples::
+
+        result = fit(TrainConfig(model="clipseg", size="tiny", prompt="p2", epochs=5))
+        result.metrics.groupby("structure").dice.mean()
+    """
+    dist = D.init_distributed(config.device)
+    try:
+        return _fit(config, dist, on_epoch_end, progress, overwrite)
+    finally:
+        D.shutdown(dist)
+
+
+def _fit(config, dist: D.Dist, on_epoch_end, progress, overwrite) -> RunResult:
+    from tqdm.auto import tqdm
+
+    run_dir = config.run_dir
+    device = dist.device
+    if overwrite and dist.main and run_dir.is_dir():
+        for name in ("summary.json", "metrics.csv", STATE_FILE, WEIGHTS_FILE, "history.csv"):
+            (run_dir / name).unlink(missing_ok=True)
+    D.barrier(dist)
+    if is_complete(run_dir):
+        return load_run(run_dir)
+    state_path = run_dir / STATE_FILE
+    state = load_state(state_path) if state_path.is_file() else None
+    if state is not None:
+        _check_resume(config, state, run_dir)
+    if dist.main:
+        write_json_atomic(run_dir / "config.json", config.to_dict())
+
+    precision = resolve_precision(config.precision, device)
+    if config.strategy == "synth-pt-real-ft" and state is None:
+        init = _pretraining_weights(config)
+        model = build(config, device, pretrained=False)  # every weight comes from `init`
+        load_weights(model, init)
+    else:
+        init = None
+        # a resumed run takes every weight from state.pt
+        model = build(config, device, pretrained=state is None)
+    spec = model.spec
+    show = progress if progress is not None else None
+
+    # data: rank 0 decodes (and fills the cache) first, the others then read the cache
+    def load(split_dir, split, full=False):
+        return load_split(config, model, split_dir, split, device, full, progress)
+
+    if not dist.main:
+        D.barrier(dist)
+    val = load(config.train_dir, "val")
+    train = load(config.train_dir, "train") if config.strategy != "zeroshot" else None
+    if dist.main:
+        D.barrier(dist)
+
+    criterion = DiceBCELoss(config.dice_weight, config.bce_weight)
+    t_start = time.perf_counter()
+    if config.strategy == "zeroshot":
+        val_loss, val_dice = validate(model, val, config, criterion, precision, dist)
+        history: list[dict] = []
+        summary = {"best_epoch": 0, "best_val_dice": val_dice, "seconds_to_best": 0.0,
+                   "epochs_run": 0, "initial_val_dice": val_dice, "initial_val_loss": val_loss}
+        seconds_train = 0.0
+    else:
+        summary, history, seconds_train = _train(config, dist, model, train, val, criterion,
+                                                 precision, state, init, on_epoch_end, show, tqdm)
+        D.barrier(dist)
+        load_weights(model, run_dir / WEIGHTS_FILE)  # score the best epoch's weights
+
+    result = None
+    if dist.main:
+        t_eval = time.perf_counter()
+        metrics = evaluate(config, model=model, device=device, progress=progress, write=True)
+        seconds_eval = time.perf_counter() - t_eval
+        summary.update({
+            "seconds_total": seconds_train + seconds_eval,
+            "seconds_train": seconds_train, "seconds_eval": seconds_eval,
+            "test_dice": float(metrics["dice"].mean()),
+            "precision": precision, "device": str(device), "world_size": dist.world_size,
+            "learning_rate": config.learning_rate, "batch_size": config.global_batch_size,
+            "image_size": spec.image_size, "n_train": len(train) if train is not None else 0,
+            "n_val": len(val), "n_test": len(metrics),
+            "wall_seconds_this_call": time.perf_counter() - t_start,
+            "done": True,
+        })
+        if config.strategy == "zeroshot":
+            write_text_atomic(run_dir / "history.csv", _history_frame(history).to_csv(index=False))
+        write_json_atomic(run_dir / "summary.json", summary)
+        result = RunResult(run_dir, config, summary, _history_frame(history), metrics)
+    D.barrier(dist)
+    return result if result is not None else load_run(run_dir)
+
+
+def _train(config, dist, model, train, val, criterion, precision, state, init, on_epoch_end,
+           show, tqdm):
+    from torch.utils.data import DistributedSampler
+
+    device = dist.device
+    run_dir = config.run_dir
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt_kwargs = {"fused": True} if device.type == "cuda" else {}
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
+                                  weight_decay=config.weight_decay, **opt_kwargs)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    net = model
+    if dist.active:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # the vision tower's layers past the deepest extracted one get no gradient
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                  find_unused_parameters=True)
+    if config.compile:
+        net = torch.compile(net)
+
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        history = list(state["history"])
+        best = dict(state["best"])
+        start = int(state["epoch"]) + 1
+        finished = bool(state["finished"])
+    else:
+        val_loss, val_dice = validate(net, val, config, criterion, precision, dist)
+        history = []
+        best = {"best_epoch": 0, "best_val_dice": -math.inf, "seconds_to_best": 0.0,
+                "initial_val_dice": val_dice, "initial_val_loss": val_loss,
+                "initialised_from": str(init) if init is not None else None}
+        start = 1
+        finished = False
+
+    per_rank = max(1, math.ceil(config.global_batch_size / dist.world_size))
+    sampler = DistributedSampler(range(len(train)), num_replicas=dist.world_size,
+                                 rank=dist.rank, shuffle=True, seed=config.seed)
+    bar = tqdm(total=config.epochs, initial=start - 1, desc=config.run_id, unit="epoch",
+               disable=(None if show is None else not show) if dist.main else True)
+    epoch = start - 1
+    writer = BackgroundWriter()
+    try:
+        while not finished:
+            epoch += 1
+            row = _train_epoch(config, dist, net, train, val, criterion, precision, optimizer,
+                               scheduler, scaler, params, sampler, per_rank, epoch)
+            history.append(row)
+            improved = row["val_dice"] > best["best_val_dice"]
+            if improved:
+                best.update(best_epoch=epoch, best_val_dice=row["val_dice"],
+                            seconds_to_best=sum(r["seconds"] for r in history))
+            finished = epoch >= config.epochs or (
+                config.patience is not None and epoch >= config.min_epochs
+                and epoch - best["best_epoch"] >= config.patience)
+            if dist.main:
+                if improved:
+                    save_weights(model, run_dir / WEIGHTS_FILE)
+                snapshot = cpu_copy({
+                    "epoch": epoch, "finished": finished, "model": unwrap(model).state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(), "best": dict(best), "history": list(history),
+                    "rng": rng_state(), "config": result_fields(config)})
+                writer.submit(_write_state, run_dir, snapshot)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_dice=f"{row['val_dice']:.1f}",
+                            best=f"{best['best_val_dice']:.1f}")
+            D.barrier(dist)
+            if on_epoch_end is not None and dist.main:
+                on_epoch_end(epoch, row)
+    finally:
+        writer.wait()
+        bar.close()
+    summary = {**best, "epochs_run": len(history)}
+    return summary, history, sum(r["seconds"] for r in history)
+
+
+def _write_state(run_dir: Path, state: dict) -> None:
+    save_state(run_dir / STATE_FILE, state)
+    write_text_atomic(run_dir / "history.csv", _history_frame(state["history"]).to_csv(index=False))
+
+
+def _train_epoch(config, dist, net, train, val, criterion, precision, optimizer, scheduler,
+                 scaler, params, sampler, per_rank, epoch) -> dict:
+    """One epoch: batch order, phrasings and dropout drawn from (seed, epoch); then the
+    validation loss and Dice, and the plateau scheduler's step. Returns the history row."""
+    device = dist.device
+    spec = unwrap(net).spec
+    t0 = time.perf_counter()
+    sampler.set_epoch(epoch)
+    order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+    phrasing = train.draw_phrasings(torch.Generator().manual_seed(_epoch_seed(config, epoch)))
+    torch.manual_seed(_epoch_seed(config, epoch))  # dropout and anything else random
+    net.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    n_seen = 0
+    lr = optimizer.param_groups[0]["lr"]
+    for idx in _batches(order, per_rank):
+        images, masks, ids, attn = train.batch(idx, phrasing)
+        x = _inputs(images, spec, config)
+        with autocast(device, precision):
+            logits = net(x, ids, attn)
+        loss = criterion(logits, masks[:, None])
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.grad_clip is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += loss.detach().double() * len(idx)
+        n_seen += len(idx)
+    counts = torch.tensor([float(n_seen)], dtype=torch.float64, device=device)
+    D.all_reduce_sum(dist, loss_sum)
+    D.all_reduce_sum(dist, counts)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds_train = time.perf_counter() - t0
+    val_loss, val_dice = validate(net, val, config, criterion, precision, dist)
+    scheduler.step(val_loss)
+    seconds = time.perf_counter() - t0
+    return {"epoch": epoch, "train_loss": float(loss_sum) / float(counts), "val_loss": val_loss,
+            "val_dice": val_dice, "lr": lr, "seconds": seconds,
+            "images_per_s": float(counts) / max(seconds_train, 1e-9)}
+
+
+# -- evaluation -----------------------------------------------------------------------------
+@torch.no_grad()
+def predict(model, data, index: torch.Tensor, config: TrainConfig, precision: str,
+            size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Logits of triplets ``index`` resized (bilinearly) to ``size`` (default: the model's
+    input size), float32 ``(B, H, W)``; phrasings drawn as in validation."""
+    spec = unwrap(model).spec
+    phrasing = data.draw_phrasings(_eval_generator(config))
+    images, _, ids, attn = data.batch(index, phrasing)
+    with autocast(data.device, precision):
+        logits = model(_inputs(images, spec, config), ids, attn)
+    logits = logits.float()
+    if size is not None and tuple(logits.shape[-2:]) != tuple(size):
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return logits[:, 0]
+
+
+def evaluate(config: TrainConfig, weights: str | Path | None = None, model=None,
+             device: str | torch.device | None = None, write: bool = True,
+             save_predictions: bool | None = None, progress: bool | None = None) -> pd.DataFrame:
+    """Score a model on the real test split: logits resized to the stored mask size (512 in
+    the study), thresholded at ``spec.threshold``; per triplet Dice, IoU (percent) and HD95
+    (pixels) as the tidy table, written to ``<run_dir>/metrics.csv`` when ``write``.
+
+    The model is ``model`` if given, else built from ``config`` with ``weights`` loaded
+    (default: the run's ``model.safetensors``; for ``zeroshot`` the initial, pretrained model).
+    """
+    from tqdm.auto import tqdm
+
+    if device is None:
+        device = D.resolve_device(config.device)
+    device = torch.device(device)
+    if model is None:
+        model = build(config, device)
+        if weights is None and config.strategy != "zeroshot":
+            weights = config.run_dir / WEIGHTS_FILE
+        if weights is not None:
+            load_weights(model, weights)
+    precision = resolve_precision(config.precision, device)
+    spec = unwrap(model).spec
+    data = load_split(config, model, config.test_dir, "test", device, full_masks=True,
+                      progress=progress)
+    size = tuple(data.full_masks.shape[-2:])
+    cut = math.log(spec.threshold / (1 - spec.threshold))
+    was_training = model.training
+    model.eval()
+    save = config.save_predictions if save_predictions is None else save_predictions
+    bs = max(1, min(config.global_batch_size, 64))
+    rows = []
+    for idx in tqdm(list(torch.split(torch.arange(len(data)), bs)), desc="test", leave=False,
+                    disable=None if progress is None else not progress):
+        pred = (predict(model, data, idx, config, precision, size) > cut).cpu()
+        scores = segmentation_metrics(pred, data.full_mask(idx))
+        for j, i in enumerate(idx.tolist()):
+            s = data.samples[i]
+            rows.append({"model": config.model, "strategy": config.strategy,
+                         "encoders": config.encoders, "prompt": config.prompt,
+                         "sample": s["sample"], "structure": s["structure"], "view": s["view"],
+                         "phase": s["phase"], "dice": scores["dice"][j], "iou": scores["iou"][j],
+                         "hd95": scores["hd95"][j]})
+            if save and write:
+                name = Path(s["mask_name"])
+                out = config.run_dir / "predictions" / (s["structure"] or name.parent.name)
+                write_png(out / f"{s['sample']}.png", pred[j].numpy().astype("uint8") * 255)
+    model.train(was_training)
+    metrics = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+    if write:
+        write_text_atomic(config.run_dir / "metrics.csv", metrics.to_csv(index=False))
+    return metrics
