@@ -133,3 +133,15 @@ def test_missing_weights_point_to_docs(tmp_path, monkeypatch):
         build_model("clipseg", "tiny", pretrained=tmp_path / "nowhere")
     with pytest.raises(WeightsNotFoundError, match="docs/weights.md"):
         build_model("clipseg", "tiny", pretrained="echo-vlsm-test/no-such-model")
+
+
+def test_pretrained_of_another_size_is_refused(tiny, tmp_path):
+    from transformers import CLIPSegForImageSegmentation
+
+    from echo_vlsm.models.clipseg import clipseg_config
+
+    config = clipseg_config("tiny")
+    config.reduce_dim = 16
+    CLIPSegForImageSegmentation(config).save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="reduce_dim 16"):
+        build_model("clipseg", "tiny", pretrained=tmp_path / "other")

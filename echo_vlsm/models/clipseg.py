@@ -188,6 +188,24 @@ def _default_decoder_init(net: nn.Module) -> None:
             module.reset_parameters()
 
 
+def _check_size(config, size: str, source) -> None:
+    """The loaded weights must be of the requested size's architecture."""
+    expected = clipseg_config(size)
+    fields = [("vision_config", "hidden_size"), ("vision_config", "patch_size"),
+              ("vision_config", "num_hidden_layers"), ("text_config", "hidden_size"),
+              (None, "reduce_dim"), (None, "projection_dim")]
+    wrong = []
+    for part, field in fields:
+        have = getattr(getattr(config, part) if part else config, field)
+        want = getattr(getattr(expected, part) if part else expected, field)
+        if have != want:
+            wrong.append(f"{part + '.' if part else ''}{field} {have} (size {size!r}: {want})")
+    if wrong:
+        other = [s for s in CONFIGS if s != size]
+        raise ValueError(f"CLIPSeg weights {source} are not of size {size!r}: "
+                         + ", ".join(wrong) + f"; build with size={other[0]!r}?")
+
+
 def build_clipseg(size: str = "paper", pretrained=None, encoders: str = "trained",
                   **kwargs) -> CLIPSeg:
     """CLIPSeg of a size; ``pretrained``: ``None`` (random), ``True`` (the study's weights,
@@ -205,4 +223,5 @@ def build_clipseg(size: str = "paper", pretrained=None, encoders: str = "trained
         _default_decoder_init(net)
     else:
         net = load_clipseg_pretrained(pretrained)
+        _check_size(net.config, size, pretrained)
     return CLIPSeg(net, spec, encoders=encoders)

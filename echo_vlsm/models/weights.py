@@ -54,7 +54,9 @@ def load_clipseg_pretrained(pretrained) -> torch.nn.Module:
             f"CLIPSeg weights: {path} is not a directory saved with save_pretrained "
             f"(config.json and model.safetensors expected); {_where('CLIPSeg')}")
     try:
-        return CLIPSegForImageSegmentation.from_pretrained(str(path) if looks_local else source)
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        return CLIPSegForImageSegmentation.from_pretrained(
+            str(path) if looks_local else source, local_files_only=offline)
     except (OSError, ValueError) as err:
         raise WeightsNotFoundError(
             f"CLIPSeg weights {source!r} could not be loaded ({type(err).__name__}: {err}). "
