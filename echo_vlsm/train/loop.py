@@ -335,14 +335,7 @@ def _train(config, dist, model, train, val, criterion, precision, state, init, o
 
     device = dist.device
     run_dir = config.run_dir
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt_kwargs = {"fused": True} if device.type == "cuda" else {}
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
-                                  weight_decay=config.weight_decay, **opt_kwargs)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-
+    params, optimizer, scheduler, scaler = make_optimizer(config, model, device, precision)
     net = model
     if dist.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -414,6 +407,36 @@ def _train(config, dist, model, train, val, criterion, precision, state, init, o
     return summary, history, sum(r["seconds"] for r in history)
 
 
+def train_step(net, pixel_values, input_ids, attention_mask, masks, criterion, optimizer, scaler,
+               params, grad_clip: float | None, precision: str) -> torch.Tensor:
+    """One optimisation step: forward under autocast, loss in fp32, scaled backward, gradient
+    clipping, AdamW step. Returns the (undetached) loss."""
+    with autocast(pixel_values.device, precision):
+        logits = net(pixel_values, input_ids, attention_mask)
+    loss = criterion(logits, masks[:, None])
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
+
+
+def make_optimizer(config: TrainConfig, model, device: torch.device, precision: str):
+    """AdamW (fused on CUDA) over the trainable parameters, ReduceLROnPlateau on the
+    validation loss, and the gradient scaler (active for fp16 only)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt_kwargs = {"fused": True} if device.type == "cuda" else {}
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
+                                  weight_decay=config.weight_decay, **opt_kwargs)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    return params, optimizer, scheduler, scaler
+
+
 def _write_state(run_dir: Path, state: dict) -> None:
     save_state(run_dir / STATE_FILE, state)
     write_text_atomic(run_dir / "history.csv", _history_frame(state["history"]).to_csv(index=False))
@@ -437,16 +460,8 @@ def _train_epoch(config, dist, net, train, val, criterion, precision, optimizer,
     for idx in _batches(order, per_rank):
         images, masks, ids, attn = train.batch(idx, phrasing)
         x = _inputs(images, spec, config)
-        with autocast(device, precision):
-            logits = net(x, ids, attn)
-        loss = criterion(logits, masks[:, None])
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if config.grad_clip is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        loss = train_step(net, x, ids, attn, masks, criterion, optimizer, scaler, params,
+                          config.grad_clip, precision)
         loss_sum += loss.detach().double() * len(idx)
         n_seen += len(idx)
     counts = torch.tensor([float(n_seen)], dtype=torch.float64, device=device)
