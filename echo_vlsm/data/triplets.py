@@ -22,6 +22,7 @@ Examples::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -188,14 +189,15 @@ class Triplets(torch.utils.data.Dataset):
 
     def batch(self, index: torch.Tensor, phrasing: torch.Tensor | None = None):
         """Gather triplets ``index``: ``(images uint8 (B, S, S), masks bool (B, S, S),
-        input_ids (B, L), attention_mask (B, L))`` on this set's device."""
+        input_ids (B, L), attention_mask (B, L))`` on this set's device. Pass ``index`` and
+        ``phrasing`` already on the device to keep the step free of host-to-device copies."""
         index = index.to(self.device)
         phr = torch.zeros_like(index) if phrasing is None else phrasing.to(self.device)[index]
         img = self.image_index[index]
         images = self.images[img]
         masks = ((self.masks[img] >> self.mask_bit[index].to(torch.uint8)[:, None, None]) & 1) > 0
         ids = self.input_ids[index, phr]
-        attn = self.attention_mask[index, phr]
+        attn = self.attention_mask[index, phr].long()
         return images, masks, ids, attn
 
     def full_mask(self, index: torch.Tensor) -> torch.Tensor:
@@ -231,14 +233,20 @@ def normalise(
 ) -> torch.Tensor:
     """uint8 ``(B, S, S)`` gray images -> float ``(B, 3, S, S)`` normalised with ``mean`` and
     ``std`` of ``[0, 1]`` images (gray repeated over the three channels), on their device."""
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    scale = 1.0 / (255.0 * std_t)
-    shift = -mean_t / std_t
+    scale, shift = _norm_constants(images.device, tuple(mean), tuple(std))
     x = torch.addcmul(shift, images[:, None].to(torch.float32), scale)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x.to(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _norm_constants(device: torch.device, mean: tuple, std: tuple):
+    """Per-channel scale and shift on ``device``, made once (a host-to-device copy per step
+    would synchronise the GPU)."""
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (1.0 / (255.0 * std_t)).to(device), (-mean_t / std_t).to(device)
 
 
 # -- decoding and caching -------------------------------------------------------------------

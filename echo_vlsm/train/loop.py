@@ -171,8 +171,8 @@ def validate(model, data, config: TrainConfig, criterion, precision: str,
     spec = unwrap(model).spec
     was_training = model.training
     model.eval()
-    phrasing = data.draw_phrasings(_eval_generator(config))
-    order = torch.arange(dist.rank, len(data), dist.world_size)
+    phrasing = data.draw_phrasings(_eval_generator(config)).to(data.device)
+    order = torch.arange(dist.rank, len(data), dist.world_size, device=data.device)
     bs = batch_size or max(1, config.global_batch_size // dist.world_size)
     cut = math.log(spec.threshold / (1 - spec.threshold))
     sums = torch.zeros(3, dtype=torch.float64, device=data.device)
@@ -450,8 +450,9 @@ def _train_epoch(config, dist, net, train, val, criterion, precision, optimizer,
     spec = unwrap(net).spec
     t0 = time.perf_counter()
     sampler.set_epoch(epoch)
-    order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+    order = torch.tensor(list(iter(sampler)), dtype=torch.long).to(train.device)
     phrasing = train.draw_phrasings(torch.Generator().manual_seed(_epoch_seed(config, epoch)))
+    phrasing = phrasing.to(train.device)
     torch.manual_seed(_epoch_seed(config, epoch))  # dropout and anything else random
     net.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
