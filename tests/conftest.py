@@ -34,3 +34,26 @@ def run_notebook(tmp_path):
         return nbformat.read(out, as_version=4)
 
     return _run
+
+
+# --------------------------------------------------------------------------- data fixtures
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory):
+    """A 2023-layout phantom tree (``write_phantom``): 6 patients, seed 0, every split
+    non-empty (4 train, 1 val, 1 test). Shared by the session: treat it as read-only."""
+    from echo_vlsm.data.phantom import write_phantom
+
+    return write_phantom(tmp_path_factory.mktemp("phantom") / "camus", n_patients=6, seed=0)
+
+
+@pytest.fixture(scope="session")
+def exported_dataset(phantom_root, tmp_path_factory):
+    """``phantom_root`` read with ``read_camus`` and exported at 128 x 128
+    (``export_dataset``): images/, labels/, masks/, records.csv. Read-only."""
+    from echo_vlsm.data.camus import read_camus
+    from echo_vlsm.data.export import export_dataset
+
+    out = tmp_path_factory.mktemp("exported") / "phantom"
+    return export_dataset(read_camus(phantom_root), out, size=128, workers=0)
