@@ -54,15 +54,16 @@ LAYOUTS = ("2023", "2019")
 SOUND_SPEED = 1.54  # mm / us
 
 # Tissue classes of the simulation (labels 1..3 are CAMUS' structures; the rest label 0).
-_TISSUE, _LV, _MYO, _LA, _RBLOOD, _RWALL, _PERI, _VALVE, _VESSEL = range(9)
+_TISSUE, _LV, _MYO, _LA, _RBLOOD, _RWALL, _PERI, _VALVE, _VESSEL, _PAPILLARY = range(10)
 # Mean scattering amplitude per class (myocardium = 1).
-_REFLECTIVITY = np.array([0.3, 0.035, 1.0, 0.035, 0.035, 0.8, 1.9, 1.5, 0.03], np.float32)
-# Per quality: cavity haze, near-field clutter, specular wall dependence, dropout, noise (dB
-# below the mean tissue echo), probability of a rib shadow.
+_REFLECTIVITY = np.array([0.3, 0.035, 1.0, 0.035, 0.035, 0.8, 1.9, 1.5, 0.03, 0.7], np.float32)
+# Per quality: cavity haze, near-field clutter, specular wall dependence, dropout, receiver
+# noise (snr: dB of the mean echo over the noise at the deepest point, before the time-gain
+# compensation), probability of a rib shadow.
 _QUALITY = {
-    "Good": dict(haze=0.05, near=0.25, specular=0.35, dropout=0.15, snr=58.0, shadow=0.0),
-    "Medium": dict(haze=0.10, near=0.45, specular=0.5, dropout=0.35, snr=50.0, shadow=0.25),
-    "Poor": dict(haze=0.20, near=0.8, specular=0.65, dropout=0.6, snr=43.0, shadow=0.6),
+    "Good": dict(haze=0.05, near=0.25, specular=0.35, dropout=0.15, snr=16.0, shadow=0.0),
+    "Medium": dict(haze=0.10, near=0.45, specular=0.5, dropout=0.35, snr=9.0, shadow=0.25),
+    "Poor": dict(haze=0.20, near=0.8, specular=0.65, dropout=0.6, snr=3.0, shadow=0.6),
 }
 
 
@@ -131,8 +132,8 @@ def _draw_view(rng: np.random.Generator, view: str, patient: dict) -> dict:
     g["apex_row"] = rng.uniform(-6.0, 2.0)  # fan apex a little above or at the top row
     g["half_angle"] = math.radians(rng.uniform(33.0, 40.0))
     g["f0"] = rng.uniform(2.5, 3.5)  # MHz
-    g["atten"] = rng.uniform(0.4, 0.7)  # dB / cm / MHz
-    g["tgc"] = rng.uniform(0.6, 0.9)  # fraction of the attenuation compensated
+    g["atten"] = rng.uniform(0.3, 0.55)  # dB / cm / MHz
+    g["tgc"] = rng.uniform(0.7, 0.95)  # fraction of the attenuation compensated
     g["dyn_range"] = rng.uniform(48.0, 60.0)  # dB shown
     g["gamma"] = rng.uniform(0.9, 1.25)
     g["gain"] = rng.uniform(-4.0, 3.0)  # dB
@@ -141,7 +142,7 @@ def _draw_view(rng: np.random.Generator, view: str, patient: dict) -> dict:
     R = depth
     apex_z = R * rng.uniform(0.12, 0.19)
     # mitral plane -> endocardial apex at ED, mm (CAMUS-like LVEDV ~ 70-200 ml)
-    lv_len = min(rng.normal(82.0, 6.0) * s, 0.52 * R)
+    lv_len = min(rng.normal(86.0, 7.0) * s, 0.52 * R)
     tilt = math.radians(rng.uniform(-14.0, 10.0) + (6.0 if view == "4CH" else 0.0))
     shift = R * (rng.uniform(0.03, 0.08) if view == "4CH" else rng.uniform(-0.03, 0.03))
     g["apex"] = np.array([shift + math.sin(tilt) * 0.0, apex_z])  # (x, z) mm
@@ -163,6 +164,13 @@ def _draw_view(rng: np.random.Generator, view: str, patient: dict) -> dict:
     g["rv_len"] = rng.uniform(0.7, 0.85)
     g["rv_width"] = rng.uniform(0.55, 0.8)
     g["ra_len"] = rng.uniform(0.75, 1.0)
+    # papillary muscles (u, v relative to the cavity's length and half-width; semi-axes mm)
+    n_pap = int(rng.choice([0, 1, 2], p=[0.3, 0.4, 0.3]))
+    g["papillary"] = [
+        (rng.uniform(0.2, 0.45), sgn * rng.uniform(0.55, 0.8), rng.uniform(5.0, 9.0),
+         rng.uniform(2.5, 4.5))
+        for sgn in rng.permutation([-1.0, 1.0])[:n_pap]
+    ] or None  # fmt: skip
     return g
 
 
@@ -207,11 +215,13 @@ def _ellipse_rho(u, v, cu, a, b, harm=None):
 
 
 def _anatomy(x: np.ndarray, z: np.ndarray, f: dict, view: str, jitter=None,
-             valves: bool = True) -> np.ndarray:  # fmt: skip
-    """Tissue class (``_TISSUE`` .. ``_VESSEL``) at points (x, z) in mm of one frame.
+             echo: bool = False) -> np.ndarray:  # fmt: skip
+    """Tissue class (``_TISSUE`` .. ``_PAPILLARY``) at points (x, z) in mm of one frame.
 
-    ``jitter`` (same shape, in units of the normalised radius) displaces the borders for
-    the echo simulation; the label maps are drawn without it and without the valves."""
+    For the echo simulation (``echo=True``) ``jitter`` (same shape, in units of the
+    normalised radius) roughens the borders and the mitral leaflets and papillary muscles
+    are drawn; the label maps are drawn without them (the muscles belong to the cavity, as
+    in CAMUS' annotation)."""
     ax = f["axis"]
     ev = np.array([-ax[1], ax[0]])  # across the long axis, pointing to the right
     dx = x - np.float32(f["mitral"][0])
@@ -279,7 +289,14 @@ def _anatomy(x: np.ndarray, z: np.ndarray, f: dict, view: str, jitter=None,
     cls[(rho_la <= 1) & below] = _LA
     cls[(rho_lv <= 1) & above] = _LV
 
-    if valves:  # mitral leaflets: hinged at the annulus, into the LV, open at early ED
+    if echo and f["papillary"] is not None:  # inside the cavity, near the free walls
+        for pu, pv, pa, pb in f["papillary"]:
+            pu_mm, pv_mm = pu * L, pv * b
+            inside = ((u - np.float32(pu_mm)) / np.float32(pa)) ** 2 + (
+                (v - np.float32(pv_mm)) / np.float32(pb)
+            ) ** 2 <= 1
+            cls[inside & (cls == _LV)] = _PAPILLARY
+    if echo:  # mitral leaflets: hinged at the annulus, into the LV, open at early ED
         tip = f["leaflet"] * ann
         open_ = f.get("leaflet_open", 0.0)
         near = np.abs(u) <= tip + 2.0
@@ -301,7 +318,7 @@ def _anatomy(x: np.ndarray, z: np.ndarray, f: dict, view: str, jitter=None,
 def _anatomy_grid(x: np.ndarray, z: np.ndarray, f: dict, view: str, step: int = 6) -> np.ndarray:
     """``_anatomy`` without valves on a large 2-D grid, evaluated only on the bounding box of
     the heart found on a coarse subsample (a 5-10x saving on a CAMUS-sized image)."""
-    coarse = _anatomy(x[::step, ::step], z[::step, ::step], f, view, valves=False)
+    coarse = _anatomy(x[::step, ::step], z[::step, ::step], f, view)
     rows, cols = np.nonzero(coarse != _TISSUE)
     out = np.full(x.shape, _TISSUE, np.uint8)
     if rows.size == 0:
@@ -309,7 +326,7 @@ def _anatomy_grid(x: np.ndarray, z: np.ndarray, f: dict, view: str, step: int = 
     pad = 2 * step
     r0, r1 = max(0, rows.min() * step - pad), min(x.shape[0], rows.max() * step + pad + 1)
     c0, c1 = max(0, cols.min() * step - pad), min(x.shape[1], cols.max() * step + pad + 1)
-    out[r0:r1, c0:c1] = _anatomy(x[r0:r1, c0:c1], z[r0:r1, c0:c1], f, view, valves=False)
+    out[r0:r1, c0:c1] = _anatomy(x[r0:r1, c0:c1], z[r0:r1, c0:c1], f, view)
     return out
 
 
@@ -322,55 +339,52 @@ def _labels_of(cls: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- echo physics
 
 
-def _smooth_noise(rng, shape, sigma, kind="normal"):
-    """Zero-mean, unit-variance Gaussian random field with correlation length ``sigma``
-    (pixels per axis)."""
+def _smooth_noise(rng, shape, sigma):
+    """Zero-mean, unit-variance Gaussian random field of ``shape`` with correlation length
+    ``sigma`` (pixels per axis), drawn on a coarser grid and interpolated (fast)."""
+    import cv2
     from scipy.ndimage import gaussian_filter
 
-    n = rng.standard_normal(shape).astype(np.float32)
-    n = gaussian_filter(n, sigma, mode="wrap")
+    step = [max(1, int(s // 2)) for s in sigma]
+    small = [int(math.ceil(n / k)) + 1 for n, k in zip(shape, step)]
+    n = rng.standard_normal(small, dtype=np.float32)
+    n = gaussian_filter(n, [s / k for s, k in zip(sigma, step)], mode="wrap")
+    if step != [1, 1]:
+        n = cv2.resize(n, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
     return n / (n.std() + 1e-8)
 
 
 def _simulate_frame(g: dict, f: dict, view: str, quality: str, rng) -> tuple:
     """B-mode frame (H, W) uint8, label map (H, W) uint8, sector mask (H, W) bool."""
     import cv2
-    from scipy.ndimage import gaussian_filter1d
-    from scipy.signal import fftconvolve, hilbert
+    import scipy.fft as sfft
+    from scipy.ndimage import gaussian_filter
 
     q = _QUALITY[quality]
     R, alpha = g["depth"] * 1.02, g["half_angle"]
-    lam = SOUND_SPEED / g["f0"]  # mm
-    dr = lam / 6.0  # RF sampling along depth: the echo oscillates at 2 / lambda cycles/mm
-    n_r = int(math.ceil(R / dr))
-    n_t = int(np.clip(np.round(2 * alpha / math.radians(0.35)), 160, 260))
+    n_t = int(np.clip(np.round(2 * alpha / math.radians(0.35)), 160, 260))  # scan lines
     # coarse polar grid for the anatomy (0.35 mm x one line), refined by interpolation
     n_rc = int(math.ceil(R / 0.35))
-    rc = (np.arange(n_rc, dtype=np.float32) + 0.5) * (R / n_rc)
+    rc = (np.arange(n_rc, dtype=np.float32) + 0.5) * np.float32(R / n_rc)
     th = np.linspace(-alpha, alpha, n_t, dtype=np.float32)
     xx = rc[:, None] * np.sin(th)[None, :]
     zz = rc[:, None] * np.cos(th)[None, :]
 
-    jitter = 0.035 * _smooth_noise(rng, (n_rc, n_t), (6, 4))
-    cls = _anatomy(xx, zz, f, view, jitter=jitter)
+    # --- tissue reflectivity map (mean scattering amplitude) on the scan lines
+    jitter = 0.035 * _smooth_noise(rng, (n_rc, n_t), (6, 4))  # trabeculae, border roughness
+    cls = _anatomy(xx, zz, f, view, jitter=jitter, echo=True)
     refl = _REFLECTIVITY[cls]
     refl = refl * np.exp(0.35 * _smooth_noise(rng, (n_rc, n_t), (10, 6)))  # heterogeneity
-
-    # angle-dependent (specular) myocardium and wall dropout
     myo = cls == _MYO
-    if myo.any():
-        # beam direction vs. the wall's normal: walls along the beam (lateral) echo less
-        from scipy.ndimage import gaussian_filter
-
+    if myo.any():  # specular walls: a wall along the beam (lateral walls) echoes less
         m = gaussian_filter(myo.astype(np.float32) + (cls == _LV) * 2.0, (5, 3))
         gr, gt = np.gradient(m)
         gt = gt / (rc[:, None] * (2 * alpha / max(n_t - 1, 1)) / (R / n_rc))  # per mm
         cos2 = gr**2 / (gr**2 + gt**2 + 1e-12)
         spec = (1 - q["specular"]) + q["specular"] * cos2
         drop = np.clip(1.0 + 0.8 * _smooth_noise(rng, (n_rc, n_t), (25, 12)), 0, 1)
-        drop = 1.0 - q["dropout"] * (1.0 - drop)
+        drop = 1.0 - q["dropout"] * (1.0 - drop)  # patchy wall dropout
         refl = np.where(myo, refl * spec * drop, refl)
-
     # clutter: haze in the blood pools, reverberation in the near field
     blood = np.isin(cls, (_LV, _LA, _RBLOOD, _VESSEL))
     haze = q["haze"] * np.exp(0.5 * _smooth_noise(rng, (n_rc, n_t), (20, 10)))
@@ -386,27 +400,50 @@ def _simulate_frame(g: dict, f: dict, view: str, quality: str, rng) -> tuple:
         band = np.exp(-0.5 * ((th - c) / wdt) ** 2)
         refl = refl * (1 - 0.85 * band[None, :] * (rc[:, None] > rng.uniform(8, 20)))
 
-    # fine RF grid: scatterers x reflectivity, PSF, attenuation, noise, TGC, envelope
+    # --- pulse-echo: scatterers x reflectivity, convolved with the PSF
+    lam = SOUND_SPEED / g["f0"]  # wavelength, mm
+    dr = lam / 7.0  # RF sampling along depth (the echo oscillates at 2 / lambda cycles/mm)
+    n_r = int(math.ceil(R / dr))
     refl_f = cv2.resize(refl.astype(np.float32), (n_t, n_r), interpolation=cv2.INTER_LINEAR)
-    rf = refl_f * rng.standard_normal((n_r, n_t), dtype=np.float32)
-    sigma_ax = lam * rng.uniform(0.35, 0.5)  # envelope width of the pulse, mm
-    zk = np.arange(-int(4 * sigma_ax / dr), int(4 * sigma_ax / dr) + 1) * dr
-    pulse = np.exp(-0.5 * (zk / sigma_ax) ** 2) * np.cos(2 * np.pi * 2.0 * zk / lam)
-    rf = fftconvolve(rf, pulse[:, None].astype(np.float32), mode="same", axes=0)
+    scat = refl_f * rng.standard_normal((n_r, n_t), dtype=np.float32)
     beam = rng.uniform(0.55, 0.8) * math.radians(1.0) / (2 * alpha / (n_t - 1))  # lines
-    rf = gaussian_filter1d(rf, beam, axis=1, mode="nearest")
-    r = ((np.arange(n_r, dtype=np.float32) + 0.5) * dr)[:, None]
-    att_db = g["atten"] * g["f0"] * 2 * r / 10.0  # round trip, dB
-    scale = float(np.sqrt(np.mean(rf**2)) + 1e-12)
-    rf = rf * 10 ** (-att_db / 20)
-    rf = rf + scale * 10 ** (-q["snr"] / 20) * rng.standard_normal(rf.shape, dtype=np.float32)
+    k = 2 * int(math.ceil(3 * beam)) + 1
+    scat = cv2.GaussianBlur(scat, (k, 1), sigmaX=beam, sigmaY=0.1)  # lateral beam profile
+    # axial PSF: Gaussian-modulated cosine, cos(2 pi (2 / lam) z) exp(-z^2 / 2 s^2); in the
+    # Fourier domain along depth its positive-frequency lobe is a Gaussian at k0 = 2 / lam.
+    # Keeping only that lobe gives the analytic signal of the RF echo (what a Hilbert
+    # transform gives), and shifting it by k0 to baseband with fewer samples is the scanner's
+    # quadrature demodulation; |IQ| is the envelope.
+    sigma_ax = lam * rng.uniform(0.35, 0.5)
+    n_fft = sfft.next_fast_len(n_r + int(8 * sigma_ax / dr), real=True)
+    spec = sfft.rfft(scat, n=n_fft, axis=0)
+    dk = 1.0 / (n_fft * dr)
+    k0 = 2.0 / lam
+    m = min(n_fft, sfft.next_fast_len(int(math.ceil(n_fft * dr / sigma_ax))))
+    j0 = int(round(k0 / dk))
+    js = np.arange(max(0, j0 - m // 2), min(spec.shape[0], j0 + (m + 1) // 2))
+    H = np.exp(-0.5 * ((js * dk - k0) * 2 * np.pi * sigma_ax) ** 2).astype(np.float32)
+    iq_spec = np.zeros((m, n_t), np.complex64)
+    iq_spec[(js - j0) % m] = spec[js] * H[:, None]
+    iq = sfft.ifft(iq_spec, axis=0)
+    dr_env = n_fft * dr / m
+    n_env = int(math.ceil(n_r * dr / dr_env))
+    iq = iq[:n_env]
+    r = (np.arange(n_env, dtype=np.float32) * np.float32(dr_env))[:, None]
+    # depth attenuation (round trip), receiver noise, time-gain compensation
+    att_db = g["atten"] * g["f0"] * 2 * r / 10.0
+    scale = float(np.sqrt(np.mean(np.abs(iq) ** 2)) + 1e-12)
+    iq = iq * (10 ** (-att_db / 20)).astype(np.float32)
+    noise = rng.standard_normal((n_env, n_t, 2), dtype=np.float32).view(np.complex64)[..., 0]
+    noise_db = float(att_db[-1, 0]) + q["snr"]
+    iq = iq + np.float32(scale * 10 ** (-noise_db / 20) / math.sqrt(2)) * noise
     tgc_wiggle = np.interp(r[:, 0], np.linspace(0, R, 8), rng.uniform(-2.0, 2.0, 8))
-    rf = rf * 10 ** ((g["tgc"] * att_db + tgc_wiggle[:, None]) / 20)
-    env = np.abs(hilbert(rf, axis=0)).astype(np.float32)
+    gain = 10 ** ((g["tgc"] * att_db + tgc_wiggle[:, None]) / 20)
+    env = np.abs(iq) * gain.astype(np.float32)
 
-    # log compression to 8 bit
+    # --- log compression to 8 bit
     db = 20 * np.log10(env + 1e-12)
-    top = np.percentile(db[:: 4, :], 99.0) + g["gain"]
+    top = np.percentile(db[::4, :], 99.0) + g["gain"]
     img = np.clip((db - (top - g["dyn_range"])) / g["dyn_range"], 0, 1) ** g["gamma"]
     img = (img * 255).astype(np.float32)
 
@@ -418,7 +455,7 @@ def _simulate_frame(g: dict, f: dict, view: str, quality: str, rng) -> tuple:
     rad = np.hypot(X, Z)
     ang = np.arctan2(X, Z)
     sector = (np.abs(ang) <= alpha) & (rad <= g["depth"] * 0.995) & (Z > 0)
-    map_r = (rad / dr - 0.5).astype(np.float32)
+    map_r = (rad / dr_env).astype(np.float32)
     map_t = ((ang + alpha) / (2 * alpha) * (n_t - 1)).astype(np.float32)
     bmode = cv2.remap(img, map_t, map_r, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     bmode = np.where(sector, np.clip(np.round(bmode), 0, 255), 0).astype(np.uint8)
