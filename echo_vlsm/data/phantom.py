@@ -62,8 +62,8 @@ _REFLECTIVITY = np.array([0.3, 0.035, 1.0, 0.035, 0.035, 0.8, 1.9, 1.5, 0.03, 0.
 # compensation), probability of a rib shadow.
 _QUALITY = {
     "Good": dict(haze=0.05, near=0.25, specular=0.35, dropout=0.15, snr=16.0, shadow=0.0),
-    "Medium": dict(haze=0.10, near=0.45, specular=0.5, dropout=0.35, snr=9.0, shadow=0.25),
-    "Poor": dict(haze=0.20, near=0.8, specular=0.65, dropout=0.6, snr=3.0, shadow=0.6),
+    "Medium": dict(haze=0.10, near=0.45, specular=0.5, dropout=0.35, snr=12.0, shadow=0.25),
+    "Poor": dict(haze=0.15, near=0.7, specular=0.65, dropout=0.6, snr=7.0, shadow=0.6),
 }
 
 
@@ -143,9 +143,10 @@ def _draw_view(rng: np.random.Generator, view: str, patient: dict) -> dict:
     apex_z = R * rng.uniform(0.12, 0.19)
     # mitral plane -> endocardial apex at ED, mm (CAMUS-like LVEDV ~ 70-200 ml)
     lv_len = min(rng.normal(86.0, 7.0) * s, 0.52 * R)
-    tilt = math.radians(rng.uniform(-14.0, 10.0) + (6.0 if view == "4CH" else 0.0))
-    shift = R * (rng.uniform(0.03, 0.08) if view == "4CH" else rng.uniform(-0.03, 0.03))
-    g["apex"] = np.array([shift + math.sin(tilt) * 0.0, apex_z])  # (x, z) mm
+    # tilt of the long axis; in 4CH the LV runs from the apex down to the right
+    tilt = math.radians(rng.uniform(-14.0, -2.0) if view == "4CH" else rng.uniform(-9.0, 9.0))
+    shift = R * (rng.uniform(-0.02, 0.04) if view == "4CH" else rng.uniform(-0.03, 0.03))
+    g["apex"] = np.array([shift, apex_z])  # (x, z) mm of the endocardial apex
     g["axis"] = np.array([math.sin(tilt), -math.cos(tilt)])  # mitral -> apex, unit
     g["lv_len"] = lv_len
     g["lv_halfwidth"] = lv_len * rng.uniform(0.29, 0.36)
@@ -156,7 +157,7 @@ def _draw_view(rng: np.random.Generator, view: str, patient: dict) -> dict:
     g["harm"] = rng.normal(0.0, 0.025, size=(4, 2))  # shape harmonics of the cavity
     g["la_len"] = min(rng.uniform(38.0, 52.0) * s, 0.95 * R - apex_z - lv_len)
     g["la_halfwidth"] = g["lv_halfwidth"] * rng.uniform(0.85, 1.15)
-    g["la_shift"] = rng.uniform(-0.15, 0.15)
+    g["la_shift"] = rng.uniform(-0.1, 0.1)
     g["peri_gap"] = rng.uniform(1.0, 3.5)
     g["vessel"] = rng.random() < 0.5  # descending aorta behind the LA
     g["vessel_pos"] = rng.uniform([-0.25, 0.05], [0.35, 0.2])
@@ -171,7 +172,42 @@ def _draw_view(rng: np.random.Generator, view: str, patient: dict) -> dict:
          rng.uniform(2.5, 4.5))
         for sgn in rng.permutation([-1.0, 1.0])[:n_pap]
     ] or None  # fmt: skip
+    _fit_in_fan(g)
     return g
+
+
+def _fit_in_fan(g: dict) -> None:
+    """Move (and if need be shrink) the heart so that the LV and its wall at ED lie inside
+    the fan and the image, as a sonographer centres the apical view."""
+    t = np.linspace(0.0, np.pi, 64)
+    margin = math.radians(3.0)
+    half_w = g["width"] / 2 * g["spacing"]
+    off = (g["apex_col"] - g["width"] / 2) * g["spacing"]  # fan apex vs. image centre, mm
+    for _ in range(60):
+        L, b = g["lv_len"], g["lv_halfwidth"]
+        d = g["lv_base"] * L
+        a_out = L + d + g["wall"] * g["wall_apex"]
+        b_out = b + g["wall"] * max(g["wall_lr"])
+        u = -d + a_out * np.cos(t)
+        v = b_out * np.sin(t)
+        keep = u >= 0
+        u, v = np.concatenate([u[keep], u[keep]]), np.concatenate([v[keep], -v[keep]])
+        ax = g["axis"]
+        mitral = g["apex"] - L * ax
+        x = mitral[0] + u * ax[0] - v * ax[1]
+        z = mitral[1] + u * ax[1] + v * ax[0]
+        ang = np.arctan2(x, z)
+        lim = g["half_angle"] - margin
+        col_lo, col_hi = -half_w - off + 2.0, half_w - off - 2.0  # mm, image sides
+        over_r = max(ang.max() - lim, 0.0) * z.mean() + max(x.max() - col_hi, 0.0)
+        over_l = max(-lim - ang.min(), 0.0) * z.mean() + max(col_lo - x.min(), 0.0)
+        if over_r <= 0 and over_l <= 0:
+            return
+        if over_r > 0 and over_l > 0:  # too wide for the fan: a slightly smaller heart
+            for key in ("lv_len", "lv_halfwidth", "wall", "la_len", "la_halfwidth"):
+                g[key] *= 0.97
+        else:
+            g["apex"] = g["apex"] + np.array([-1.0 if over_r > 0 else 1.0, 0.0])
 
 
 # --------------------------------------------------------------------------- anatomy
@@ -192,6 +228,8 @@ def _frame_geometry(g: dict, phase: str, ef: float, rng_phase: np.random.Generat
         f["leaflet_open"] = 0.0
     else:
         f["leaflet_open"] = rng_phase.uniform(0.0, 0.4)
+    d, a = g["lv_base"] * g["lv_len"], g["lv_len"] * (1 + g["lv_base"])
+    f["ann_ed"] = g["lv_halfwidth"] * math.sqrt(1 - (d / a) ** 2)
     # the apex stays (nearly) put; the mitral plane moves towards it at ES
     f["mitral"] = g["apex"] - f["lv_len"] * g["axis"]
     return f
@@ -204,14 +242,19 @@ def _ellipse_rho(u, v, cu, a, b, harm=None):
     dv = v * np.float32(1.0 / b)
     rho = np.sqrt(du * du + dv * dv)
     if harm is not None:
-        w = (du + 1j * dv) / (rho + np.float32(1e-6))  # exp(i phi)
-        wk = w * w
-        bump = np.zeros_like(rho)
-        for c, s in harm:
-            bump += np.float32(c) * wk.real + np.float32(s) * wk.imag
-            wk = wk * w
-        rho = rho / (1.0 + bump)
+        rho = rho / (1.0 + _harmonics(du, dv, rho, harm))
     return rho
+
+
+def _harmonics(du, dv, rho, harm):
+    """sum_k c_k cos(k phi) + s_k sin(k phi), k = 2, 3, ..., phi the polar angle of (du, dv)."""
+    w = (du + 1j * dv) / (rho + np.float32(1e-6))  # exp(i phi)
+    wk = w * w
+    bump = np.zeros_like(rho)
+    for c, s in harm:
+        bump += np.float32(c) * wk.real + np.float32(s) * wk.imag
+        wk = wk * w
+    return bump
 
 
 def _anatomy(x: np.ndarray, z: np.ndarray, f: dict, view: str, jitter=None,
@@ -243,7 +286,8 @@ def _anatomy(x: np.ndarray, z: np.ndarray, f: dict, view: str, jitter=None,
     a_out = a + w * f["wall_apex"]
     du_out = (u + np.float32(d)) / np.float32(a_out)
     dv_out = v / (np.float32(b) + wall_side)
-    rho_out = np.sqrt(du_out * du_out + dv_out * dv_out) + 0.5 * j
+    rho_out = np.sqrt(du_out * du_out + dv_out * dv_out)
+    rho_out = rho_out / (1.0 + _harmonics(du_out, dv_out, rho_out, f["harm"])) + 0.5 * j
     gap = f["peri_gap"] + 1.2
     du_p = (u + np.float32(d)) / np.float32(a_out + gap)
     dv_p = v / (np.float32(b + gap) + wall_side)
@@ -254,7 +298,9 @@ def _anatomy(x: np.ndarray, z: np.ndarray, f: dict, view: str, jitter=None,
     la_a, la_b = f["la_len"] / 2, f["la_halfwidth"]
     ann = b * math.sqrt(max(1e-6, 1 - (d / a) ** 2))  # half-width of the annulus
     la_cu = -la_a * 0.8
-    la_b = max(la_b, ann / math.sqrt(1 - 0.8**2) * 0.9)
+    # the LA's top spans the annulus, which narrows far less than the cavity in systole
+    ann_ed = f["ann_ed"]
+    la_b = max(la_b, ann_ed / math.sqrt(1 - 0.8**2) * 1.05)
     rho_la = _ellipse_rho(u, v - np.float32(f["la_shift"] * ann), la_cu, la_a, la_b) + j
     below = ~above
 

@@ -1,0 +1,315 @@
+"""The built-in echo phantom: determinism, anatomy, physics knobs, threshold check, layouts."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from echo_vlsm.data import phantom as ph
+from echo_vlsm.data.camus import read_camus, read_image, validate
+
+SEED = 0
+PATIENTS = (1, 2, 3, 4)  # several qualities, both sexes, EF from 33 % to 68 %
+
+
+@pytest.fixture(scope="module")
+def patients():
+    return [ph.simulate_patient(SEED, k) for k in PATIENTS]
+
+
+def _frames(patients):
+    for p in patients:
+        for view, pv in p.views.items():
+            for phase in ("ED", "ES"):
+                yield p, view, phase, pv
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
+
+
+def _otsu(values: np.ndarray) -> float:
+    t, _ = cv2.threshold(values.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return t
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_arrays_and_patient_independent_of_count(tmp_path):
+    a = ph.simulate_patient(SEED, 2)
+    b = ph.simulate_patient(SEED, 2)
+    for view in ("2CH", "4CH"):
+        for phase in ("ED", "ES"):
+            assert a.views[view].images[phase].tobytes() == b.views[view].images[phase].tobytes()
+            assert a.views[view].labels[phase].tobytes() == b.views[view].labels[phase].tobytes()
+    c = ph.simulate_patient(SEED + 1, 2)
+    assert a.views["2CH"].images["ED"].shape != c.views["2CH"].images["ED"].shape or not (
+        np.array_equal(a.views["2CH"].images["ED"], c.views["2CH"].images["ED"])
+    )
+    # on disk: patient 1 of a 1-patient tree equals patient 1 of a 3-patient tree
+    one = ph.write_phantom(tmp_path / "one", n_patients=1, seed=SEED)
+    three = ph.write_phantom(tmp_path / "three", n_patients=3, seed=SEED)
+    for name in ("patient0001_4CH_ES.nii.gz", "patient0001_4CH_ES_gt.nii.gz"):
+        x, sx = read_image(one / "database_nifti" / "patient0001" / name)
+        y, sy = read_image(three / "database_nifti" / "patient0001" / name)
+        assert np.array_equal(x, y) and sx == sy
+    mem = ph.simulate_patient(SEED, 1).views["4CH"]
+    assert np.array_equal(x, mem.labels["ES"]) and sx == (mem.spacing, mem.spacing)
+
+
+# --------------------------------------------------------------------------- anatomy
+
+
+def test_labels_and_sector(patients):
+    for p, view, phase, pv in _frames(patients):
+        image, label, sector = pv.images[phase], pv.labels[phase], pv.sector
+        where = f"{p.name} {view} {phase}"
+        assert image.dtype == label.dtype == np.uint8 and image.shape == label.shape, where
+        assert set(np.unique(label)) == {0, 1, 2, 3}, where
+        assert not image[~sector].any(), f"{where}: echo outside the fan"
+        assert not label[~sector].any(), f"{where}: labels outside the fan"
+        assert (image[sector] > 0).mean() > 0.9, where
+        # the fan: apex at the top, widening with depth
+        rows = np.nonzero(sector.any(1))[0]
+        assert rows[0] <= 3, where
+        widths = sector.sum(1)
+        assert widths[rows[0] + 20] < widths[rows[0] + 200], where
+
+
+def test_myocardium_surrounds_cavity_la_below(patients):
+    for p, view, phase, pv in _frames(patients):
+        label = pv.labels[phase]
+        where = f"{p.name} {view} {phase}"
+        lv = label == 1
+        ring = ndi.binary_dilation(lv, iterations=3) & ~lv
+        # the wall encloses the cavity but for the mitral opening, where the LA begins
+        assert np.isin(label[ring], (2, 3)).mean() > 0.97, where
+        assert (label[ring] == 2).mean() > 0.65, where
+        assert (label[ring] == 3).mean() > 0.05, where
+        rows = {k: np.nonzero(label == k)[0].mean() for k in (1, 2, 3)}
+        assert rows[3] > rows[1] + 20, f"{where}: LA centroid not below the LV's"
+        # apex (top of the LV) is in the upper part of the fan
+        assert np.nonzero(lv)[0].min() < 0.35 * label.shape[0], where
+        assert ndi.label(lv)[1] == 1 and ndi.label(label == 3)[1] == 1, where
+
+
+def test_systole_smaller_lv_larger_la_and_ef(patients):
+    for p in patients:
+        for view, pv in p.views.items():
+            area = {ph_: np.bincount(pv.labels[ph_].ravel(), minlength=4) for ph_ in ("ED", "ES")}
+            assert area["ES"][1] < 0.85 * area["ED"][1], f"{p.name} {view}"
+            assert area["ES"][3] > area["ED"][3], f"{p.name} {view}"
+        assert 25.0 <= p.ef <= 75.0
+        assert p.lv_edv > p.lv_esv > 0
+        assert p.ef == pytest.approx(100 * (1 - p.lv_esv / p.lv_edv), abs=0.2)
+    efs = [p.ef for p in patients]
+    assert max(efs) - min(efs) > 15  # drawn per patient
+
+
+def test_attributes_and_sizes_are_camus_like():
+    draws = [ph._draw_patient(ph._rng(SEED, k, 0)) for k in range(1, 401)]
+    male = np.mean([d["sex"] == "M" for d in draws])
+    ages = np.array([d["age"] for d in draws])
+    assert 0.58 < male < 0.74
+    assert ages.min() >= 20 and ages.max() <= 95 and 60 < ages.mean() < 70
+    qualities = [d["quality"][v] for d in draws for v in ("2CH", "4CH")]
+    assert {q: qualities.count(q) > 50 for q in ("Good", "Medium", "Poor")} == dict.fromkeys(
+        ("Good", "Medium", "Poor"), True
+    )
+    assert all(0.30 <= d["ef"] <= 0.70 for d in draws)
+    views = [ph._draw_view(ph._rng(SEED, k, 1, 0), "2CH", d) for k, d in enumerate(draws[:100])]
+    h = np.array([g["height"] for g in views])
+    ratio = np.array([g["width"] / g["height"] for g in views])
+    sp = np.array([g["spacing"] for g in views])
+    assert h.min() >= 400 and h.max() <= 800 and h.std() > 50
+    assert ratio.min() >= 0.69 and ratio.max() <= 1.01
+    assert sp.min() >= 0.15 and sp.max() <= 0.30
+
+
+# --------------------------------------------------------------------------- image physics
+
+
+def _contrast(image, label):
+    myo, lv = image[label == 2].astype(float), image[label == 1].astype(float)
+    return (myo.mean() - lv.mean()) / np.sqrt(0.5 * (myo.var() + lv.var()))
+
+
+def test_quality_degrades_contrast():
+    """Same anatomy and random stream, three qualities: clutter, dropout and noise lower
+    the blood-wall contrast from Good to Poor."""
+    p = ph._draw_patient(ph._rng(5, 1, 0))
+    g = ph._draw_view(ph._rng(5, 1, 1, 0), "2CH", p)
+    f = ph._frame_geometry(g, "ED", p["ef"], ph._rng(5, 1, 2, 0, 0))
+    contrast = {}
+    for q in ("Good", "Medium", "Poor"):
+        image, label, _ = ph._simulate_frame(g, f, "2CH", q, ph._rng(5, 9))
+        contrast[q] = _contrast(image, label)
+    assert contrast["Good"] > contrast["Medium"] > contrast["Poor"] > 0.2
+
+
+def test_speckle_and_depth_physics(patients):
+    """Fully developed speckle in tissue (envelope SNR near Rayleigh's 1.91 before log
+    compression, so a wide spread of gray levels), blood darker than myocardium."""
+    for p, view, phase, pv in _frames(patients):
+        image, label = pv.images[phase], pv.labels[phase]
+        where = f"{p.name} {view} {phase}"
+        assert image[label == 2].mean() > image[label == 1].mean() + 20, where
+        tissue = image[(label == 0) & pv.sector]
+        assert tissue.std() > 15, where  # texture, not a flat fill
+    # speckle is elongated across the beam (lateral PSF wider than axial): correlation
+    img = patients[0].views["2CH"].images["ED"].astype(float)
+    win = img[img.shape[0] // 2 : img.shape[0] // 2 + 60, img.shape[1] // 2 - 30 :][:, :60]
+    win = win - win.mean()
+    ax = (win[1:, :] * win[:-1, :]).mean() / win.var()
+    lat = (win[:, 1:] * win[:, :-1]).mean() / win.var()
+    assert lat > ax
+
+
+def test_global_threshold_does_not_segment_the_lv(patients):
+    """Issue 2: a global intensity threshold (Otsu) must score LV dice below 0.8. Checked
+    three ways: over the whole image, inside the fan, and inside the fan keeping only the
+    dark component that overlaps the LV most (an oracle pick)."""
+    whole, fan, picked = [], [], []
+    for _p, _view, phase, pv in _frames(patients):
+        image, lv, sector = pv.images[phase], pv.labels[phase] == 1, pv.sector
+        whole.append(_dice(image <= _otsu(image), lv))
+        dark = (image <= _otsu(image[sector])) & sector
+        fan.append(_dice(dark, lv))
+        comp, n = ndi.label(ndi.binary_opening(dark, iterations=2))
+        overlap = np.bincount(comp[lv], minlength=n + 1)
+        overlap[0] = 0
+        picked.append(_dice(comp == overlap.argmax(), lv) if n else 0.0)
+    print(f"Otsu LV dice: whole {np.mean(whole):.3f}, fan {np.mean(fan):.3f}, "
+          f"fan + best component {np.mean(picked):.3f} (max {np.max(picked):.3f})")  # fmt: skip
+    assert max(whole) < 0.8 and max(fan) < 0.8
+    assert np.mean(picked) < 0.8
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+@pytest.mark.parametrize(
+    "n, layout, expected",
+    [
+        (1, "2023", (1, 0, 0)),
+        (2, "2023", (1, 0, 1)),
+        (3, "2023", (1, 1, 1)),
+        (6, "2023", (4, 1, 1)),
+        (20, "2023", (14, 2, 4)),
+        (6, "2019", (4, 1, 1)),
+        (500, "2019", (400, 50, 50)),
+        (1000, "2019", (850, 50, 100)),
+    ],
+)
+def test_split_sizes(n, layout, expected):
+    sizes = ph.split_sizes(n, layout)
+    assert (sizes["train"], sizes["val"], sizes["test"]) == expected
+
+
+def test_2019_numbering_follows_the_study_rule():
+    plan = ph.patient_splits(500, "2019")
+    folders = {split: [f for _, s, f in plan if s == split] for split in ("train", "val", "test")}
+    assert folders["val"][0] == "training/patient0001" and folders["val"][-1].endswith("0050")
+    assert folders["train"][0] == "training/patient0051" and folders["train"][-1].endswith("0450")
+    assert folders["test"][0] == "testing/patient0451" and folders["test"][-1].endswith("0500")
+    small = ph.patient_splits(6, "2019")
+    assert [f for _, _, f in small] == [
+        "training/patient0001", "training/patient0051", "training/patient0052",
+        "training/patient0053", "training/patient0054", "testing/patient0055",
+    ]  # fmt: skip
+
+
+def test_2023_tree_reads_with_splits(phantom_root):
+    assert validate(phantom_root) == []
+    records = read_camus(phantom_root)
+    assert len(records) == 6 * 4
+    splits = {r.patient: r.split for r in records}
+    assert splits == {"patient0001": "val", "patient0002": "train", "patient0003": "train",
+                      "patient0004": "train", "patient0005": "train", "patient0006": "test"}  # fmt: skip
+    lines = (phantom_root / "database_split" / "subgroup_training.txt").read_text().split()
+    assert lines == ["patient0002", "patient0003", "patient0004", "patient0005"]
+    cfg = (phantom_root / "database_nifti" / "patient0003" / "Info_2CH.cfg").read_text()
+    keys = [line.split(":")[0] for line in cfg.splitlines()]
+    assert keys == ["ED", "ES", "NbFrame", "Sex", "Age", "ImageQuality", "EF", "FrameRate"]
+    p3 = ph.simulate_patient(SEED, 3)
+    assert f"EF: {p3.ef}\n" in cfg and f"Age: {p3.age}\n" in cfg
+    rec = next(r for r in records if r.stem == "patient0003_4CH_ES")
+    assert (rec.sex, rec.age, rec.quality) == (p3.sex, p3.age, p3.views["4CH"].quality)
+    image, label = rec.load()
+    assert np.array_equal(image, p3.views["4CH"].images["ES"])
+    assert np.array_equal(label, p3.views["4CH"].labels["ES"])
+
+
+def test_2019_tree_reads_with_the_study_split(tmp_path):
+    root = ph.write_phantom(tmp_path / "p19", n_patients=4, seed=SEED, layout="2019")
+    assert validate(root) == []
+    records = read_camus(root)
+    assert {(r.patient, r.split, r.release) for r in records} == {
+        ("patient0001", "val", "2019"), ("patient0051", "train", "2019"),
+        ("patient0052", "train", "2019"), ("patient0053", "test", "2019"),
+    }  # fmt: skip
+    folder = root / "training" / "patient0051"
+    assert (folder / "patient0051_2CH_ED.raw").is_file()
+    cfg = (folder / "Info_4CH.cfg").read_text()
+    keys = [line.split(":")[0] for line in cfg.splitlines()]
+    assert keys == ["ED", "ES", "NbFrame", "Sex", "Age", "ImageQuality", "LVedv", "LVesv", "LVef"]
+    p2 = ph.simulate_patient(SEED, 2)  # phantom patient 2 is the first training patient
+    assert f"LVef: {p2.ef}\n" in cfg and f"LVedv: {p2.lv_edv}\n" in cfg
+
+
+def test_rewrite_resume_and_refusal(tmp_path):
+    root = ph.write_phantom(tmp_path / "p", n_patients=2, seed=SEED)
+    manifest = json.loads((root / "phantom.json").read_text())
+    assert manifest == {"version": ph.PHANTOM_VERSION, "seed": SEED, "layout": "2023",
+                        "n_patients": 2}  # fmt: skip
+    f1 = root / "database_nifti" / "patient0001" / "patient0001_2CH_ED.nii.gz"
+    mtime = f1.stat().st_mtime_ns
+    ph.write_phantom(root, n_patients=2, seed=SEED)  # nothing to do
+    assert f1.stat().st_mtime_ns == mtime
+    ph.write_phantom(root, n_patients=1, seed=SEED)  # fewer patients: extra ones go
+    assert not (root / "database_nifti" / "patient0002").exists()
+    assert (root / "database_split" / "subgroup_testing.txt").read_text() == ""
+    before = read_image(f1)[0]
+    ph.write_phantom(root, n_patients=1, seed=SEED + 1)  # another seed: rewritten
+    assert not np.array_equal(before, read_image(f1)[0])
+    assert json.loads((root / "phantom.json").read_text())["seed"] == SEED + 1
+    assert not list(root.rglob(".*.tmp"))
+
+    real = tmp_path / "camus"
+    (real / "database_nifti").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="phantom.json"):
+        ph.write_phantom(real, n_patients=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"layout": "2020"}, "layout"), ({"n_patients": 0}, "n_patients"),
+     ({"n_patients": 2.5}, "n_patients")],
+)  # fmt: skip
+def test_bad_arguments(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ph.write_phantom(tmp_path / "x", **kwargs)
+    assert not (tmp_path / "x").exists()
+
+
+def test_four_chamber_view_has_right_heart():
+    """The 4CH view adds the right ventricle and atrium (blood, unlabelled) on the left of
+    the image, beside the septum; the 2CH view has none."""
+    p = ph._draw_patient(ph._rng(SEED, 1, 0))
+    for vi, view in enumerate(("2CH", "4CH")):
+        g = ph._draw_view(ph._rng(SEED, 1, 1, vi), view, p)
+        f = ph._frame_geometry(g, "ED", p["ef"], ph._rng(SEED, 1, 2, vi, 0))
+        z, x = np.mgrid[0 : g["depth"] : 0.5, -g["depth"] : g["depth"] : 0.5]
+        cls = ph._anatomy(x, z, f, view, echo=True)
+        right = cls == ph._RBLOOD
+        assert np.isin([ph._VALVE], cls).all()
+        if view == "2CH":
+            assert not right.any()
+        else:
+            assert right.sum() > 0.3 * (cls == ph._LV).sum()
+            assert x[right].mean() < x[cls == ph._LV].mean() - 20
