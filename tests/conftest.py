@@ -45,7 +45,8 @@ def phantom_root(tmp_path_factory):
     non-empty (4 train, 1 val, 1 test). Shared by the session: treat it as read-only."""
     from echo_vlsm.data.phantom import write_phantom
 
-    return write_phantom(tmp_path_factory.mktemp("phantom") / "camus", n_patients=6, seed=0)
+    root = tmp_path_factory.mktemp("phantom") / "camus"
+    return write_phantom(root, n_patients=6, seed=0, workers=0)
 
 
 @pytest.fixture(scope="session")

@@ -52,8 +52,8 @@ def test_same_seed_same_arrays_and_patient_independent_of_count(tmp_path):
         np.array_equal(a.views["2CH"].images["ED"], c.views["2CH"].images["ED"])
     )
     # on disk: patient 1 of a 1-patient tree equals patient 1 of a 3-patient tree
-    one = ph.write_phantom(tmp_path / "one", n_patients=1, seed=SEED)
-    three = ph.write_phantom(tmp_path / "three", n_patients=3, seed=SEED)
+    one = ph.write_phantom(tmp_path / "one", n_patients=1, seed=SEED, workers=0)
+    three = ph.write_phantom(tmp_path / "three", n_patients=3, seed=SEED, workers=2)  # pool
     for name in ("patient0001_4CH_ES.nii.gz", "patient0001_4CH_ES_gt.nii.gz"):
         x, sx = read_image(one / "database_nifti" / "patient0001" / name)
         y, sy = read_image(three / "database_nifti" / "patient0001" / name)
@@ -246,7 +246,7 @@ def test_2023_tree_reads_with_splits(phantom_root):
 
 
 def test_2019_tree_reads_with_the_study_split(tmp_path):
-    root = ph.write_phantom(tmp_path / "p19", n_patients=4, seed=SEED, layout="2019")
+    root = ph.write_phantom(tmp_path / "p19", n_patients=4, seed=SEED, layout="2019", workers=0)
     assert validate(root) == []
     records = read_camus(root)
     assert {(r.patient, r.split, r.release) for r in records} == {
@@ -262,23 +262,38 @@ def test_2019_tree_reads_with_the_study_split(tmp_path):
     assert f"LVef: {p2.ef}\n" in cfg and f"LVedv: {p2.lv_edv}\n" in cfg
 
 
-def test_rewrite_resume_and_refusal(tmp_path):
-    root = ph.write_phantom(tmp_path / "p", n_patients=2, seed=SEED)
+def test_rewrite_resume_and_refusal(tmp_path, monkeypatch):
+    # an interrupted call (patient 2 fails) leaves patient 1 complete and resumes from there
+    real_write_one = ph._write_one
+
+    def failing(seed, number, folder, layout):
+        if number == 2:
+            raise KeyboardInterrupt
+        return real_write_one(seed, number, folder, layout)
+
+    monkeypatch.setattr(ph, "_write_one", failing)
+    with pytest.raises(KeyboardInterrupt):
+        ph.write_phantom(tmp_path / "p", n_patients=2, seed=SEED, workers=0)
+    monkeypatch.setattr(ph, "_write_one", real_write_one)
+    assert not (tmp_path / "p" / "phantom.json").exists()
+    f1 = tmp_path / "p" / "database_nifti" / "patient0001" / "patient0001_2CH_ED.nii.gz"
+    mtime = f1.stat().st_mtime_ns
+    root = ph.write_phantom(tmp_path / "p", n_patients=2, seed=SEED, workers=0)
+    assert f1.stat().st_mtime_ns == mtime
     manifest = json.loads((root / "phantom.json").read_text())
     assert manifest == {"version": ph.PHANTOM_VERSION, "seed": SEED, "layout": "2023",
                         "n_patients": 2}  # fmt: skip
-    f1 = root / "database_nifti" / "patient0001" / "patient0001_2CH_ED.nii.gz"
-    mtime = f1.stat().st_mtime_ns
+    assert validate(root) == []
     ph.write_phantom(root, n_patients=2, seed=SEED)  # nothing to do
     assert f1.stat().st_mtime_ns == mtime
     ph.write_phantom(root, n_patients=1, seed=SEED)  # fewer patients: extra ones go
     assert not (root / "database_nifti" / "patient0002").exists()
     assert (root / "database_split" / "subgroup_testing.txt").read_text() == ""
     before = read_image(f1)[0]
-    ph.write_phantom(root, n_patients=1, seed=SEED + 1)  # another seed: rewritten
+    ph.write_phantom(root, n_patients=1, seed=SEED + 1, workers=0)  # another seed: rewritten
     assert not np.array_equal(before, read_image(f1)[0])
     assert json.loads((root / "phantom.json").read_text())["seed"] == SEED + 1
-    assert not list(root.rglob(".*.tmp"))
+    assert not list(root.rglob(".*.tmp")) and not (root / ph.PARTIAL).exists()
 
     real = tmp_path / "camus"
     (real / "database_nifti").mkdir(parents=True)

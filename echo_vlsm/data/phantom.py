@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ from echo_vlsm.structures import PHASES, QUALITIES, VIEWS
 
 PHANTOM_VERSION = 1
 MANIFEST = "phantom.json"
+PARTIAL = ".phantom.partial"
 LAYOUTS = ("2023", "2019")
 SOUND_SPEED = 1.54  # mm / us
 
@@ -675,19 +677,56 @@ def write_patient(
     return folder
 
 
+def _write_one(seed: int, number: int, folder: str, layout: str) -> int:
+    """Simulate and write one patient into a hidden folder, then rename it into place, so
+    a patient folder is always complete."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_patient(simulate_patient(seed, number), tmp, layout, name=folder.name)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+    return number
+
+
+def _worker_init() -> None:
+    """One thread per worker process: the pool provides the parallelism."""
+    import cv2
+    import SimpleITK as sitk
+
+    cv2.setNumThreads(1)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+
+def _complete(folder: Path, layout: str) -> bool:
+    ext = ".nii.gz" if layout == "2023" else ".mhd"
+    names = [f"{folder.name}_{v}_{p}{s}{ext}" for v in VIEWS for p in PHASES
+             for s in ("", "_gt")] + [f"Info_{v}.cfg" for v in VIEWS]  # fmt: skip
+    return all((folder / n).is_file() for n in names)
+
+
 def write_phantom(
-    root: str | Path, n_patients: int = 20, seed: int = 0, layout: str = "2023"
+    root: str | Path,
+    n_patients: int = 20,
+    seed: int = 0,
+    layout: str = "2023",
+    workers: int | None = None,
 ) -> Path:
     """Write a CAMUS-layout tree of ``n_patients`` phantom patients under ``root``.
 
     ``layout="2023"``: ``database_nifti/patientXXXX/*.nii.gz`` and
-    ``database_split/subgroup_{training,validation,testing}.txt``;
+    ``database_split/subgroup_{training,validation,testing}.txt`` (~70/10/20 %);
     ``layout="2019"``: ``training/`` and ``testing/`` with ``.mhd``/``.raw`` files (see
     ``patient_splits`` for the numbering). A ``phantom.json`` records seed, layout and
-    version; a second call with the same arguments skips patients already written, and
-    a call with other arguments rewrites the tree. A non-empty folder that is not a
-    phantom tree is refused (it could be real data). Returns ``root``.
+    version; a second call with the same arguments skips patients already written (an
+    interrupted call resumes), and a call with another seed or layout rewrites the tree.
+    A non-empty folder that is not a phantom tree is refused (it could be real data).
+    ``workers`` processes share the patients (default ``min(4, cpus)``; 0 or 1: this
+    process). Returns ``root``.
     """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm.auto import tqdm
 
     root = Path(root)
@@ -695,16 +734,19 @@ def write_phantom(
     if isinstance(n_patients, bool) or int(n_patients) != n_patients or n_patients < 1:
         raise ValueError(f"n_patients must be a whole number >= 1, got {n_patients!r}")
     n_patients, seed = int(n_patients), int(seed)
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
     want = {"version": PHANTOM_VERSION, "seed": seed, "layout": layout}
-    manifest = root / MANIFEST
+    manifest, partial = root / MANIFEST, root / PARTIAL
     if root.exists() and any(root.iterdir()):
-        if not manifest.is_file():
+        mine = manifest if manifest.is_file() else partial  # partial: an interrupted call
+        if not mine.is_file():
             raise FileExistsError(
                 f"{root}: folder is not empty and holds no {MANIFEST}; write the phantom "
                 "into an empty or new folder (it will not overwrite other data)"
             )
         try:
-            have = json.loads(manifest.read_text())
+            have = json.loads(mine.read_text())
         except (OSError, ValueError):
             have = {}
         if {k: have.get(k) for k in want} != want:
@@ -717,21 +759,32 @@ def write_phantom(
         for p in sorted((root / group).glob("patient*")) if (root / group).is_dir() else []:
             if f"{group}/{p.name}" not in keep:
                 shutil.rmtree(p)
-    (root / manifest.name).unlink(missing_ok=True)  # present again only when complete
+    manifest.unlink(missing_ok=True)  # present again only when the tree is complete
+    manifest_text = json.dumps({**want, "n_patients": n_patients}, indent=2) + "\n"
+    write_text_atomic(partial, manifest_text)  # marks the folder as ours meanwhile
 
-    ext = ".nii.gz" if layout == "2023" else ".mhd"
-    for number, _split, rel in tqdm(plan, desc="phantom", unit="patient", disable=None):
-        folder = root / rel
-        names = [f"{folder.name}_{v}_{p}{s}{ext}" for v in VIEWS for p in PHASES
-                 for s in ("", "_gt")] + [f"Info_{v}.cfg" for v in VIEWS]  # fmt: skip
-        if all((folder / n).is_file() for n in names):
-            continue
-        # written into a hidden folder, then renamed: a patient folder is always complete
-        tmp = folder.with_name(f".{folder.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        write_patient(simulate_patient(seed, number), tmp, layout, name=folder.name)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.replace(folder)
+    todo = [(n, str(root / rel)) for n, _, rel in plan if not _complete(root / rel, layout)]
+    bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="phantom",
+               unit="patient", disable=None)  # fmt: skip
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            for number, folder in todo:
+                _write_one(seed, number, folder, layout)
+                bar.update()
+        else:
+            methods = mp.get_all_start_methods()  # no fork: the caller may run threads
+            ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+            with ProcessPoolExecutor(min(workers, len(todo)), ctx, _worker_init) as pool:
+                futures = [pool.submit(_write_one, seed, n, f, layout) for n, f in todo]
+                try:
+                    for fut in futures:
+                        fut.result()
+                        bar.update()
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+    finally:
+        bar.close()
 
     if layout == "2023":
         from echo_vlsm.data.camus import SPLIT_FILES_2023
@@ -739,5 +792,6 @@ def write_phantom(
         for split, fname in SPLIT_FILES_2023.items():
             names = [Path(rel).name for _, s, rel in plan if s == split]
             write_text_atomic(root / "database_split" / fname, "".join(n + "\n" for n in names))
-    write_text_atomic(manifest, json.dumps({**want, "n_patients": n_patients}, indent=2) + "\n")
+    write_text_atomic(manifest, manifest_text)
+    partial.unlink(missing_ok=True)
     return root
