@@ -70,14 +70,13 @@ class Attributes:
             _check_choice("quality", self.quality, QUALITIES)
         if self.age is not None:
             age = self.age
+            if isinstance(age, numbers.Real) and not isinstance(age, (bool, numbers.Integral)):
+                age = int(age) if float(age).is_integer() else age
             if isinstance(age, bool) or not isinstance(age, numbers.Integral):
-                if isinstance(age, numbers.Real) and float(age).is_integer():
-                    age = int(age)
-                else:
-                    raise ValueError(
-                        f"Attributes.age is {self.age!r}; expected a whole number of years "
-                        "(0-150) or None"
-                    )
+                raise ValueError(
+                    f"Attributes.age is {self.age!r}; expected a whole number of years "
+                    "(0-150) or None"
+                )
             if not 0 <= int(age) <= 150:
                 raise ValueError(f"Attributes.age is {self.age!r}; expected 0-150 years or None")
             object.__setattr__(self, "age", int(age))
