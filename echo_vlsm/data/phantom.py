@@ -174,6 +174,7 @@ def _draw_view(rng: np.random.Generator, view: str, patient: dict) -> dict:
          rng.uniform(2.5, 4.5))
         for sgn in rng.permutation([-1.0, 1.0])[:n_pap]
     ] or None  # fmt: skip
+    g["la_harm"] = rng.normal(0.0, 0.03, size=(3, 2))  # shape harmonics of the LA
     _fit_in_fan(g)
     return g
 
@@ -303,7 +304,11 @@ def _anatomy(x: np.ndarray, z: np.ndarray, f: dict, view: str, jitter=None,
     # the LA's top spans the annulus, which narrows far less than the cavity in systole
     ann_ed = f["ann_ed"]
     la_b = max(la_b, ann_ed / math.sqrt(1 - 0.8**2) * 1.05)
-    rho_la = _ellipse_rho(u, v - np.float32(f["la_shift"] * ann), la_cu, la_a, la_b) + j
+    v_la = v - np.float32(f["la_shift"] * ann)
+    rho_la = _ellipse_rho(u, v_la, la_cu, la_a, la_b, f["la_harm"])
+    # the harmonics may widen but not narrow its top half, which must span the annulus
+    rho_top = _ellipse_rho(u, v_la, la_cu, la_a, la_b)
+    rho_la = np.where(u > la_cu, np.minimum(rho_la, rho_top), rho_la) + j
     below = ~above
 
     if view == "4CH":  # right heart on the left of the image, septum between
@@ -402,8 +407,9 @@ def _smooth_noise(rng, shape, sigma):
     return n / (n.std() + 1e-8)
 
 
-def _simulate_frame(g: dict, f: dict, view: str, quality: str, rng) -> tuple:
-    """B-mode frame (H, W) uint8, label map (H, W) uint8, sector mask (H, W) bool."""
+def _simulate_frame(g: dict, f: dict, view: str, quality: str, rng, stages=None) -> tuple:
+    """B-mode frame (H, W) uint8, label map (H, W) uint8, sector mask (H, W) bool; when
+    ``stages`` is a dict, the intermediate maps on the scan lines are put in it."""
     import cv2
     import scipy.fft as sfft
     from scipy.ndimage import gaussian_filter
@@ -494,6 +500,9 @@ def _simulate_frame(g: dict, f: dict, view: str, quality: str, rng) -> tuple:
     top = np.percentile(db[::4, :], 99.0) + g["gain"]
     img = np.clip((db - (top - g["dyn_range"])) / g["dyn_range"], 0, 1) ** g["gamma"]
     img = (img * 255).astype(np.float32)
+    if stages is not None:
+        stages.update(classes=cls, reflectivity=refl, envelope_db=db, log_compressed=img,
+                      depth_mm=R, half_angle=alpha)  # fmt: skip
 
     # scan conversion to the Cartesian fan
     H, W, sp = g["height"], g["width"], g["spacing"]
@@ -542,6 +551,25 @@ def simulate_patient(seed: int, number: int) -> PhantomPatient:
     )  # fmt: skip
     patient.lv_edv, patient.lv_esv, patient.ef = _biplane_volumes(patient)
     return patient
+
+
+def simulate_stages(seed: int, number: int, view: str = "2CH", phase: str = "ED") -> dict:
+    """The steps of one phantom frame, for teaching: on the scan lines (depth x angle)
+    ``classes`` (tissue class), ``reflectivity`` (scattering amplitude), ``envelope_db``
+    (echo envelope after attenuation, noise and TGC, in dB) and ``log_compressed``
+    (0..255); then the scan-converted ``image``, ``label`` and ``sector``. Identical to the
+    frame ``simulate_patient`` makes."""
+    if view not in VIEWS or phase not in PHASES:
+        raise ValueError(f"view must be one of {VIEWS} and phase one of {PHASES}")
+    p = _draw_patient(_rng(seed, number, 0))
+    vi, fi = VIEWS.index(view), PHASES.index(phase)
+    g = _draw_view(_rng(seed, number, 1, vi), view, p)
+    rng = _rng(seed, number, 2, vi, fi)
+    f = _frame_geometry(g, phase, p["ef"], rng)
+    stages: dict = {}
+    image, label, sector = _simulate_frame(g, f, view, p["quality"][view], rng, stages)
+    stages.update(image=image, label=label, sector=sector, quality=p["quality"][view])
+    return stages
 
 
 def _area_length(label: np.ndarray, spacing: float) -> tuple[float, float]:
