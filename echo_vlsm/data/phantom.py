@@ -749,8 +749,8 @@ def write_phantom(
     version; a second call with the same arguments skips patients already written (an
     interrupted call resumes), and a call with another seed or layout rewrites the tree.
     A non-empty folder that is not a phantom tree is refused (it could be real data).
-    ``workers`` processes share the patients (default ``min(4, cpus)``; 0 or 1: this
-    process). Returns ``root``.
+    ``workers`` processes share the patients (default ``min(4, cpus)`` from 8 patients to
+    write on, else this process; 0 or 1: this process). Returns ``root``.
     """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -762,8 +762,6 @@ def write_phantom(
     if isinstance(n_patients, bool) or int(n_patients) != n_patients or n_patients < 1:
         raise ValueError(f"n_patients must be a whole number >= 1, got {n_patients!r}")
     n_patients, seed = int(n_patients), int(seed)
-    if workers is None:
-        workers = min(4, os.cpu_count() or 1)
     want = {"version": PHANTOM_VERSION, "seed": seed, "layout": layout}
     manifest, partial = root / MANIFEST, root / PARTIAL
     if root.exists() and any(root.iterdir()):
@@ -792,6 +790,8 @@ def write_phantom(
     write_text_atomic(partial, manifest_text)  # marks the folder as ours meanwhile
 
     todo = [(n, str(root / rel)) for n, _, rel in plan if not _complete(root / rel, layout)]
+    if workers is None:  # a pool pays off from a few patients per process on
+        workers = min(4, os.cpu_count() or 1) if len(todo) >= 8 else 0
     bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="phantom",
                unit="patient", disable=None)  # fmt: skip
     try:
