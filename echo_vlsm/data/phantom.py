@@ -528,8 +528,8 @@ def _simulate_frame(g: dict, f: dict, view: str, quality: str, rng, stages=None)
 def simulate_patient(seed: int, number: int) -> PhantomPatient:
     """Simulate phantom patient ``number`` (1-based) of ``seed``: both views, both phases.
 
-    Depends only on ``(seed, number)``. Volumes (biplane area-length, Simpson-free) and
-    the ejection fraction are measured on the label maps, so they agree with the images.
+    Depends only on ``(seed, number)``. LV volumes (biplane area-length) and the
+    ejection fraction are measured on the label maps, so they agree with the images.
     """
     if int(number) < 1:
         raise ValueError(f"patient number must be >= 1, got {number}")
