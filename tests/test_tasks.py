@@ -230,3 +230,30 @@ def test_vqa_backend_writes_and_caches(dataset, tmp_path, monkeypatch):
     assert write_tasks(dataset, "camus", shape_backend="vqa", vqa_model=model,
                        splits=["test"])["test"].read_bytes() == first  # fmt: skip
     assert set(STRUCTURES) == {t["structure"] for t in tasks}
+
+
+def test_viz_tables_count_tokens_and_shapes(dataset):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from echo_vlsm.prompts import viz
+
+    write_tasks(dataset, "camus", splits=["val"])
+    tasks = {"camus": read_tasks(dataset, "val")}
+    n = len(tasks["camus"])
+    words = lambda texts: [len(t.split()) + 2 for t in texts]  # noqa: E731 - a stand-in tokenizer
+    lengths = viz.token_length_table(tasks, words)
+    assert len(lengths) == n * 15  # p0 once, p1..p7 twice
+    summary = viz.truncation_summary(lengths, limit=20).set_index("key")
+    assert summary.loc["p7", "over_20"] == 2 * n  # every P7 is longer than 18 words
+    assert summary.loc["p1", "over_20"] == 0 and summary.loc["p0", "max_tokens"] == 2
+    shapes = viz.shape_table(tasks)
+    assert set(shapes["split"]) == {"val"} and len(shapes) == n
+    counts = viz.shape_counts(shapes)
+    assert int(counts.to_numpy().sum()) == n and set(counts.columns) <= set(SHAPES)
+    frame = viz.prompt_frame(tasks["camus"][0]["prompts"])
+    assert frame.shape == (8, 2) and frame.loc["p0"].tolist() == ["", ""]
+    examples = viz.prompt_examples(tasks, structure="myo")
+    assert examples.shape == (8, 1) and examples.iloc[1, 0] == "Myocardium of the heart."
+    assert len(viz.plot_token_lengths(lengths).axes) == 1
+    assert len(viz.plot_shapes(shapes).axes) == 3

@@ -10,7 +10,7 @@ BLIP (``Salesforce/blip-vqa-base``: the generated text).
 The answer is mapped to one of ``SHAPES`` (``match_shape``: the first word of the answer
 that names a shape or a synonym, e.g. "round" -> circle, "elliptical" -> oval). An answer
 naming none is kept as it is by default (lower-cased), as the study kept whatever its model
-said; ``unmatched="geometry"`` replaces it by the geometric shape, ``"error"`` raises.
+said (an empty answer falls back to geometry); ``unmatched="geometry"`` replaces it by the geometric shape, ``"error"`` raises.
 
 Answers are cached on disk, one small JSON file per (model, question, image, mask), keyed
 by a SHA-256 of the model's identity (hub id, or a local folder's config and weight files),
