@@ -328,3 +328,16 @@ def test_four_chamber_view_has_right_heart():
         else:
             assert right.sum() > 0.3 * (cls == ph._LV).sum()
             assert x[right].mean() < x[cls == ph._LV].mean() - 20
+
+
+def test_end_diastole_and_end_systole_share_the_acquisition(patients):
+    """ED and ES frames of a view come from one acquisition: away from the heart the tissue
+    looks alike (shared heterogeneity, clutter, window), although the speckle is redrawn."""
+    for p in patients:
+        pv = p.views["2CH"]
+        a, b = (ndi.gaussian_filter(pv.images[f].astype(float), 6) for f in ("ED", "ES"))
+        heart = (pv.labels["ED"] > 0) | (pv.labels["ES"] > 0)
+        away = pv.sector & ~ndi.binary_dilation(heart, iterations=40)
+        away &= ndi.binary_erosion(pv.sector, iterations=10)
+        assert np.corrcoef(a[away], b[away])[0, 1] > 0.6, p.name
+        assert not np.array_equal(pv.images["ED"][away], pv.images["ES"][away])

@@ -175,6 +175,7 @@ def _draw_view(rng: np.random.Generator, view: str, patient: dict) -> dict:
         for sgn in rng.permutation([-1.0, 1.0])[:n_pap]
     ] or None  # fmt: skip
     g["la_harm"] = rng.normal(0.0, 0.03, size=(3, 2))  # shape harmonics of the LA
+    g["texture_seed"] = int(rng.integers(2**63))  # acquisition: shared by ED and ES
     _fit_in_fan(g)
     return g
 
@@ -305,10 +306,12 @@ def _anatomy(x: np.ndarray, z: np.ndarray, f: dict, view: str, jitter=None,
     ann_ed = f["ann_ed"]
     la_b = max(la_b, ann_ed / math.sqrt(1 - 0.8**2) * 1.05)
     v_la = v - np.float32(f["la_shift"] * ann)
-    rho_la = _ellipse_rho(u, v_la, la_cu, la_a, la_b, f["la_harm"])
-    # the harmonics may widen but not narrow its top half, which must span the annulus
-    rho_top = _ellipse_rho(u, v_la, la_cu, la_a, la_b)
-    rho_la = np.where(u > la_cu, np.minimum(rho_la, rho_top), rho_la) + j
+    du_la = (u - np.float32(la_cu)) / np.float32(la_a)
+    dv_la = v_la / np.float32(la_b)
+    rho_la = np.sqrt(du_la * du_la + dv_la * dv_la)
+    # shape harmonics fade out towards the mitral plane, where the LA spans the annulus
+    fade = np.clip(u / np.float32(la_cu), 0.0, 1.0)
+    rho_la = rho_la / (1.0 + fade * _harmonics(du_la, dv_la, rho_la, f["la_harm"])) + j
     below = ~above
 
     if view == "4CH":  # right heart on the left of the image, septum between
@@ -424,11 +427,26 @@ def _simulate_frame(g: dict, f: dict, view: str, quality: str, rng, stages=None)
     xx = rc[:, None] * np.sin(th)[None, :]
     zz = rc[:, None] * np.cos(th)[None, :]
 
+    # What belongs to the acquisition (probe, settings, acoustic window, the tissue around
+    # the heart) is drawn from the view's stream, shared by its ED and ES frames; the
+    # heart's border roughness, the scatterers and the noise from the frame's stream.
+    vrng = np.random.default_rng(g["texture_seed"])
+    hetero = _smooth_noise(vrng, (n_rc, n_t), (10, 6))
+    dropout = _smooth_noise(vrng, (n_rc, n_t), (25, 12))
+    haze_field = _smooth_noise(vrng, (n_rc, n_t), (20, 10))
+    near_field = _smooth_noise(vrng, (n_rc, n_t), (4, 10))
+    near_depth = vrng.uniform(8.0, 18.0)
+    layer_period, layer_phase, layer_depth = vrng.uniform([1.5, 0, 10], [3, 2 * np.pi, 22])
+    shadow = vrng.random() < q["shadow"]
+    shadow_c, shadow_w, shadow_z = vrng.uniform([-0.8, 0.08, 8], [0.8, 0.2, 20])
+    beam = vrng.uniform(0.55, 0.8) * math.radians(1.0) / (2 * alpha / (n_t - 1))  # lines
+    sigma_ax_rel = vrng.uniform(0.35, 0.5)
+    tgc_knots = vrng.uniform(-2.0, 2.0, 8)
+
     # --- tissue reflectivity map (mean scattering amplitude) on the scan lines
     jitter = 0.035 * _smooth_noise(rng, (n_rc, n_t), (6, 4))  # trabeculae, border roughness
     cls = _anatomy(xx, zz, f, view, jitter=jitter, echo=True)
-    refl = _REFLECTIVITY[cls]
-    refl = refl * np.exp(0.35 * _smooth_noise(rng, (n_rc, n_t), (10, 6)))  # heterogeneity
+    refl = _REFLECTIVITY[cls] * np.exp(0.35 * hetero)  # slow heterogeneity
     myo = cls == _MYO
     if myo.any():  # specular walls: a wall along the beam (lateral walls) echoes less
         m = gaussian_filter(myo.astype(np.float32) + (cls == _LV) * 2.0, (5, 3))
@@ -436,23 +454,20 @@ def _simulate_frame(g: dict, f: dict, view: str, quality: str, rng, stages=None)
         gt = gt / (rc[:, None] * (2 * alpha / max(n_t - 1, 1)) / (R / n_rc))  # per mm
         cos2 = gr**2 / (gr**2 + gt**2 + 1e-12)
         spec = (1 - q["specular"]) + q["specular"] * cos2
-        drop = np.clip(1.0 + 0.8 * _smooth_noise(rng, (n_rc, n_t), (25, 12)), 0, 1)
+        drop = np.clip(1.0 + 0.8 * dropout, 0, 1)
         drop = 1.0 - q["dropout"] * (1.0 - drop)  # patchy wall dropout
         refl = np.where(myo, refl * spec * drop, refl)
     # clutter: haze in the blood pools, reverberation in the near field
     blood = np.isin(cls, (_LV, _LA, _RBLOOD, _VESSEL))
-    haze = q["haze"] * np.exp(0.5 * _smooth_noise(rng, (n_rc, n_t), (20, 10)))
-    near = q["near"] * np.exp(-rc / rng.uniform(8.0, 18.0))[:, None]
-    near = near * np.exp(0.5 * _smooth_noise(rng, (n_rc, n_t), (4, 10)))
+    haze = q["haze"] * np.exp(0.5 * haze_field)
+    near = q["near"] * np.exp(-rc / near_depth)[:, None] * np.exp(0.5 * near_field)
     refl = np.sqrt(refl**2 + (blood * haze) ** 2 + near**2)
     # chest-wall layers in the first ~20 mm
-    layers = 0.6 * (1 + np.sin(rc / rng.uniform(1.5, 3.0) + rng.uniform(0, 6.28)))
-    refl = refl + (layers * (rc < rng.uniform(10.0, 22.0)) * 0.4)[:, None]
-    if rng.random() < q["shadow"]:  # rib shadow: a band of lines losing signal with depth
-        c = rng.uniform(-0.8, 0.8) * alpha
-        wdt = rng.uniform(0.08, 0.2) * alpha
-        band = np.exp(-0.5 * ((th - c) / wdt) ** 2)
-        refl = refl * (1 - 0.85 * band[None, :] * (rc[:, None] > rng.uniform(8, 20)))
+    layers = 0.6 * (1 + np.sin(rc / layer_period + layer_phase))
+    refl = refl + (layers * (rc < layer_depth) * 0.4)[:, None]
+    if shadow:  # rib shadow: a band of lines losing signal with depth
+        band = np.exp(-0.5 * ((th - shadow_c * alpha) / (shadow_w * alpha)) ** 2)
+        refl = refl * (1 - 0.85 * band[None, :] * (rc[:, None] > shadow_z))
 
     # --- pulse-echo: scatterers x reflectivity, convolved with the PSF
     lam = SOUND_SPEED / g["f0"]  # wavelength, mm
@@ -460,7 +475,6 @@ def _simulate_frame(g: dict, f: dict, view: str, quality: str, rng, stages=None)
     n_r = int(math.ceil(R / dr))
     refl_f = cv2.resize(refl.astype(np.float32), (n_t, n_r), interpolation=cv2.INTER_LINEAR)
     scat = refl_f * rng.standard_normal((n_r, n_t), dtype=np.float32)
-    beam = rng.uniform(0.55, 0.8) * math.radians(1.0) / (2 * alpha / (n_t - 1))  # lines
     k = 2 * int(math.ceil(3 * beam)) + 1
     scat = cv2.GaussianBlur(scat, (k, 1), sigmaX=beam, sigmaY=0.1)  # lateral beam profile
     # axial PSF: Gaussian-modulated cosine, cos(2 pi (2 / lam) z) exp(-z^2 / 2 s^2); in the
@@ -468,7 +482,7 @@ def _simulate_frame(g: dict, f: dict, view: str, quality: str, rng, stages=None)
     # Keeping only that lobe gives the analytic signal of the RF echo (what a Hilbert
     # transform gives), and shifting it by k0 to baseband with fewer samples is the scanner's
     # quadrature demodulation; |IQ| is the envelope.
-    sigma_ax = lam * rng.uniform(0.35, 0.5)
+    sigma_ax = lam * sigma_ax_rel
     n_fft = sfft.next_fast_len(n_r + int(8 * sigma_ax / dr), real=True)
     spec = sfft.rfft(scat, n=n_fft, axis=0)
     dk = 1.0 / (n_fft * dr)
@@ -491,7 +505,7 @@ def _simulate_frame(g: dict, f: dict, view: str, quality: str, rng, stages=None)
     noise = rng.standard_normal((n_env, n_t, 2), dtype=np.float32).view(np.complex64)[..., 0]
     noise_db = float(att_db[-1, 0]) + q["snr"]
     iq = iq + np.float32(scale * 10 ** (-noise_db / 20) / math.sqrt(2)) * noise
-    tgc_wiggle = np.interp(r[:, 0], np.linspace(0, R, 8), rng.uniform(-2.0, 2.0, 8))
+    tgc_wiggle = np.interp(r[:, 0], np.linspace(0, R, 8), tgc_knots)
     gain = 10 ** ((g["tgc"] * att_db + tgc_wiggle[:, None]) / 20)
     env = np.abs(iq) * gain.astype(np.float32)
 
