@@ -430,18 +430,24 @@ def _simulate_frame(g: dict, f: dict, view: str, quality: str, rng, stages=None)
     # What belongs to the acquisition (probe, settings, acoustic window, the tissue around
     # the heart) is drawn from the view's stream, shared by its ED and ES frames; the
     # heart's border roughness, the scatterers and the noise from the frame's stream.
-    vrng = np.random.default_rng(g["texture_seed"])
-    hetero = _smooth_noise(vrng, (n_rc, n_t), (10, 6))
-    dropout = _smooth_noise(vrng, (n_rc, n_t), (25, 12))
-    haze_field = _smooth_noise(vrng, (n_rc, n_t), (20, 10))
-    near_field = _smooth_noise(vrng, (n_rc, n_t), (4, 10))
-    near_depth = vrng.uniform(8.0, 18.0)
-    layer_period, layer_phase, layer_depth = vrng.uniform([1.5, 0, 10], [3, 2 * np.pi, 22])
-    shadow = vrng.random() < q["shadow"]
-    shadow_c, shadow_w, shadow_z = vrng.uniform([-0.8, 0.08, 8], [0.8, 0.2, 20])
-    beam = vrng.uniform(0.55, 0.8) * math.radians(1.0) / (2 * alpha / (n_t - 1))  # lines
-    sigma_ax_rel = vrng.uniform(0.35, 0.5)
-    tgc_knots = vrng.uniform(-2.0, 2.0, 8)
+    if "_acquisition" not in g:  # computed once per view (g is shared by its frames)
+        vrng = np.random.default_rng(g["texture_seed"])
+        g["_acquisition"] = (
+            _smooth_noise(vrng, (n_rc, n_t), (10, 6)),  # tissue heterogeneity
+            _smooth_noise(vrng, (n_rc, n_t), (25, 12)),  # wall dropout pattern
+            _smooth_noise(vrng, (n_rc, n_t), (20, 10)),  # haze in the blood pools
+            _smooth_noise(vrng, (n_rc, n_t), (4, 10)),  # near-field reverberation
+            vrng.uniform(8.0, 18.0),  # depth scale of the near-field clutter, mm
+            *vrng.uniform([1.5, 0, 10], [3, 2 * np.pi, 22]),  # chest-wall layers
+            vrng.random(),  # a rib shadow where below the quality's probability
+            *vrng.uniform([-0.8, 0.08, 8], [0.8, 0.2, 20]),  # its angle, width, depth
+            vrng.uniform(0.55, 0.8) * math.radians(1.0) / (2 * alpha / (n_t - 1)),  # beam
+            vrng.uniform(0.35, 0.5),  # pulse length / wavelength
+            vrng.uniform(-2.0, 2.0, 8),  # TGC slider offsets, dB
+        )
+    (hetero, dropout, haze_field, near_field, near_depth, layer_period, layer_phase,
+     layer_depth, shadow_u, shadow_c, shadow_w, shadow_z, beam, sigma_ax_rel,
+     tgc_knots) = g["_acquisition"]  # fmt: skip
 
     # --- tissue reflectivity map (mean scattering amplitude) on the scan lines
     jitter = 0.035 * _smooth_noise(rng, (n_rc, n_t), (6, 4))  # trabeculae, border roughness
@@ -465,7 +471,7 @@ def _simulate_frame(g: dict, f: dict, view: str, quality: str, rng, stages=None)
     # chest-wall layers in the first ~20 mm
     layers = 0.6 * (1 + np.sin(rc / layer_period + layer_phase))
     refl = refl + (layers * (rc < layer_depth) * 0.4)[:, None]
-    if shadow:  # rib shadow: a band of lines losing signal with depth
+    if shadow_u < q["shadow"]:  # rib shadow: a band of lines losing signal with depth
         band = np.exp(-0.5 * ((th - shadow_c * alpha) / (shadow_w * alpha)) ** 2)
         refl = refl * (1 - 0.85 * band[None, :] * (rc[:, None] > shadow_z))
 
