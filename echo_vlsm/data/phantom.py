@@ -58,14 +58,14 @@ SOUND_SPEED = 1.54  # mm / us
 # Tissue classes of the simulation (labels 1..3 are CAMUS' structures; the rest label 0).
 _TISSUE, _LV, _MYO, _LA, _RBLOOD, _RWALL, _PERI, _VALVE, _VESSEL, _PAPILLARY = range(10)
 # Mean scattering amplitude per class (myocardium = 1).
-_REFLECTIVITY = np.array([0.3, 0.035, 1.0, 0.035, 0.035, 0.8, 1.9, 1.5, 0.03, 0.7], np.float32)
+_REFLECTIVITY = np.array([0.3, 0.02, 1.0, 0.02, 0.02, 0.8, 1.9, 1.5, 0.02, 0.7], np.float32)
 # Per quality: cavity haze, near-field clutter, specular wall dependence, dropout, receiver
 # noise (snr: dB of the mean echo over the noise at the deepest point, before the time-gain
 # compensation), probability of a rib shadow.
 _QUALITY = {
-    "Good": dict(haze=0.05, near=0.25, specular=0.35, dropout=0.15, snr=16.0, shadow=0.0),
-    "Medium": dict(haze=0.10, near=0.45, specular=0.5, dropout=0.35, snr=12.0, shadow=0.25),
-    "Poor": dict(haze=0.15, near=0.7, specular=0.65, dropout=0.6, snr=7.0, shadow=0.6),
+    "Good": dict(haze=0.03, near=0.25, specular=0.35, dropout=0.15, snr=16.0, shadow=0.0),
+    "Medium": dict(haze=0.06, near=0.45, specular=0.5, dropout=0.35, snr=12.0, shadow=0.25),
+    "Poor": dict(haze=0.11, near=0.7, specular=0.65, dropout=0.6, snr=7.0, shadow=0.6),
 }
 
 
@@ -136,8 +136,8 @@ def _draw_view(rng: np.random.Generator, view: str, patient: dict) -> dict:
     g["f0"] = rng.uniform(2.5, 3.5)  # MHz
     g["atten"] = rng.uniform(0.3, 0.55)  # dB / cm / MHz
     g["tgc"] = rng.uniform(0.7, 0.95)  # fraction of the attenuation compensated
-    g["dyn_range"] = rng.uniform(48.0, 60.0)  # dB shown
-    g["gamma"] = rng.uniform(0.9, 1.25)
+    g["dyn_range"] = rng.uniform(42.0, 54.0)  # dB shown
+    g["gamma"] = rng.uniform(1.1, 1.5)
     g["gain"] = rng.uniform(-4.0, 3.0)  # dB
     # Heart: lengths relative to the fan depth keep it in view whatever the depth setting.
     s = patient["body"] * rng.uniform(0.93, 1.07)
