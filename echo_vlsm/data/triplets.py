@@ -66,26 +66,12 @@ def task_file(dataset_dir: str | os.PathLike, split: str) -> Path:
 
 
 def _read_tasks(path: Path) -> list[dict]:
-    try:
-        from echo_vlsm.prompts import read_tasks
-    except ImportError:  # pragma: no cover - the prompts part is not installed
-        read_tasks = None
-    try:
-        tasks = read_tasks(path) if read_tasks is not None else json.loads(path.read_text())
-    except TripletError:
-        raise
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TripletError(path, f"cannot read the task file ({exc})") from exc
-    if not isinstance(tasks, list) or not tasks:
-        raise TripletError(path, "expected a non-empty JSON list of tasks")
-    for i, task in enumerate(tasks):
-        missing = [k for k in ("img_name", "mask_name", "prompts") if k not in task]
-        if missing:
-            raise TripletError(
-                path,
-                f"task {i} lacks {missing} (a task has img_name, "
-                "mask_name, structure, attributes, prompts)",
-            )
+    """The task file, checked by ``echo_vlsm.prompts.read_tasks`` (errors name the file)."""
+    from echo_vlsm.prompts import read_tasks
+
+    tasks = read_tasks(path)
+    if not tasks:
+        raise TripletError(path, "holds no tasks (an empty list)")
     return tasks
 
 
@@ -96,15 +82,20 @@ def _prompt_keys() -> tuple[str, ...]:
 
 
 def prompt_candidates(task: dict, key: str, where: str | os.PathLike = "task") -> list[str]:
-    """All phrasings a task offers for prompt ``key``: ``p0``..``p7`` (one or two phrasings),
-    or ``random`` (every phrasing of every key, drawn uniformly)."""
+    """All phrasings a task offers for prompt ``key`` (as ``echo_vlsm.prompts.pick_prompt``
+    reads it): ``p0``..``p7`` (one or two phrasings), ``random`` (every non-empty phrasing of
+    every key, drawn uniformly), or a free text with spaces (that text)."""
     prompts = task.get("prompts") or {}
     if key == "random":
         out = []
         for k in _prompt_keys():
             if k in prompts:
-                out.extend(prompt_candidates(task, k, where))
+                out.extend(t for t in prompt_candidates(task, k, where) if t)
+        if not out:
+            raise TripletError(where, f"task {task.get('img_name')!r} has no non-empty prompt")
         return out
+    if isinstance(key, str) and " " in key.strip():
+        return [key]
     if not _PROMPT_KEY_RE.match(str(key)) or key not in _prompt_keys():
         raise TripletError(
             where, f"unknown prompt key {key!r}; expected one of {(*_prompt_keys(), 'random')}"
