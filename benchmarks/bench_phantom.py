@@ -27,14 +27,16 @@ def main() -> None:
     args = ap.parse_args()
     n = args.patients
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     sims = [phantom.simulate_patient(args.seed, k) for k in range(1, min(n, 10) + 1)]
     t_sim10 = (time.perf_counter() - t0) / len(sims)
+    c_sim10 = (time.process_time() - c0) / len(sims)
     pixels = sum(v.images[p].size for s in sims for v in s.views.values() for p in ("ED", "ES"))
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         phantom.write_phantom(Path(tmp) / "p", n_patients=n, seed=args.seed, workers=0)
         t_all = time.perf_counter() - t0
+        c_all = time.process_time() - c0
         t0 = time.perf_counter()
         phantom.write_phantom(Path(tmp) / "p", n_patients=n, seed=args.seed, workers=0)
         t_again = time.perf_counter() - t0
@@ -46,13 +48,15 @@ def main() -> None:
 
 Machine: {machine()}; one thread per process (OMP_NUM_THREADS=1).
 Measured on a shared machine (load average {os.getloadavg()[0]:.1f} at the end on {os.cpu_count()} cores); treat as rough.
+CPU seconds (this process) estimate the time on an idle core; wall seconds include waiting
+for the other jobs on the machine.
 
-| step | items | seconds | per image (ms) |
-|---|---|---|---|
-| `simulate_patient` (first {len(sims)} patients) | {4 * len(sims)} images, mean {pixels / (4 * len(sims)) / 1e3:.0f} kpx | {t_sim10 * len(sims):.2f} | {t_sim10 / 4 * 1e3:.1f} |
-| `write_phantom` 2023 layout (simulate + .nii.gz) | {images} images | {t_all:.1f} | {t_all / images * 1e3:.1f} |
-| same, 2 worker processes | {images} images | {t_pool:.1f} | {t_pool / images * 1e3:.1f} |
-| second call (all skipped) | {images} images | {t_again:.3f} | {t_again / images * 1e3:.2f} |
+| step | items | wall s | CPU s | per image, wall (ms) | per image, CPU (ms) |
+|---|---|---|---|---|---|
+| `simulate_patient` (first {len(sims)} patients) | {4 * len(sims)} images, mean {pixels / (4 * len(sims)) / 1e3:.0f} kpx | {t_sim10 * len(sims):.2f} | {c_sim10 * len(sims):.2f} | {t_sim10 / 4 * 1e3:.1f} | {c_sim10 / 4 * 1e3:.1f} |
+| `write_phantom` 2023 layout (simulate + .nii.gz), 1 process | {images} images | {t_all:.1f} | {c_all:.1f} | {t_all / images * 1e3:.1f} | {c_all / images * 1e3:.1f} |
+| same, 2 worker processes | {images} images | {t_pool:.1f} | - | {t_pool / images * 1e3:.1f} | - |
+| second call (all skipped) | {images} images | {t_again:.3f} | - | {t_again / images * 1e3:.2f} | - |
 """
     print(md)
     if not args.no_write:
