@@ -251,7 +251,7 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None = 
 
 
 def _fit(config, dist: D.Dist, on_epoch_end, progress, overwrite) -> RunResult:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     run_dir = config.run_dir
     device = dist.device
@@ -506,7 +506,7 @@ def evaluate(config: TrainConfig, weights: str | Path | None = None, model=None,
     The model is ``model`` if given, else built from ``config`` with ``weights`` loaded
     (default: the run's ``model.safetensors``; for ``zeroshot`` the initial, pretrained model).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if device is None:
         device = D.resolve_device(config.device)

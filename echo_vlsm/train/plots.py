@@ -12,6 +12,7 @@ def plot_history(history: pd.DataFrame, summary: dict | None = None, ax=None):
     """Training and validation loss (left axis) and validation Dice (right axis) per epoch;
     the best epoch is marked. Returns the figure."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if ax is None:
         fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -24,6 +25,7 @@ def plot_history(history: pd.DataFrame, summary: dict | None = None, ax=None):
     ax.plot(history["epoch"], history["train_loss"], "o-", label="train loss")
     ax.plot(history["epoch"], history["val_loss"], "s-", label="validation loss")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("Dice + 0.25 BCE")
     right = ax.twinx()
     right.plot(history["epoch"], history["val_dice"], "^-", color="C2", label="validation Dice")
@@ -63,6 +65,7 @@ def show_predictions(config, n: int = 6, weights: str | Path | None = None, devi
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from echo_vlsm.io import read_png
     from echo_vlsm.train import loop
     from echo_vlsm.train.checkpoint import WEIGHTS_FILE, load_weights
     from echo_vlsm.train.metrics import segmentation_metrics
@@ -85,9 +88,8 @@ def show_predictions(config, n: int = 6, weights: str | Path | None = None, devi
     truth = data.full_mask(index)
     dice = segmentation_metrics(pred, truth)["dice"]
     phrasing = data.draw_phrasings(loop._eval_generator(config))
-    images = torch.nn.functional.interpolate(
-        data.images[data.image_index[index.to(data.device)]][:, None].float(), size=size,
-        mode="bilinear", align_corners=False)[:, 0].cpu()
+    root = Path(data.source["dataset"])
+    images = [read_png(root / data.samples[i]["img_name"]) for i in picked]  # stored size
 
     cols = min(3, len(picked))
     rows = -(-len(picked) // cols)
