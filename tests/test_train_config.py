@@ -50,6 +50,7 @@ def test_pretraining_run_uses_p6_for_p7(tmp_path):
     ({"encoders": "half"}, "encoders"),
     ({"precision": "int8"}, "precision"),
     ({"prompt": "P 3"}, "prompt"),
+    ({"prompt": "p8"}, "unknown prompt key"),
     ({"epochs": 0}, "epochs"),
     ({"epochs": 2, "min_epochs": 3}, "min_epochs"),
     ({"batch_size": 0}, "batch_size"),

@@ -51,7 +51,8 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def test_fit_learns_writes_a_complete_run_and_resumes_exactly(dataset, tmp_path, one_thread):
+def test_fit_learns_writes_a_complete_run_and_resumes_exactly(dataset, tmp_path, monkeypatch,
+                                                              one_thread):
     cfg = config(dataset, tmp_path / "a")
     ref = fit(cfg, progress=False)
 
@@ -89,18 +90,33 @@ def test_fit_learns_writes_a_complete_run_and_resumes_exactly(dataset, tmp_path,
 
     again = fit(cfg, on_epoch_end=no_epochs, progress=False)
     assert again.summary == s
+    with pytest.raises(ValueError, match=r"config\.json.*epochs: 5 -> 7.*overwrite=True"):
+        fit(cfg.replace(epochs=7), progress=False)
 
-    # interrupted after epoch 2, then continued: the same weights, history and scores
+    # killed in the middle of epoch 2, continued and stopped after epoch 3, continued again:
+    # the same weights, history and scores as without interruptions
     cfg_b = cfg.replace(runs_root=str(tmp_path / "b"))
+    real_step, calls = L.train_step, []
 
-    def stop_after_2(epoch, row):
-        if epoch == 2:
+    def dies_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 12 + 3:  # 48 triplets / batch 4 = 12 steps per epoch
+            raise Interrupt
+        return real_step(*args, **kwargs)
+
+    with monkeypatch.context() as m, pytest.raises(Interrupt):
+        m.setattr(L, "train_step", dies_in_epoch_2)
+        fit(cfg_b, progress=False)
+    assert len(pd.read_csv(cfg_b.run_dir / "history.csv")) == 1
+
+    def stop_after_3(epoch, row):
+        if epoch == 3:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        fit(cfg_b, on_epoch_end=stop_after_2, progress=False)
+        fit(cfg_b, on_epoch_end=stop_after_3, progress=False)
     assert not is_complete(cfg_b.run_dir)
-    assert len(pd.read_csv(cfg_b.run_dir / "history.csv")) == 2
+    assert len(pd.read_csv(cfg_b.run_dir / "history.csv")) == 3
     with pytest.raises(ValueError, match=r"state\.pt.*lr: 0\.001 -> 0\.002"):
         fit(cfg_b.replace(lr=2e-3), progress=False)
     resumed = fit(cfg_b, progress=False)

@@ -15,7 +15,6 @@ Examples::
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 #: The study's learning rates (AdamW) and batch sizes per model.
 DEFAULT_LR = {"clipseg": 2e-3, "cris": 2e-5}
 DEFAULT_BATCH = {"clipseg": 128, "cris": 32}
-_PROMPT_RE = re.compile(r"^p\d+$")
 
 
 def prompt_keys() -> tuple[str, ...]:
@@ -135,10 +133,9 @@ class TrainConfig:
         choice("strategy", STRATEGIES)
         choice("encoders", ENCODERS)
         choice("precision", PRECISIONS)
-        if not isinstance(self.prompt, str) or not _PROMPT_RE.match(self.prompt) \
-                and self.prompt != "random":
-            raise ValueError(f"TrainConfig.prompt={self.prompt!r}; expected a prompt key "
-                             "p0..p7 or 'random'")
+        if self.prompt not in prompt_keys():
+            raise ValueError(f"TrainConfig.prompt={self.prompt!r}: unknown prompt key; "
+                             f"expected one of {prompt_keys()}")
         for name in ("epochs", "min_epochs", "plateau_patience", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

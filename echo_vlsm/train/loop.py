@@ -198,15 +198,16 @@ def _inputs(images: torch.Tensor, spec, config: TrainConfig) -> torch.Tensor:
 
 
 # -- training -------------------------------------------------------------------------------
-def _check_resume(config: TrainConfig, state: dict, run_dir: Path) -> None:
-    saved = state.get("config") or {}
+def _check_same(config: TrainConfig, saved: dict, path: Path) -> None:
+    """A run folder continues (or is returned) only for the settings it was made with."""
     now = result_fields(config)
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    saved = {k: v for k, v in saved.items() if k in now}
+    diff = sorted(k for k in now if k in saved and saved[k] != now[k])
     if diff:
         raise ValueError(
-            f"{run_dir / STATE_FILE}: saved by a run with different settings "
+            f"{path}: written by a run with different settings "
             f"({', '.join(f'{k}: {saved.get(k)!r} -> {now.get(k)!r}' for k in diff)}); "
-            "use another runs_root, or delete the run folder to start afresh")
+            "use another runs_root, fit(..., overwrite=True), or delete the run folder")
 
 
 def _pretraining_weights(config: TrainConfig) -> Path:
@@ -260,11 +261,13 @@ def _fit(config, dist: D.Dist, on_epoch_end, progress, overwrite) -> RunResult:
             (run_dir / name).unlink(missing_ok=True)
     D.barrier(dist)
     if is_complete(run_dir):
-        return load_run(run_dir)
+        done = load_run(run_dir)
+        _check_same(config, done.config.to_dict(), run_dir / "config.json")
+        return done
     state_path = run_dir / STATE_FILE
     state = load_state(state_path) if state_path.is_file() else None
     if state is not None:
-        _check_resume(config, state, run_dir)
+        _check_same(config, state.get("config") or {}, state_path)
     if dist.main:
         write_json_atomic(run_dir / "config.json", config.to_dict())
 
