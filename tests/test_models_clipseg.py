@@ -145,3 +145,61 @@ def test_pretrained_of_another_size_is_refused(tiny, tmp_path):
     CLIPSegForImageSegmentation(config).save_pretrained(tmp_path / "other")
     with pytest.raises(ValueError, match="reduce_dim 16"):
         build_model("clipseg", "tiny", pretrained=tmp_path / "other")
+
+
+def _fake_project(tmp_path, monkeypatch):
+    """A project root (pyproject.toml named echo-vlsm) and cwd in its notebooks/ folder."""
+    root = tmp_path / "project"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "echo-vlsm"\n')
+    monkeypatch.chdir(root / "notebooks")
+    monkeypatch.delenv("ECHO_VLSM_CLIPSEG_WEIGHTS", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return root
+
+
+def test_relative_paths_from_the_project_root(tiny, tmp_path, monkeypatch):
+    """docs/weights.md: relative paths are taken from the project root, not the cwd, and a
+    local-looking value ("weights/...") is never sent to the hub."""
+    root = _fake_project(tmp_path, monkeypatch)
+    tiny.net.save_pretrained(root / "weights" / "clipseg-tiny")
+    expected = tiny.net.decoder.film_mul.weight
+    for value in ("weights/clipseg-tiny", "./weights/clipseg-tiny"):
+        loaded = build_model("clipseg", "tiny", pretrained=value)  # cwd is notebooks/
+        assert torch.equal(loaded.net.decoder.film_mul.weight, expected)
+    monkeypatch.setenv("ECHO_VLSM_CLIPSEG_WEIGHTS", "weights/clipseg-tiny")
+    loaded = build_model("clipseg", "tiny", pretrained=True)
+    assert torch.equal(loaded.net.decoder.film_mul.weight, expected)
+    # a missing local folder: the resolved path and the docs, not a hub connection error
+    monkeypatch.setenv("ECHO_VLSM_CLIPSEG_WEIGHTS", "weights/clipseg-rd64-refined")
+    for value in (True, "weights/clipseg-rd64-refined"):
+        with pytest.raises(WeightsNotFoundError, match="docs/weights.md") as err:
+            build_model("clipseg", "tiny", pretrained=value)
+        message = str(err.value)
+        assert str(root / "weights" / "clipseg-rd64-refined") in message
+        assert "does not exist" in message and "huggingface" not in message.lower()
+    assert "ECHO_VLSM_CLIPSEG_WEIGHTS" in str(
+        pytest.raises(WeightsNotFoundError, build_model, "clipseg", "tiny", True).value)
+
+
+def test_local_path_or_hub_id(tmp_path, monkeypatch):
+    from echo_vlsm.models.weights import local_path
+
+    root = _fake_project(tmp_path, monkeypatch)
+    assert local_path("CIDAS/clipseg-rd64-refined") is None
+    assert local_path("weights/x") == root / "weights" / "x"
+    assert local_path("../weights/x") == root / ".." / "weights" / "x"
+    assert local_path("a/b/c") == root / "a" / "b" / "c"
+    assert local_path(tmp_path / "abs") == tmp_path / "abs"
+    (root / "org" / "name").mkdir(parents=True)  # an existing folder wins over a hub id
+    assert local_path("org/name") == root / "org" / "name"
+
+
+def test_train_mode_batch_of_one(tiny):
+    tiny.train()
+    tiny.zero_grad()
+    pixels, ids, mask = _inputs(tiny, 1)
+    out = tiny(pixels, ids, mask)
+    assert out.shape == (1, 1, 96, 96) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    assert tiny.net.clip.vision_model.embeddings.patch_embedding.weight.grad.abs().sum() > 0

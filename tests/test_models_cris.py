@@ -3,7 +3,9 @@ DataParallel checkpoints, OpenAI's TorchScript RN50 format), padding mask, paper
 
 from __future__ import annotations
 
+import argparse
 import math
+import warnings
 
 import pytest
 import torch
@@ -12,7 +14,12 @@ from torch import nn
 
 from echo_vlsm.models import build_model, model_spec
 from echo_vlsm.models.cris import CONFIGS, CRIS, SpatialAttentionPool, build_clip, sine_positions_2d
-from echo_vlsm.models.weights import UntrustedCheckpointError, WeightsNotFoundError, read_state_dict
+from echo_vlsm.models.weights import (
+    StateDictMismatchError,
+    UntrustedCheckpointError,
+    WeightsNotFoundError,
+    read_state_dict,
+)
 
 PROMPTS = ["Left ventricular cavity of the heart.", "Myocardium in two-chamber view.",
            "Left atrium cavity of a seventy-three-year-old male with good image quality.", ""]
@@ -149,15 +156,18 @@ def test_strict_load_of_dataparallel_checkpoint(tiny, tmp_path):
     bad = dict(state)
     bad["module.neck.aggr.0.weightt"] = bad.pop("module.neck.aggr.0.weight")
     torch.save({"state_dict": bad}, tmp_path / "bad.pth")
-    with pytest.raises(KeyError) as err:
+    with pytest.raises(StateDictMismatchError) as err:
         build_model("cris", "tiny", pretrained=tmp_path / "bad.pth")
-    assert "neck.aggr.0.weight" in str(err.value) and "neck.aggr.0.weightt" in str(err.value)
-    assert "Missing keys (1)" in str(err.value) and "Unexpected keys (1)" in str(err.value)
+    assert isinstance(err.value, ValueError)
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / "bad.pth"))  # printed as is, no quotes
+    assert "Missing keys (1): neck.aggr.0.weight." in message
+    assert "Unexpected keys (1): neck.aggr.0.weightt." in message
     # the paper-size checkpoint into the tiny model: shapes named
     shapes = dict(tiny.state_dict())
     shapes["neck.aggr.0.weight"] = torch.zeros(1, 1, 1, 1)
     torch.save(shapes, tmp_path / "shapes.pth")
-    with pytest.raises(ValueError, match="neck.aggr.0.weight"):
+    with pytest.raises(StateDictMismatchError, match=r"neck.aggr.0.weight: file \(1, 1, 1, 1\)"):
         build_model("cris", "tiny", pretrained=tmp_path / "shapes.pth")
 
 
@@ -218,10 +228,119 @@ def test_openai_rn50_torchscript_format(tmp_path):
     plain = build_model("cris", "tiny", pretrained=tmp_path / "rn50_plain.pt")
     assert torch.equal(plain.backbone.visual.attnpool.q_proj.weight,
                        state["visual.attnpool.q_proj.weight"])
-    # a file that needs full unpickling is refused by weights_only loading
-    torch.save({"state_dict": {"x": torch.zeros(1)}, "cfg": _Node()}, tmp_path / "pickle.pt")
-    with pytest.raises(ValueError, match="weights_only"):
-        read_state_dict(tmp_path / "pickle.pt")
+
+
+def test_full_unpickling_needs_trust(tiny, tmp_path):
+    """A checkpoint holding an argparse.Namespace next to the weights (as training scripts
+    save them): refused with a clear error, loaded with trust=True."""
+    path = tmp_path / "cris_args.pth"
+    state = {f"module.{k}": v for k, v in tiny.state_dict().items()}
+    torch.save({"state_dict": state, "args": argparse.Namespace(lr=2e-5)}, path)
+    with pytest.raises(UntrustedCheckpointError) as err:
+        build_model("cris", "tiny", pretrained=path)
+    message = str(err.value)
+    assert str(path) in message and "trust=True" in message and "arbitrary code" in message
+    assert "argparse.Namespace" in message and "docs/weights.md" in message
+    assert "\x1b" not in message  # torch's terminal colour codes stripped
+    loaded = build_model("cris", "tiny", pretrained=path, trust=True)
+    assert all(torch.equal(v, tiny.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+
+def test_unreadable_files_name_the_file(tmp_path):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint at all")
+    for trust in (False, True):
+        with pytest.raises(ValueError, match="not a readable checkpoint") as err:
+            read_state_dict(garbage, trust=trust)
+        assert str(garbage) in str(err.value) and "\x1b" not in str(err.value)
+        assert not isinstance(err.value, UntrustedCheckpointError)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{bad json")
+    with pytest.raises(ValueError, match="not a readable safetensors file") as err:
+        read_state_dict(broken)
+    assert str(broken) in str(err.value)
+
+
+def _fake_project(tmp_path, monkeypatch):
+    """A project root (pyproject.toml named echo-vlsm) and cwd in its notebooks/ folder."""
+    root = tmp_path / "project"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "echo-vlsm"\n')
+    monkeypatch.chdir(root / "notebooks")
+    for name in ("ECHO_VLSM_CRIS_WEIGHTS", "ECHO_VLSM_CLIP_RN50"):
+        monkeypatch.delenv(name, raising=False)
+    return root
+
+
+def test_relative_paths_from_the_project_root(tiny, tmp_path, monkeypatch):
+    root = _fake_project(tmp_path, monkeypatch)
+    (root / "weights" / "cris").mkdir(parents=True)
+    torch.save(tiny.state_dict(), root / "weights" / "cris" / "mine.pth")
+    for value in ("weights/cris/mine.pth", "./weights/cris/mine.pth"):
+        loaded = build_model("cris", "tiny", pretrained=value)  # cwd is notebooks/
+        assert torch.equal(loaded.neck.aggr[0].weight, tiny.neck.aggr[0].weight)
+    monkeypatch.setenv("ECHO_VLSM_CRIS_WEIGHTS", "weights/cris/mine.pth")
+    loaded = build_model("cris", "tiny", pretrained=True)
+    assert torch.equal(loaded.proj.txt.weight, tiny.proj.txt.weight)
+    with pytest.raises(WeightsNotFoundError, match="project root") as err:
+        build_model("cris", "tiny", pretrained="weights/cris/other.pth")
+    assert str(root / "weights" / "cris" / "other.pth") in str(err.value)
+
+
+def test_pretrained_true_falls_back_to_clip_rn50(tmp_path, monkeypatch):
+    root = _fake_project(tmp_path, monkeypatch)
+    with pytest.raises(WeightsNotFoundError) as err:
+        build_model("cris", "tiny", pretrained=True)
+    assert "cris_best.pth" in str(err.value) and "RN50.pt" in str(err.value)
+    torch.manual_seed(7)
+    clip = build_clip(CONFIGS["tiny"])
+    state = {k: v for k, v in clip.state_dict().items() if ".connect." not in k}
+    (root / "weights" / "clip").mkdir(parents=True)
+    torch.save(state, root / "weights" / "clip" / "RN50.pt")  # a plain state dict: no trust
+    with pytest.warns(UserWarning, match="CLIP RN50 .* encoders only"):
+        model = build_model("cris", "tiny", pretrained=True)
+    assert torch.equal(model.backbone.visual.conv1.weight, state["visual.conv1.weight"])
+    # $ECHO_VLSM_CLIP_RN50 chooses another file; a missing one is an error naming it
+    monkeypatch.setenv("ECHO_VLSM_CLIP_RN50", "elsewhere/RN50.pt")
+    with pytest.raises(WeightsNotFoundError, match="ECHO_VLSM_CLIP_RN50"):
+        build_model("cris", "tiny", pretrained=True)
+    # a CRIS checkpoint at the default place wins, without a warning
+    monkeypatch.delenv("ECHO_VLSM_CLIP_RN50")
+    torch.manual_seed(8)
+    cris = build_model("cris", "tiny")
+    (root / "weights" / "cris").mkdir(parents=True)
+    torch.save({"state_dict": cris.state_dict()}, root / "weights" / "cris" / "cris_best.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = build_model("cris", "tiny", pretrained=True)
+    assert torch.equal(model.neck.aggr[0].weight, cris.neck.aggr[0].weight)
+
+
+def test_train_mode_batch_of_one(tiny):
+    """B = 1 in training mode: the text projection's BatchNorm1d uses its running statistics
+    for that call (a batch of one has no variance) and leaves them unchanged."""
+    model = build_model("cris", "tiny")
+    model.load_state_dict(tiny.state_dict())
+    model.train()
+    bn = model.neck.txt_proj[1]
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    stats = bn.running_mean.clone(), bn.running_var.clone()
+    pixels, ids, mask = _inputs(model, 1)
+    out = model(pixels, ids, mask)
+    assert out.shape == (1, 1, 96, 96) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    assert bn.weight.grad.abs().sum() > 0 and model.backbone.visual.conv1.weight.grad is not None
+    assert torch.equal(bn.running_mean, stats[0]) and torch.equal(bn.running_var, stats[1])
+    x = torch.randn(1, bn.num_features)
+    expected = (x - stats[0]) / torch.sqrt(stats[1] + bn.eps) * bn.weight + bn.bias
+    assert torch.allclose(bn(x), expected, atol=1e-5)
+    # B >= 2: exactly torch's BatchNorm1d (batch statistics, running statistics updated)
+    ref = nn.BatchNorm1d(bn.num_features).train()
+    ref.load_state_dict(bn.state_dict())
+    x = torch.randn(3, bn.num_features)
+    assert torch.allclose(bn(x), ref(x), atol=1e-6)
+    assert torch.allclose(bn.running_mean, ref.running_mean)
 
 
 def test_paper_parameter_count():

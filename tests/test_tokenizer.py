@@ -88,3 +88,23 @@ def test_decode_round_trip_and_bad_input(tok):
         ClipTokenizer(context_length=1)
     short_ids, short_mask = ClipTokenizer(context_length=8)(["a b c d e f g h i j"])
     assert short_ids.shape == (1, 8) and short_ids[0, -1] == EOT_ID and short_mask.all()
+
+
+def test_models_share_the_tokenizer_mixin(tok):
+    from types import SimpleNamespace
+
+    from echo_vlsm.models.clipseg import CLIPSeg
+    from echo_vlsm.models.cris import CRIS
+    from echo_vlsm.models.tokenizer import TokenizerMixin
+
+    assert issubclass(CLIPSeg, TokenizerMixin) and issubclass(CRIS, TokenizerMixin)
+    assert CLIPSeg.tokenize is CRIS.tokenize is TokenizerMixin.tokenize
+
+    class Model(TokenizerMixin):
+        spec = SimpleNamespace(context_length=16)
+
+    model = Model()
+    ids, mask = model.tokenize(["Left ventricular cavity.", "Myocardium."])
+    ref_ids, ref_mask = ClipTokenizer(16)(["Left ventricular cavity.", "Myocardium."])
+    assert torch.equal(ids, ref_ids) and torch.equal(mask, ref_mask) and ids.shape == (2, 16)
+    assert model.tokenizer is model.tokenizer  # built once

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from echo_vlsm.models import ModelSpec
-from echo_vlsm.models.tokenizer import ClipTokenizer
+from echo_vlsm.models.tokenizer import TokenizerMixin
 
 HUB_ID = "CIDAS/clipseg-rd64-refined"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -73,7 +73,7 @@ def clipseg_config(size: str):
     return CLIPSegConfig(**CONFIGS[size]["config"])
 
 
-class CLIPSeg(nn.Module):
+class CLIPSeg(TokenizerMixin, nn.Module):
     """CLIPSeg with a forward that lets gradients reach the CLIP encoders.
 
     Args:
@@ -88,7 +88,8 @@ class CLIPSeg(nn.Module):
     decoder folds the token grid back into a square); position embeddings are interpolated
     bicubically when the side differs from the CLIP config's (224 for ViT-B/16 at 352 px).
     The vision encoder runs only up to the deepest extracted layer (as the original CLIPSeg
-    does): later layers do not influence the segmentation.
+    does): later layers do not influence the segmentation. ``tokenize(texts)`` gives the CLIP
+    tokenizer's ``(input_ids, attention_mask)``.
     """
 
     def __init__(self, net: nn.Module, spec: ModelSpec, encoders: str = "trained"):
@@ -97,7 +98,6 @@ class CLIPSeg(nn.Module):
         self.spec = spec
         self.extract_layers = tuple(int(i) for i in net.config.extract_layers)
         self.patch_size = int(net.config.vision_config.patch_size)
-        self._tokenizer: ClipTokenizer | None = None
         self.encoders = "trained"
         self.set_encoders(encoders)
 
@@ -121,17 +121,6 @@ class CLIPSeg(nn.Module):
             for module in self.encoder_modules():
                 module.eval()
         return self
-
-    # -- text -------------------------------------------------------------------------------
-    @property
-    def tokenizer(self) -> ClipTokenizer:
-        if self._tokenizer is None:
-            self._tokenizer = ClipTokenizer(self.spec.context_length)
-        return self._tokenizer
-
-    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """CLIP BPE ids and attention mask, (B, 77) each."""
-        return self.tokenizer(texts)
 
     # -- forward ----------------------------------------------------------------------------
     def _check(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> None:
@@ -160,7 +149,8 @@ class CLIPSeg(nn.Module):
 
     def text_embedding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
         """Projected sentence feature of the CLIP text encoder (the FiLM condition)."""
-        return self.net.clip.get_text_features(input_ids, attention_mask=attention_mask).pooler_output
+        features = self.net.clip.get_text_features(input_ids, attention_mask=attention_mask)
+        return features.pooler_output
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:

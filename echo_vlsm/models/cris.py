@@ -7,7 +7,10 @@ transformer, QuickGELU), whose attention pool is replaced by CRIS's *spatial* at
 FPN neck; the 3-layer transformer decoder (sine positional encodings, cross-attention to the
 word features with a padding mask); the projector, whose 3x3 kernel is predicted from the
 sentence feature. Input 416 px; logits come at 1/4 of the input and are upsampled bilinearly
-to the input resolution.
+to the input resolution. The public CRIS evaluation instead upsamples the *sigmoid* of the
+1/4-resolution logits bicubically with ``align_corners=True``; the two agree only at 1/4
+resolution (thresholded masks can differ by a pixel along boundaries at full resolution).
+Training loss and metrics here are computed on the full-resolution logits.
 
 Module and parameter names follow the public CRIS code (``backbone.``, ``neck.``,
 ``decoder.``, ``proj.``) so its DataParallel checkpoints (``module.`` prefix) load strictly.
@@ -26,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from echo_vlsm.models import ModelSpec
-from echo_vlsm.models.tokenizer import ClipTokenizer
+from echo_vlsm.models.tokenizer import TokenizerMixin
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -68,9 +71,30 @@ def conv_layer(in_dim: int, out_dim: int, kernel_size: int = 1, padding: int = 0
                          nn.BatchNorm2d(out_dim), nn.ReLU(inplace=True))
 
 
+class BatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` (same parameters and buffers, so checkpoint keys match) that also
+    works in training mode on a batch of one sentence feature.
+
+    The FPN's ``txt_proj`` normalises (B, C) sentence features: with B = 1 there is one value
+    per channel, the batch variance is undefined and ``nn.BatchNorm1d`` raises. Then this
+    layer normalises with its running statistics, as in eval mode, and leaves them unchanged
+    for that call (there are no batch statistics to learn from); the affine weight and bias
+    still get gradients. For B >= 2 it is exactly ``nn.BatchNorm1d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        single = x.shape[0] * (x[0, 0].numel() if x.ndim > 2 else 1) == 1
+        if not (self.training and single and self.track_running_stats
+                and self.running_mean is not None):
+            return super().forward(x)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            training=False, momentum=0.0, eps=self.eps)
+
+
 def linear_layer(in_dim: int, out_dim: int) -> nn.Sequential:
-    """Linear (no bias) + BatchNorm1d + ReLU."""
-    return nn.Sequential(nn.Linear(in_dim, out_dim, bias=False), nn.BatchNorm1d(out_dim),
+    """Linear (no bias) + BatchNorm1d + ReLU (the BatchNorm also accepts a batch of one in
+    training mode, see :class:`BatchNorm1d`)."""
+    return nn.Sequential(nn.Linear(in_dim, out_dim, bias=False), BatchNorm1d(out_dim),
                          nn.ReLU(inplace=True))
 
 
@@ -213,7 +237,8 @@ def sine_positions_2d(d_model: int, height: int, width: int, device=None,
     """(height*width, d_model) encoding: the first half of the channels encodes x, the second
     half y, each as interleaved sine/cosine (as in CRIS)."""
     if d_model % 4:
-        raise ValueError(f"2-D sine positional encoding needs a width divisible by 4, got {d_model}")
+        raise ValueError("2-D sine positional encoding needs a width divisible by 4, got "
+                         f"{d_model}")
     half = d_model // 2
     pe_x = sine_positions_1d(half, width, device)  # (W, half)
     pe_y = sine_positions_1d(half, height, device)  # (H, half)
@@ -305,7 +330,7 @@ class Projector(nn.Module):
 
 
 # -- the model -------------------------------------------------------------------------------
-class CRIS(nn.Module):
+class CRIS(TokenizerMixin, nn.Module):
     """CRIS R50.
 
     Args:
@@ -315,8 +340,11 @@ class CRIS(nn.Module):
             the spatial pool's ``connect`` residual, which CLIP's weights do not contain and
             which therefore always trains.
 
-    ``forward(pixel_values, input_ids, attention_mask)`` -> logits (B, 1, H, W); H and W must
-    be multiples of 32.
+    ``forward(pixel_values, input_ids, attention_mask)`` -> logits (B, 1, H, W) for any B,
+    1 included, in training mode too (see :class:`BatchNorm1d`); H and W must be multiples of
+    32. Logits are upsampled bilinearly from 1/4 resolution (the public CRIS evaluation
+    upsamples sigmoid outputs bicubically with ``align_corners=True``; see the module
+    docstring). ``tokenize(texts)`` gives the CLIP tokenizer's ``(input_ids, attention_mask)``.
     """
 
     def __init__(self, size: str = "paper", encoders: str = "trained"):
@@ -331,7 +359,6 @@ class CRIS(nn.Module):
         self.decoder = TransformerDecoder(cfg["num_layers"], vis_dim, cfg["num_head"],
                                           cfg["dim_ffn"], cfg["dropout"])
         self.proj = Projector(cfg["embed_dim"], vis_dim // 2, 3)
-        self._tokenizer: ClipTokenizer | None = None
         self.encoders = "trained"
         self.set_encoders(encoders)
 
@@ -351,17 +378,6 @@ class CRIS(nn.Module):
             self.backbone.eval()
             self.backbone.visual.attnpool.connect.train(mode)
         return self
-
-    # -- text -------------------------------------------------------------------------------
-    @property
-    def tokenizer(self) -> ClipTokenizer:
-        if self._tokenizer is None:
-            self._tokenizer = ClipTokenizer(self.spec.context_length)
-        return self._tokenizer
-
-    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """CLIP BPE ids (padding id 0) and attention mask, (B, 77) each."""
-        return self.tokenizer(texts)
 
     # -- encoders' forward ------------------------------------------------------------------
     def encode_image(self, pixel_values: torch.Tensor):
@@ -416,7 +432,9 @@ class CRIS(nn.Module):
         words, state = self.encode_text(input_ids)
         fq = self.neck(features, state)
         fq = self.decoder(fq, words, pad_mask)
-        logits = self.proj(fq, state)
+        logits = self.proj(fq, state)  # 1/4 of the input
+        # bilinear on logits; the public CRIS evaluation: bicubic, align_corners=True, on
+        # sigmoid(logits) (same values only at 1/4 resolution)
         if logits.shape[-2:] != pixel_values.shape[-2:]:
             logits = F.interpolate(logits, size=pixel_values.shape[-2:], mode="bilinear",
                                    align_corners=False)

@@ -47,7 +47,8 @@ class ClipTokenizer:
 
     def __init__(self, context_length: int = 77, bpe_path: str | os.PathLike | None = None):
         if context_length < 2:
-            raise ValueError(f"context_length must be >= 2 (start and end of text), got {context_length}")
+            raise ValueError("context_length must be >= 2 (start and end of text), got "
+                             f"{context_length}")
         path = str(bpe_path) if bpe_path is not None else default_bpe_path()
         if not os.path.isfile(path):
             raise FileNotFoundError(f"CLIP BPE vocabulary not found: {path} (expected open_clip's "
@@ -92,6 +93,23 @@ class ClipTokenizer:
         if EOT_ID in ids:
             ids = ids[: ids.index(EOT_ID)]
         return self._bpe.decode(ids).strip()
+
+
+class TokenizerMixin:
+    """``tokenizer`` and ``tokenize`` of a model whose ``spec`` has a ``context_length``: the
+    CLIP tokenizer, built on first use. Shared by CLIPSeg and CRIS."""
+
+    _tokenizer: ClipTokenizer | None = None
+
+    @property
+    def tokenizer(self) -> ClipTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = ClipTokenizer(self.spec.context_length)
+        return self._tokenizer
+
+    def tokenize(self, texts: Sequence[str] | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP BPE ids (padding id 0) and attention mask, (B, context_length) each."""
+        return self.tokenizer(texts)
 
 
 @lru_cache(maxsize=4)

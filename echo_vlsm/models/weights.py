@@ -1,19 +1,25 @@
 """Loading foreign checkpoints: CLIPSeg (Hugging Face), OpenAI CLIP RN50, the CRIS checkpoint.
 
 Plain state dicts load with ``torch.load(weights_only=True)``; OpenAI's ``RN50.pt`` is a
-TorchScript archive, whose loading runs code from the file, so it needs ``trust=True``.
-Where each file goes: ``docs/weights.md``.
+TorchScript archive, and a checkpoint that pickles other objects (e.g. an
+``argparse.Namespace`` next to the weights) needs full unpickling: both run code from the
+file when loaded, so they need ``trust=True``. Relative paths are taken from the project root
+(``echo_vlsm.paths.resolve``). Where each file goes: ``docs/weights.md``.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+
+from echo_vlsm.paths import resolve
 
 WEIGHTS_DOC = "docs/weights.md"
 CLIPSEG_HUB_ID = "CIDAS/clipseg-rd64-refined"
@@ -22,6 +28,9 @@ ENV_CRIS = "ECHO_VLSM_CRIS_WEIGHTS"
 ENV_CLIP_RN50 = "ECHO_VLSM_CLIP_RN50"
 DEFAULT_CRIS = "weights/cris/cris_best.pth"
 DEFAULT_CLIP_RN50 = "weights/clip/RN50.pt"
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_LOCAL_PREFIXES = ("./", "../", ".\\", "..\\", "/", "\\", "~", "weights/", "weights\\")
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -32,8 +41,38 @@ class UntrustedCheckpointError(ValueError):
     """A checkpoint format that runs code when loaded was given without ``trust=True``."""
 
 
+class StateDictMismatchError(ValueError):
+    """A state dict whose keys or shapes do not match the model it is loaded into."""
+
+
 def _where(section: str) -> str:
     return f"see {WEIGHTS_DOC}, section '{section}'"
+
+
+def clean_message(err: BaseException | str, limit: int = 600) -> str:
+    """An error message without terminal colour codes, on one line, at most ``limit`` chars."""
+    text = _ANSI.sub("", str(err))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- where a `pretrained` value points --------------------------------------------------------
+def local_path(source) -> Path | None:
+    """The local file or folder a ``pretrained`` value names, resolved against the project
+    root, or ``None`` when it is a Hugging Face hub id ("owner/name").
+
+    Local: a ``Path``; a string that starts with ``./``, ``../``, ``/``, ``~`` or ``weights/``,
+    is absolute, has more than one ``/`` or a backslash, or names an existing path (relative
+    to the project root).
+    """
+    if isinstance(source, os.PathLike):
+        return resolve(source)
+    text = str(source)
+    path = resolve(text)
+    if (path.exists() or text in (".", "..") or text.startswith(_LOCAL_PREFIXES)
+            or Path(text).is_absolute() or "\\" in text or text.count("/") > 1):
+        return path
+    return None
 
 
 # -- CLIPSeg --------------------------------------------------------------------------------
@@ -41,27 +80,34 @@ def load_clipseg_pretrained(pretrained) -> torch.nn.Module:
     """``CLIPSegForImageSegmentation`` from a local directory or a hub id.
 
     ``True`` means ``$ECHO_VLSM_CLIPSEG_WEIGHTS`` if set, else "CIDAS/clipseg-rd64-refined"
-    (found in the Hugging Face cache, or downloaded when online).
+    (found in the Hugging Face cache, or downloaded when online). Local directories (relative
+    ones from the project root) are never sent to the hub.
     """
     from transformers import CLIPSegForImageSegmentation
 
-    source = os.environ.get(ENV_CLIPSEG, CLIPSEG_HUB_ID) if pretrained is True else pretrained
-    source = str(source)
-    path = Path(source).expanduser()
-    looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
-    if looks_local and not (path / "config.json").is_file():
+    if pretrained is True:
+        source = os.environ.get(ENV_CLIPSEG) or CLIPSEG_HUB_ID
+        via = f" (from ${ENV_CLIPSEG})" if os.environ.get(ENV_CLIPSEG) else ""
+    else:
+        source, via = pretrained, ""
+    path = local_path(source)
+    if path is not None and not (path / "config.json").is_file():
+        what = ("does not exist" if not path.exists() else
+                "is not a directory saved with save_pretrained (config.json and "
+                "model.safetensors expected)")
         raise WeightsNotFoundError(
-            f"CLIPSeg weights: {path} is not a directory saved with save_pretrained "
-            f"(config.json and model.safetensors expected); {_where('CLIPSeg')}")
+            f"CLIPSeg weights: {path}{via} {what}; relative paths are taken from the project "
+            f"root; {_where('CLIPSeg')}")
     try:
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
         return CLIPSegForImageSegmentation.from_pretrained(
-            str(path) if looks_local else source, local_files_only=offline)
+            str(path) if path is not None else str(source), local_files_only=offline)
     except (OSError, ValueError) as err:
         raise WeightsNotFoundError(
-            f"CLIPSeg weights {source!r} could not be loaded ({type(err).__name__}: {err}). "
-            f"Without internet, download '{CLIPSEG_HUB_ID}' elsewhere and pass its folder or set "
-            f"${ENV_CLIPSEG}; {_where('CLIPSeg')}") from err
+            f"CLIPSeg weights {str(path or source)!r}{via} could not be loaded "
+            f"({type(err).__name__}: {clean_message(err)}). Without internet, download "
+            f"'{CLIPSEG_HUB_ID}' elsewhere and pass its folder or set ${ENV_CLIPSEG}; "
+            f"{_where('CLIPSeg')}") from err
 
 
 # -- reading checkpoint files ---------------------------------------------------------------
@@ -75,40 +121,81 @@ def is_torchscript(path: str | os.PathLike) -> bool:
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
+_ACCEPTED = ("accepted: a torch.save'd dict of tensors (optionally under 'state_dict'), a "
+             "safetensors file, or, with trust=True, a TorchScript archive or a checkpoint "
+             "that needs full unpickling")
+
+
+def _unpickling_reason(err: BaseException) -> str:
+    """The part of torch's weights_only error that says what was refused."""
+    text = clean_message(err, limit=10_000)
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)(?: Please use| Check the doc|$)", text)
+    return (found.group(1).strip() if found else text)[:300]
+
+
 def read_state_dict(path: str | os.PathLike, *, trust: bool = False,
                     section: str = "CRIS") -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file.
+    """Tensors of a checkpoint file (relative paths from the project root).
 
     Safetensors and plain ``torch.save`` files load with ``weights_only=True``. A TorchScript
-    archive (OpenAI's ``RN50.pt``) is loaded with ``torch.jit.load`` on the CPU only when
-    ``trust=True``: TorchScript can run arbitrary code from the file. A dict with a
-    ``state_dict`` (or ``model``) entry is unwrapped.
+    archive (OpenAI's ``RN50.pt``) is loaded with ``torch.jit.load`` on the CPU, and a file
+    that ``weights_only`` refuses (other pickled objects, e.g. an ``argparse.Namespace``) with
+    ``torch.load(weights_only=False)``, only when ``trust=True``: both can run arbitrary code
+    from the file. A dict with a ``state_dict`` (or ``model``) entry is unwrapped.
     """
-    path = Path(path).expanduser()
+    path = resolve(path)
     if not path.is_file():
-        raise WeightsNotFoundError(f"checkpoint not found: {path}; {_where(section)}")
+        raise WeightsNotFoundError(f"checkpoint not found: {path} (relative paths are taken "
+                                   f"from the project root); {_where(section)}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as err:  # noqa: BLE001 - name the file whatever safetensors says
+            raise ValueError(f"{path}: not a readable safetensors file "
+                             f"({type(err).__name__}: {clean_message(err)}); {_ACCEPTED}; "
+                             f"{_where(section)}") from err
     if is_torchscript(path):
         if not trust:
             raise UntrustedCheckpointError(
                 f"{path} is a TorchScript archive (like OpenAI's RN50.pt): loading it runs code "
                 "stored in the file, so it is only done with trust=True. Pass trust=True if the "
-                f"file comes from a source you trust (e.g. OpenAI's CLIP release); {_where(section)}")
+                f"file comes from a source you trust (e.g. OpenAI's CLIP release); "
+                f"{_where(section)}")
         with warnings.catch_warnings():  # torch.jit is deprecated; OpenAI's file needs it
             warnings.simplefilter("ignore", FutureWarning)
             module = torch.jit.load(str(path), map_location="cpu")
         return {k: v.detach().clone() for k, v in module.state_dict().items()}
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - report any unpickling failure with the file name
-        raise ValueError(
-            f"{path} could not be read as a plain state dict with weights_only=True ({err}); "
-            "accepted: a torch.save'd dict of tensors (optionally under 'state_dict'), a "
-            f"safetensors file, or a TorchScript archive with trust=True; {_where(section)}") from err
+    except pickle.UnpicklingError as err:
+        reason = _unpickling_reason(err)
+        if trust:
+            obj = _load_unpickled(path, section)
+        elif "global" in reason.lower() or "class" in reason.lower():
+            raise UntrustedCheckpointError(
+                f"{path} holds more than tensors ({reason}), so it cannot be read with "
+                "torch.load(weights_only=True). Reading it needs full unpickling, which can run "
+                "arbitrary code stored in the file: pass trust=True only if the file comes "
+                f"from a source you trust; {_where(section)}") from err
+        else:
+            raise ValueError(f"{path}: not a readable checkpoint ({reason}); {_ACCEPTED}; "
+                             f"{_where(section)}") from err
+    except Exception as err:  # noqa: BLE001 - report any read failure with the file name
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: "
+                         f"{clean_message(err)}); {_ACCEPTED}; {_where(section)}") from err
     return unwrap_state_dict(obj, path)
+
+
+def _load_unpickled(path: Path, section: str):
+    """``torch.load(weights_only=False)`` of a trusted file, errors naming the file."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - report any unpickling failure with the file name
+        raise ValueError(f"{path}: not a readable checkpoint, even with full unpickling "
+                         f"({type(err).__name__}: {clean_message(err)}); {_ACCEPTED}; "
+                         f"{_where(section)}") from err
 
 
 def unwrap_state_dict(obj, source: str | os.PathLike = "<checkpoint>") -> dict[str, torch.Tensor]:
@@ -142,19 +229,26 @@ def describe_mismatch(missing, unexpected, source, limit: int = 12) -> str:
             f"{show(missing)}. Unexpected keys ({len(unexpected)}): {show(unexpected)}.")
 
 
-def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source) -> None:
-    """``load_state_dict(strict=True)`` with a message naming missing and unexpected keys
-    (and shape mismatches)."""
-    own = model.state_dict()
-    missing = set(own) - set(state)
+def check_state_dict(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                     source, *, may_miss=frozenset(), what: str = "") -> None:
+    """Raise :class:`StateDictMismatchError` unless ``state`` has exactly the keys of ``own``
+    (keys in ``may_miss`` may be absent) with the same shapes; the message names the missing
+    and unexpected keys, or the shapes that differ."""
+    missing = set(own) - set(state) - set(may_miss)
     unexpected = set(state) - set(own)
     if missing or unexpected:
-        raise KeyError(describe_mismatch(missing, unexpected, source))
+        raise StateDictMismatchError(describe_mismatch(missing, unexpected, f"{source}{what}"))
     shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
+              for k in sorted(state) if tuple(state[k].shape) != tuple(own[k].shape)]
     if shapes:
-        raise ValueError(f"{source}: shapes differ (wrong size of the model?): "
-                         + "; ".join(shapes[:8]))
+        raise StateDictMismatchError(f"{source}{what}: shapes differ (weights of another model "
+                                     "size?): " + "; ".join(shapes[:8]))
+
+
+def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source) -> None:
+    """``load_state_dict(strict=True)`` with a message naming missing and unexpected keys
+    (and shape mismatches): :class:`StateDictMismatchError`, a ``ValueError``."""
+    check_state_dict(model.state_dict(), state, source)
     model.load_state_dict(dict(state), strict=True)
 
 
@@ -163,17 +257,35 @@ CLIP_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
 def _cris_source(pretrained) -> Path:
-    from echo_vlsm.paths import resolve
-
-    if pretrained is True:
-        env = os.environ.get(ENV_CRIS)
-        path = resolve(env) if env else resolve(DEFAULT_CRIS)
+    """The file ``pretrained`` names. ``True``: ``$ECHO_VLSM_CRIS_WEIGHTS``, else
+    ``weights/cris/cris_best.pth`` if it exists, else CLIP RN50 (``$ECHO_VLSM_CLIP_RN50``, else
+    ``weights/clip/RN50.pt``), which loads the encoders only (with a warning)."""
+    if pretrained is not True:
+        return resolve(pretrained)
+    env = os.environ.get(ENV_CRIS)
+    if env:
+        path = resolve(env)
         if not path.is_file():
-            raise WeightsNotFoundError(
-                f"CRIS checkpoint not found at {path} (set ${ENV_CRIS} or put the file at "
-                f"{DEFAULT_CRIS}); {_where('CRIS')}")
+            raise WeightsNotFoundError(f"CRIS checkpoint not found at {path} (from ${ENV_CRIS});"
+                                       f" {_where('CRIS')}")
         return path
-    return Path(pretrained).expanduser()
+    cris = resolve(DEFAULT_CRIS)
+    if cris.is_file():
+        return cris
+    clip_env = os.environ.get(ENV_CLIP_RN50)
+    clip = resolve(clip_env or DEFAULT_CLIP_RN50)
+    if clip.is_file():
+        warnings.warn(f"no CRIS checkpoint at {cris}: loading CLIP RN50 from {clip} into the "
+                      "encoders only; the neck, decoder and projector start random "
+                      f"({_where('CRIS')})", UserWarning, stacklevel=4)
+        return clip
+    if clip_env:
+        raise WeightsNotFoundError(f"CLIP RN50 weights not found at {clip} (from "
+                                   f"${ENV_CLIP_RN50}); {_where('CRIS')}")
+    raise WeightsNotFoundError(
+        f"CRIS checkpoint not found at {cris} (set ${ENV_CRIS} or put the file at "
+        f"{DEFAULT_CRIS}), nor CLIP RN50 at {clip} (set ${ENV_CLIP_RN50} or put OpenAI's "
+        f"RN50.pt at {DEFAULT_CLIP_RN50}); {_where('CRIS')}")
 
 
 def load_cris_pretrained(model: torch.nn.Module, pretrained, *, trust: bool = False) -> str:
@@ -188,7 +300,7 @@ def load_cris_pretrained(model: torch.nn.Module, pretrained, *, trust: bool = Fa
     if "visual.attnpool.positional_embedding" in state or "visual.conv1.weight" in state:
         load_clip_into_backbone(model.backbone, state, path)
         return "clip"
-    raise KeyError(
+    raise StateDictMismatchError(
         f"{path}: neither a CRIS checkpoint (keys 'backbone.', 'neck.', 'decoder.', 'proj.', "
         f"optionally under 'module.') nor CLIP RN50 weights (keys 'visual.', 'transformer.'); "
         f"first keys: {sorted(state)[:5]}; {_where('CRIS')}")
@@ -201,12 +313,5 @@ def load_clip_into_backbone(backbone: torch.nn.Module, state: Mapping[str, torch
     state = {k: v for k, v in state.items() if k not in CLIP_EXTRA_KEYS}
     own = backbone.state_dict()
     connect = {k for k in own if k.startswith("visual.attnpool.connect.")}
-    missing = set(own) - set(state) - connect
-    unexpected = set(state) - set(own)
-    if missing or unexpected:
-        raise KeyError(describe_mismatch(missing, unexpected, f"{source} (CLIP weights)"))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in state if tuple(state[k].shape) != tuple(own[k].shape)]
-    if shapes:
-        raise ValueError(f"{source}: CLIP weights of another size: " + "; ".join(shapes[:8]))
+    check_state_dict(own, state, source, may_miss=connect, what=" (CLIP weights)")
     backbone.load_state_dict({**{k: own[k] for k in connect}, **state}, strict=True)
