@@ -54,13 +54,29 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
-def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a 2-D uint8 array as an 8-bit grayscale PNG, atomically."""
+def write_png(path: str | os.PathLike, array: np.ndarray, compression: int | None = None) -> None:
+    """Write a 2-D uint8 array as an 8-bit grayscale PNG, atomically.
+
+    ``compression``: ``None`` encodes with Pillow at its default (zlib level 6); a zlib level
+    0..9 encodes with OpenCV at that level. Level 1 (used by the dataset export) encodes
+    speckled echo images 3-5x faster than Pillow's default, for files about 15 % larger.
+    Either way the pixels read back identical.
+    """
     array = np.asarray(array)
     if array.ndim != 2 or array.dtype != np.uint8:
         raise ValueError(f"{path}: expected a 2-D uint8 array, got {array.dtype} {array.shape}")
-    with atomic_path(path) as tmp:
-        Image.fromarray(array, mode="L").save(tmp, format="PNG")
+    if compression is None:
+        with atomic_path(path) as tmp:
+            Image.fromarray(array, mode="L").save(tmp, format="PNG")
+        return
+    if isinstance(compression, bool) or compression not in range(10):
+        raise ValueError(f"compression={compression!r}; expected None or a zlib level 0..9")
+    import cv2
+
+    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, int(compression)])
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    write_bytes_atomic(path, buf.tobytes())
 
 
 def read_png(path: str | os.PathLike) -> np.ndarray:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from camus_trees import (
-    cfg_text,
     make_image,
     make_label,
     spacing_of,
@@ -129,8 +128,32 @@ def test_cfg_tolerates_blank_lines_spaces_and_lower_case(tree23):
     assert (rec.sex, rec.age, rec.quality) == ("F", 57, "Medium")
 
 
-def test_cfg_text_of_both_releases_has_their_keys():
-    assert "LVef" in cfg_text(1, "2CH", "2019") and "FrameRate" in cfg_text(1, "2CH", "2023")
+def _set_header_size(header, value: str) -> None:
+    text = header.read_text()
+    header.write_text(text.replace("ElementDataFile", f"HeaderSize = {value}\nElementDataFile"))
+
+
+def test_2019_header_size_is_checked(tree19):
+    header = _mhd(tree19, 51, "patient0051_4CH_ED.mhd")
+    raw = header.with_suffix(".raw")
+    pixels = raw.read_bytes()
+    raw.write_bytes(b"H" * 16 + pixels)  # 16 bytes before the pixels
+    _set_header_size(header, "16")
+    rec = next(r for r in read_camus(tree19) if r.stem == "patient0051_4CH_ED")
+    np.testing.assert_array_equal(rec.load()[0], make_image(51, "4CH", "ED"))
+    header.write_text(header.read_text().replace("HeaderSize = 16", "HeaderSize = -1"))
+    assert read_header(header)[0] == (40, 30)  # -1: the pixels end the file
+    raw.write_bytes(b"H" * 15 + pixels[:-1])
+    header.write_text(header.read_text().replace("HeaderSize = -1", "HeaderSize = 16"))
+    with pytest.raises(CamusFormatError, match=r"patient0051_4CH_ED\.raw: truncated"):
+        read_camus(tree19)
+    for bad in ("sixteen", "1.5", "-2"):
+        header.write_text(header.read_text().replace("HeaderSize = 16", f"HeaderSize = {bad}"))
+        with pytest.raises(CamusFormatError) as info:
+            read_camus(tree19)
+        assert info.value.path == header and f"HeaderSize is '{bad}'" in str(info.value)
+        assert any("patient0051_4CH_ED.mhd: HeaderSize" in p for p in validate(tree19))
+        header.write_text(header.read_text().replace(f"HeaderSize = {bad}", "HeaderSize = 16"))
 
 
 # --------------------------------------------------------------------------- splits
@@ -220,8 +243,9 @@ BAD_METADATA = {
         "Info_4CH.cfg", "'ImageQuality'"),
     "cfg bad sex": (lambda d: (d / "Info_2CH.cfg").write_text("Sex: X\nAge: 5\nImageQuality: Good"),
                     "Info_2CH.cfg", "Sex is 'X'"),
-    "cfg bad age": (lambda d: (d / "Info_2CH.cfg").write_text("Sex: M\nAge: old\nImageQuality: Good"),
-                    "Info_2CH.cfg", "Age is 'old'"),
+    "cfg bad age": (
+        lambda d: (d / "Info_2CH.cfg").write_text("Sex: M\nAge: old\nImageQuality: Good"),
+        "Info_2CH.cfg", "Age is 'old'"),
     "cfg bad quality": (
         lambda d: (d / "Info_2CH.cfg").write_text("Sex: M\nAge: 5\nImageQuality: Great"),
         "Info_2CH.cfg", "ImageQuality is 'Great'"),
@@ -377,6 +401,42 @@ def test_cut_gzip_stream_raises_on_load(tree23):
     rec = next(r for r in read_camus(tree23) if r.stem == "patient0004_2CH_ED")
     with pytest.raises(CamusFormatError, match=r"patient0004_2CH_ED_gt\.nii\.gz: unreadable"):
         rec.load()
+
+
+def _as_nifti2(nifti1: bytes) -> bytes:
+    """The same image with a NIfTI-2 header (540 bytes + 4 extension bytes, little-endian)."""
+    import struct
+
+    def get(fmt, offset):
+        return struct.unpack_from("<" + fmt, nifti1, offset)
+
+    head = bytearray(544)
+    struct.pack_into("<i", head, 0, 540)
+    head[4:12] = b"n+2\0\r\n\x1a\n"
+    struct.pack_into("<hh", head, 12, *get("hh", 70))  # datatype, bitpix
+    struct.pack_into("<8q", head, 16, *get("8h", 40))  # dim
+    struct.pack_into("<8d", head, 104, *get("8f", 76))  # pixdim
+    struct.pack_into("<q", head, 168, 544)  # vox_offset
+    struct.pack_into("<i", head, 500, nifti1[123])  # xyzt_units
+    return bytes(head) + nifti1[int(get("f", 108)[0]) :]
+
+
+def test_nifti1_and_nifti2_headers_read_alike(tmp_path):
+    from echo_vlsm.data import camus
+
+    one = tmp_path / "one.nii"
+    write_image(one, make_image(3, "2CH", "ES"), spacing_of(3))
+    two = tmp_path / "two.nii"
+    two.write_bytes(_as_nifti2(one.read_bytes()))
+    h1, h2 = (camus._parse_nifti(p.read_bytes()[:540]) for p in (one, two))
+    assert h1.magic_ok and h2.magic_ok and h1.size == h2.size == (30, 40)
+    assert (h1.data_end(), h2.data_end()) == (one.stat().st_size, two.stat().st_size)
+    assert read_header(two) == read_header(one)
+    assert read_header(two) == ((40, 30), pytest.approx(spacing_of(3)))
+    two.write_bytes(two.read_bytes()[:-7])
+    with pytest.raises(CamusFormatError, match=r"two\.nii: unreadable image: truncated"):
+        camus._check_nifti_data(two, decompress=True)
+    assert camus._parse_nifti(b"\0" * 540) is None
 
 
 @pytest.mark.parametrize("kind", ["2019", "2019-3d", "2023", "2023-nii-3d"])

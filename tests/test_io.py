@@ -1,9 +1,10 @@
-"""Atomic writes, PNG round trips and root-relative paths."""
+"""Atomic writes, PNG round trips, root-relative paths and the process pool helper."""
 
 import numpy as np
 import pytest
 
 from echo_vlsm.io import atomic_path, read_png, write_json_atomic, write_png
+from echo_vlsm.parallel import process_pool
 from echo_vlsm.paths import project_root, resolve
 
 
@@ -17,6 +18,37 @@ def test_write_png_rejects_non_uint8(tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         write_png(tmp_path / "a.png", np.zeros((4, 4), dtype=np.float32))
     assert not (tmp_path / "a.png").exists()
+
+
+def test_png_compression_levels_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (64, 48), dtype=np.uint8)  # speckle-like: hard to compress
+    a[:32] = 7  # and a flat half that compresses well
+    sizes = {}
+    for level in (None, 0, 1, 9):
+        path = tmp_path / f"a{level}.png"
+        write_png(path, a, compression=level)
+        np.testing.assert_array_equal(read_png(path), a)
+        sizes[level] = path.stat().st_size
+    assert sizes[0] > sizes[1] >= sizes[9]
+    for bad in (10, -1, 1.5, True, "1"):
+        with pytest.raises(ValueError, match="zlib level"):
+            write_png(tmp_path / "b.png", a, compression=bad)
+    assert not (tmp_path / "b.png").exists()
+
+
+def _threads(_):
+    import cv2
+    import SimpleITK as sitk
+
+    return cv2.getNumThreads(), sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+
+
+def test_process_pool_workers_run_one_thread():
+    with process_pool(2) as pool:
+        assert list(pool.map(_threads, range(2))) == [(1, 1), (1, 1)]
+    with pytest.raises(ValueError, match="workers"):
+        process_pool(0)
 
 
 def test_damaged_png_names_the_file(tmp_path):

@@ -229,8 +229,10 @@ def test_2023_tree_reads_with_splits(phantom_root):
     records = read_camus(phantom_root)
     assert len(records) == 6 * 4
     splits = {r.patient: r.split for r in records}
-    assert splits == {"patient0001": "val", "patient0002": "train", "patient0003": "train",
-                      "patient0004": "train", "patient0005": "train", "patient0006": "test"}  # fmt: skip
+    assert splits == {
+        "patient0001": "val", "patient0002": "train", "patient0003": "train",
+        "patient0004": "train", "patient0005": "train", "patient0006": "test",
+    }  # fmt: skip
     lines = (phantom_root / "database_split" / "subgroup_training.txt").read_text().split()
     assert lines == ["patient0002", "patient0003", "patient0004", "patient0005"]
     cfg = (phantom_root / "database_nifti" / "patient0003" / "Info_2CH.cfg").read_text()
@@ -299,6 +301,87 @@ def test_rewrite_resume_and_refusal(tmp_path, monkeypatch):
     (real / "database_nifti").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="phantom.json"):
         ph.write_phantom(real, n_patients=1)
+
+
+def _tree(root):
+    """Every file of a phantom tree: bytes, except pixels and spacing for ``.nii.gz`` files
+    (their gzip stream need not be byte-identical)."""
+    out = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if path.name.endswith(".nii.gz"):
+            array, spacing = read_image(path)
+            out[rel] = (array.shape, array.tobytes(), spacing)
+        else:
+            out[rel] = path.read_bytes()
+    return out
+
+
+def _tiny_patient(seed, number):
+    """A stand-in for ``simulate_patient`` (6 x 5 pixels) whose content depends on
+    ``(seed, number)``: cheap enough to write trees of 15 patients in a test."""
+    rng = np.random.default_rng([seed, number])
+    views = {}
+    for view in ("2CH", "4CH"):
+        images = {f: rng.integers(0, 256, (6, 5), dtype=np.uint8) for f in ("ED", "ES")}
+        labels = {f: rng.integers(0, 4, (6, 5), dtype=np.uint8) for f in ("ED", "ES")}
+        views[view] = ph.PhantomView(view, "Good", 0.25 + 0.01 * number, images, labels)
+    return ph.PhantomPatient(number, "MF"[number % 2], 30 + number, 50.0, 20, views,
+                             100.0 + number, 50.0, 50.0 - number / 10)  # fmt: skip
+
+
+def test_another_number_of_patients_gives_the_fresh_tree_2019(tmp_path):
+    # 2 -> 3 patients: the validation split appears, so every 2019 folder name moves
+    grown = ph.write_phantom(tmp_path / "grown", n_patients=2, seed=SEED, layout="2019",
+                             workers=0)  # fmt: skip
+    assert (grown / "training" / "patient0051" / "patient0051_2CH_ED.mhd").is_file()
+    ph.write_phantom(grown, n_patients=3, seed=SEED, layout="2019", workers=0)
+    fresh = ph.write_phantom(tmp_path / "fresh", n_patients=3, seed=SEED, layout="2019",
+                             workers=0)  # fmt: skip
+    assert _tree(grown) == _tree(fresh)
+    marker = json.loads((grown / "training" / "patient0051" / ph.PATIENT_MARKER).read_text())
+    assert marker["number"] == 2  # patient 1 moved to training/patient0001 (validation)
+    rec = next(r for r in read_camus(grown) if r.stem == "patient0051_4CH_ED")
+    p2 = ph.simulate_patient(SEED, 2)
+    assert np.array_equal(rec.load()[0], p2.views["4CH"].images["ED"])
+    assert rec.age == p2.age and rec.split == "train"
+
+
+@pytest.mark.parametrize("layout", ["2019", "2023"])
+def test_resizing_a_tree_rewrites_moved_patients_and_split_files(tmp_path, monkeypatch, layout):
+    """14 -> 15 -> 14 patients (validation 1 -> 2 -> 1): each result equals a fresh tree;
+    no patient sits in two folders, unchanged folders are not rewritten."""
+    monkeypatch.setattr(ph, "simulate_patient", _tiny_patient)
+    root = ph.write_phantom(tmp_path / "t", n_patients=14, seed=SEED, layout=layout, workers=0)
+    if layout == "2023":
+        stable = root / "database_nifti" / "patient0005" / "patient0005_2CH_ED.nii.gz"
+    else:  # patient 1 is the first validation patient in both trees
+        stable = root / "training" / "patient0001" / "patient0001_2CH_ED.raw"
+    mtime = stable.stat().st_mtime_ns
+    for n in (15, 14):
+        ph.write_phantom(root, n_patients=n, seed=SEED, layout=layout, workers=0)
+        fresh = ph.write_phantom(tmp_path / f"fresh{n}", n_patients=n, seed=SEED,
+                                 layout=layout, workers=0)  # fmt: skip
+        assert _tree(root) == _tree(fresh), n
+        markers = [json.loads(m.read_text()) for m in root.rglob(ph.PATIENT_MARKER)]
+        assert sorted(m["number"] for m in markers) == list(range(1, n + 1))
+        assert {r.split for r in read_camus(root)} == {"train", "val", "test"}
+    assert stable.stat().st_mtime_ns == mtime
+    if layout == "2019":  # patient 2: validation in the 15-patient tree, training in 14
+        marker = json.loads((root / "training" / "patient0051" / ph.PATIENT_MARKER).read_text())
+        assert marker["number"] == 2 and not (root / "training" / "patient0002").exists()
+
+
+def test_a_folder_with_a_foreign_or_missing_marker_is_rewritten(tmp_path, monkeypatch):
+    monkeypatch.setattr(ph, "simulate_patient", _tiny_patient)
+    root = ph.write_phantom(tmp_path / "t", n_patients=3, seed=SEED, layout="2019", workers=0)
+    before = _tree(root)
+    (root / "training" / "patient0051" / ph.PATIENT_MARKER).unlink()
+    (root / "testing" / "patient0052" / ph.PATIENT_MARKER).write_text('{"number": 7}')
+    raw = root / "testing" / "patient0052" / "patient0052_2CH_ED.raw"
+    raw.write_bytes(b"\0" * raw.stat().st_size)
+    ph.write_phantom(root, n_patients=3, seed=SEED, layout="2019", workers=0)
+    assert _tree(root) == before
 
 
 @pytest.mark.parametrize(

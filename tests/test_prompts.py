@@ -161,6 +161,30 @@ def test_missing_attribute_names_prompt_and_attribute(kind, missing, prompt):
     assert repr(missing) in str(err.value)
 
 
+def test_keys_need_only_the_attributes_of_the_prompts_asked_for():
+    no_shape = Attributes("lv", "2CH", "ED", "M", 73, "Good")  # no VQA answer yet
+    full = make_prompts(LV)
+    first_six = make_prompts(no_shape, keys=PROMPT_KEYS[:7])
+    assert list(first_six) == list(PROMPT_KEYS[:7])
+    assert first_six == {k: full[k] for k in PROMPT_KEYS[:7]}  # LV differs only in shape
+    with pytest.raises(ValueError, match=r"prompt p7 \(camus\) needs .*\(s\) \['shape'\]"):
+        make_prompts(no_shape)  # all keys by default: P7 needs the shape
+    bare = Attributes("myo", "4CH", "ES")
+    assert make_prompts(bare, keys=["p3", "p1"]) == {
+        "p1": ["Myocardium of the heart.", "Myocardium in the cardiac ultrasound."],
+        "p3": make_prompts(Attributes("myo", "4CH", "ES", "F", 1, "Poor", "oval"))["p3"],
+    }  # in the order of PROMPT_KEYS
+    assert make_prompts(bare, keys="p0") == {"p0": ""}
+    with pytest.raises(ValueError, match=r"prompt p4 \(camus\) needs .*\['sex'\]"):
+        make_prompts(bare, keys=["p6", "p4", "p1"])  # the first prompt that needs one
+    with pytest.raises(ValueError, match=r"prompt p5 \(synthetic\) needs .*\['sex', 'age'\]"):
+        make_prompts(bare, "synthetic", keys=["p6", "p5"])
+    with pytest.raises(ValueError, match=r"unknown prompt key\(s\) \['p7'\].*end at p6"):
+        make_prompts(LV, "synthetic", keys=["p1", "p7"])
+    with pytest.raises(ValueError, match=r"unknown prompt key\(s\) \['P1'\]"):
+        make_prompts(LV, keys=["P1"])
+
+
 def test_missing_quality_hints_at_synthetic():
     with pytest.raises(ValueError, match="kind='synthetic'"):
         make_prompts(Attributes("lv", "2CH", "ED", "M", 73, None, "oval"))

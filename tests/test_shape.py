@@ -3,6 +3,7 @@ randomly initialised ViLT written to tmp_path, its cache, and every error."""
 
 import json
 import math
+import os
 
 import cv2
 import numpy as np
@@ -75,6 +76,54 @@ def test_measures_of_ideal_shapes():
     oval = shape_measures(draw("oval", 120, 45))
     assert oval["ellipse_aspect"] == pytest.approx(2.0, abs=0.1)
     assert disk["area_px"] == float((draw("circle", 120, 0) > 0).sum())
+
+
+def open_wall(kind: str, size: int, angle: float, canvas: int = 256, center=(128, 128)):
+    """A myocardium-like wall: a ring (circle, 2:1 ellipse or square frame) of thickness
+    ~9 % of ``size``, open at one end of its long axis like the wall at the mitral plane."""
+    img = np.zeros((canvas, canvas), np.uint8)
+    a = size / 2
+    b = a if kind in ("circle", "square") else a / 2
+    t = 0.09 * size
+    if kind == "square":
+        cv2.fillPoly(img, [cv2.boxPoints((center, (2 * a, 2 * b), angle)).astype(np.int32)], 255)
+        inner = cv2.boxPoints((center, (2 * (a - t), 2 * (b - t)), angle)).astype(np.int32)
+        cv2.fillPoly(img, [inner], 0)
+    else:
+        cv2.ellipse(img, center, (int(a), int(b)), angle, 0, 360, 255, -1)
+        cv2.ellipse(img, center, (int(a - t), int(b - t)), angle, 0, 360, 0, -1)
+    d = np.array([math.cos(math.radians(angle)), math.sin(math.radians(angle))])
+    n, c, w = np.array([-d[1], d[0]]), np.array(center, float), 0.35 * b
+    gap = [c + n * w, c + n * w + d * (a + 5), c - n * w + d * (a + 5), c - n * w]
+    return cv2.fillPoly(img, [np.round(np.asarray(gap)).astype(np.int32)], 0)
+
+
+@pytest.mark.parametrize("kind", ["circle", "oval", "square"])
+def test_myocardium_is_measured_by_its_outer_outline(kind):
+    for size in (48, 160):
+        for angle in (0, 25, 90, 155):
+            wall = open_wall(kind, size, angle)
+            assert shape_of(wall, structure="myo") == kind, (size, angle)
+            ring = shape_measures(wall)  # the U itself: low fill ratios for every family
+            assert max(ring["rect_fill"], ring["triangle_fill"], ring["ellipse_fill"]) < 0.6
+    assert shape_measures(wall, "myo")["area_px"] == ring["area_px"]  # the mask's pixels
+    with pytest.raises(ValueError, match="unknown structure 'rv'"):
+        shape_of(wall, structure="rv")
+
+
+def test_phantom_myocardium_gets_the_word_of_its_outer_shape():
+    from echo_vlsm.data.phantom import simulate_patient
+
+    label = simulate_patient(0, 1).views["2CH"].labels["ED"]
+    myo = label == 2
+    ring, outline = shape_measures(myo), shape_measures(myo, "myo")
+    assert max(ring[k] for k in ("rect_fill", "triangle_fill", "ellipse_fill")) < 0.4
+    assert min(outline[k] for k in ("rect_fill", "triangle_fill", "ellipse_fill")) > 0.65
+    heart = (label == 1) | myo  # cavity and wall: the region the wall's outline encloses
+    assert shape_of(myo, structure="myo") == shape_of(heart) == "oval"
+    assert shape_of(myo) == "triangle"  # the U measured as it is: the arbitrary old word
+    for structure in ("lv", "la", None):  # solid structures are measured as they are
+        assert shape_measures(label == 1, structure) == shape_measures(label == 1)
 
 
 def test_largest_component_decides_and_input_types_agree():
@@ -183,6 +232,38 @@ def test_vqa_answers_with_a_label_and_caches(tiny_vilt, echo, tmp_path, monkeypa
     # another structure asks another question: not in the cache
     with pytest.raises(AssertionError, match="cache"):
         shape_of(mask, "vqa", model=tiny_vilt, structure="lv", image=image, cache_dir=cache)
+
+
+def test_vqa_resolves_once_per_mask_and_caches_the_fingerprint(
+    tiny_vilt, echo, tmp_path, monkeypatch
+):
+    image, mask = echo
+    calls = []
+    real_resolve = vqa_mod.resolve_model
+
+    def counting(model):
+        calls.append(model)
+        return real_resolve(model)
+
+    monkeypatch.setattr(vqa_mod, "resolve_model", counting)
+    kw = dict(model=tiny_vilt, structure="la", image=image, cache_dir=tmp_path / "c")
+    first = shape_of(mask, "vqa", **kw)
+    calls.clear()
+    before = vqa_mod._local_fingerprint.cache_info()
+    for _ in range(3):
+        assert shape_of(mask, "vqa", **kw) == first
+    after = vqa_mod._local_fingerprint.cache_info()
+    assert len(calls) == 3  # once per mask
+    assert after.misses == before.misses and after.hits == before.hits + 3
+    fp = vqa_mod.model_fingerprint(tiny_vilt)
+    config = tiny_vilt / "config.json"
+    st = config.stat()
+    try:  # the model saved again: a new fingerprint, so the cached answers no longer apply
+        os.utime(config, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        assert vqa_mod.model_fingerprint(tiny_vilt) != fp
+    finally:
+        os.utime(config, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert vqa_mod.model_fingerprint(tiny_vilt) == fp
 
 
 def test_vqa_answer_mapping_and_unmatched_policies(tmp_path, echo):

@@ -68,10 +68,14 @@ def test_write_tasks_schema_and_prompts(dataset):
                 row["quality"],
             )
             assert a["shape"] in SHAPES
-            assert a["shape"] == shape_of(read_png(dataset / t["mask_name"]))
+            mask = read_png(dataset / t["mask_name"])
+            assert a["shape"] == shape_of(mask, structure=structure)  # myo: outer outline
             attrs = Attributes(**{k: v for k, v in a.items() if k != "stem"})
             assert t["prompts"] == make_prompts(attrs, "camus")
             assert list(t["prompts"]) == list(PROMPT_KEYS)
+    myo = [t["attributes"]["shape"] for path in paths.values()
+           for t in json.loads(path.read_text()) if t["structure"] == "myo"]  # fmt: skip
+    assert len(set(myo)) > 1  # the wall's outer shape, not one arbitrary word for every U
     # the study's P7 wording appears with the phantom's attributes
     t = json.loads(paths["train"].read_text())[0]
     assert t["prompts"]["p7"][0].startswith(
@@ -166,6 +170,8 @@ def test_write_tasks_argument_errors(dataset, tmp_path):
         write_tasks(dataset, "real")
     with pytest.raises(ValueError, match=r"unknown shape_backend 'ofa'"):
         write_tasks(dataset, "camus", shape_backend="ofa")
+    with pytest.raises(TypeError, match=r"takes shape_backend="):
+        write_tasks(dataset, "camus", backend="geometry")
     with pytest.raises(ValueError, match="on_empty='drop'"):
         write_tasks(dataset, "camus", on_empty="drop")
     with pytest.raises(ValueError, match="needs model="):

@@ -140,6 +140,17 @@ def _check_meta_data_file(path: Path) -> dict[str, str]:
     raw = path.parent / data_file
     if not raw.is_file():
         raise CamusFormatError(raw, f"missing data file named by {path.name}")
+    header_text = fields.get("headersize", "0") or "0"
+    try:
+        header_size = int(header_text)
+        if header_size < -1:
+            raise ValueError
+    except ValueError:
+        raise CamusFormatError(
+            path,
+            f"HeaderSize is {header_text!r}; expected a whole number of bytes >= 0 "
+            "(or -1: the pixels end the data file)",
+        ) from None
     if fields.get("compresseddata", "false").lower() == "true":
         return fields
     try:
@@ -148,7 +159,7 @@ def _check_meta_data_file(path: Path) -> dict[str, str]:
         nbytes = _MET_BYTES[fields["elementtype"].upper()]
     except (KeyError, ValueError):
         return fields  # SimpleITK will judge the header itself
-    need = math.prod(dims) * channels * nbytes + int(fields.get("headersize", "0") or 0)
+    need = math.prod(dims) * channels * nbytes + max(header_size, 0)
     have = raw.stat().st_size
     if have < need:
         raise CamusFormatError(raw, f"truncated data file: {have} bytes, header needs {need}")
@@ -169,26 +180,6 @@ _MET_BYTES = {
     "MET_FLOAT": 4,
     "MET_DOUBLE": 8,
 }
-
-
-def _nifti_need(path: Path, head: bytes) -> int | None:
-    """Bytes a NIfTI-1/-2 file needs (voxel offset + pixel data), from its header; None when
-    the header is not NIfTI (SimpleITK then judges the file)."""
-    import struct
-
-    for order in "<>":
-        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
-            ndim = struct.unpack(order + "h", head[40:42])[0]
-            dims = struct.unpack(order + "8h", head[40:56])[1 : 1 + max(0, min(ndim, 7))]
-            bitpix = struct.unpack(order + "h", head[72:74])[0]
-            offset = struct.unpack(order + "f", head[108:112])[0]
-            return int(offset) + math.prod(dims) * bitpix // 8
-        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
-            bitpix = struct.unpack(order + "h", head[14:16])[0]
-            dim = struct.unpack(order + "8q", head[16:80])
-            offset = struct.unpack(order + "q", head[168:176])[0]
-            return int(offset) + math.prod(dim[1 : 1 + max(0, min(dim[0], 7))]) * bitpix // 8
-    return None
 
 
 def _check_nifti_data(path: Path, decompress: bool) -> None:
@@ -214,7 +205,8 @@ def _check_nifti_data(path: Path, decompress: bool) -> None:
             have = path.stat().st_size
     except (OSError, EOFError, zlib.error) as exc:
         raise CamusFormatError(path, f"unreadable image ({exc})") from exc
-    need = _nifti_need(path, head)
+    header = _parse_nifti(head)  # not NIfTI: SimpleITK then judges the file
+    need = header.data_end() if header is not None else None
     if need is not None and have < need:
         raise CamusFormatError(path, f"unreadable image: truncated, {have} bytes of {need}")
 
@@ -242,38 +234,75 @@ _NIFTI_UNIT_SCALE = {1: 1000.0, 2: 1.0, 3: 0.001}  # meter, mm, micron -> mm (as
 _NIFTI_SCALAR_TYPES = {2, 4, 8, 16, 64, 256, 512, 768, 1024, 1280}
 
 
-def _nifti_geometry(head: bytes):
-    """Size and spacing (x, y, ...) from a NIfTI-1/-2 header, as SimpleITK reads them; None
-    when the header is unusual (SimpleITK then reads it)."""
+@dataclass(frozen=True)
+class _NiftiHeader:
+    """The fields of a NIfTI-1 or NIfTI-2 header that the reader uses."""
+
+    dim: tuple[int, ...]  # dim[0]: number of axes, then the size of each
+    datatype: int
+    bitpix: int
+    pixdim: tuple[float, ...]  # pixdim[1..]: spacing per axis
+    vox_offset: int  # where the pixels start
+    units: int  # xyzt_units & 7: 1 m, 2 mm, 3 micron
+    magic_ok: bool  # "n+1"/"ni1" (NIfTI-1) or "n+2"/"ni2" (NIfTI-2)
+
+    @property
+    def ndim(self) -> int:
+        return max(0, min(self.dim[0], 7))
+
+    @property
+    def size(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in self.dim[1 : 1 + self.ndim])
+
+    def data_end(self) -> int:
+        """Bytes the file needs: voxel offset + pixel data."""
+        return self.vox_offset + math.prod(self.size) * self.bitpix // 8
+
+
+def _parse_nifti(head: bytes) -> _NiftiHeader | None:
+    """The header of a NIfTI-1 (348 bytes) or NIfTI-2 (540 bytes) file, either byte order,
+    from its first bytes; None when they are not a NIfTI header."""
     import struct
 
     for order in "<>":
         if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
-            if head[344:347] not in (b"n+1", b"ni1"):
-                return None
-            dim = struct.unpack(order + "8h", head[40:56])
-            dtype = struct.unpack(order + "h", head[70:72])[0]
-            pixdim = struct.unpack(order + "8f", head[76:108])
-            units = head[123] & 0x07
-        elif len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
-            if head[4:7] not in (b"n+2", b"ni2"):
-                return None
-            dim = struct.unpack(order + "8q", head[16:80])
-            dtype = struct.unpack(order + "h", head[12:14])[0]
-            pixdim = struct.unpack(order + "8d", head[104:168])
-            units = struct.unpack(order + "i", head[500:504])[0] & 0x07
-        else:
-            continue
-        ndim = dim[0]
-        if not 2 <= ndim <= 7 or dtype not in _NIFTI_SCALAR_TYPES:
-            return None
-        size = tuple(int(v) for v in dim[1 : 1 + ndim])
-        spacing = tuple(abs(float(v)) for v in pixdim[1 : 1 + ndim])
-        if min(size) < 1 or min(spacing[:2]) <= 0 or not all(map(math.isfinite, spacing)):
-            return None
-        scale = _NIFTI_UNIT_SCALE.get(units, 1.0)
-        return size, tuple(v * scale for v in spacing)
+            return _NiftiHeader(
+                dim=struct.unpack(order + "8h", head[40:56]),
+                datatype=struct.unpack(order + "h", head[70:72])[0],
+                bitpix=struct.unpack(order + "h", head[72:74])[0],
+                pixdim=struct.unpack(order + "8f", head[76:108]),
+                vox_offset=int(struct.unpack(order + "f", head[108:112])[0]),
+                units=head[123] & 0x07,
+                magic_ok=head[344:347] in (b"n+1", b"ni1"),
+            )
+        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
+            return _NiftiHeader(
+                dim=struct.unpack(order + "8q", head[16:80]),
+                datatype=struct.unpack(order + "h", head[12:14])[0],
+                bitpix=struct.unpack(order + "h", head[14:16])[0],
+                pixdim=struct.unpack(order + "8d", head[104:168]),
+                vox_offset=int(struct.unpack(order + "q", head[168:176])[0]),
+                units=struct.unpack(order + "i", head[500:504])[0] & 0x07,
+                magic_ok=head[4:7] in (b"n+2", b"ni2"),
+            )
     return None
+
+
+def _nifti_geometry(head: bytes):
+    """Size and spacing (x, y, ...) from a NIfTI-1/-2 header, as SimpleITK reads them; None
+    when the header is unusual (SimpleITK then reads it)."""
+    h = _parse_nifti(head)
+    if h is None or not h.magic_ok:
+        return None
+    ndim = h.dim[0]
+    if not 2 <= ndim <= 7 or h.datatype not in _NIFTI_SCALAR_TYPES:
+        return None
+    size = h.size
+    spacing = tuple(abs(float(v)) for v in h.pixdim[1 : 1 + ndim])
+    if min(size) < 1 or min(spacing[:2]) <= 0 or not all(map(math.isfinite, spacing)):
+        return None
+    scale = _NIFTI_UNIT_SCALE.get(h.units, 1.0)
+    return size, tuple(v * scale for v in spacing)
 
 
 def _read_head(path: Path, n: int = 540) -> bytes:

@@ -9,6 +9,12 @@ Layout of an exported dataset folder (see ARCHITECTURE.md)::
     records.csv                            one row per image (``RECORD_COLUMNS``)
     .export_manifest.json                  what was exported from which source (for resuming)
 
+Columns of ``records.csv``: ``stem, patient, view, phase, split, sex, age, quality`` as read
+from CAMUS; ``source_height, source_width``: the SOURCE image's size in pixels;
+``spacing_y, spacing_x``: the SOURCE image's pixel spacing in mm (row, column), not the
+exported one. The exported PNGs are square, so their pixel size is
+``spacing_y * source_height / size`` by ``spacing_x * source_width / size``.
+
 Every file is written atomically. ``records.csv`` is written last and removed while an
 export is in progress, so its presence marks a complete dataset. A second run skips images
 whose sources (path, size, modification time) and export size are unchanged.
@@ -25,14 +31,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, wait
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from echo_vlsm.io import atomic_path, write_bytes_atomic, write_json_atomic
+from echo_vlsm.io import atomic_path, write_json_atomic, write_png
+from echo_vlsm.parallel import process_pool
 from echo_vlsm.structures import LABELS, SPLITS, STRUCTURES
 
 RECORD_COLUMNS: tuple[str, ...] = (
@@ -45,6 +52,9 @@ MANIFEST_FILE = ".export_manifest.json"
 _MANIFEST_VERSION = 1
 _INT_COLUMNS = ("age", "source_height", "source_width")
 _FLOAT_COLUMNS = ("spacing_y", "spacing_x")
+# zlib level of the exported PNGs: OpenCV at level 1 encodes speckled echo images 3-5x faster
+# than Pillow's default, for files about 15 % larger (echo_vlsm.io.write_png).
+PNG_COMPRESSION = 1
 
 
 # --------------------------------------------------------------------------- resizing
@@ -106,16 +116,7 @@ def _signature(record, size: int) -> dict | None:
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
-    """8-bit gray PNG, atomically; OpenCV at zlib level 1 encodes 3-5x faster than Pillow's
-    default for speckled echo images, for files about 15 % larger."""
-    import cv2
-
-    if array.ndim != 2 or array.dtype != np.uint8:
-        raise ValueError(f"{path}: expected a 2-D uint8 array, got {array.dtype} {array.shape}")
-    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    write_bytes_atomic(path, buf.tobytes())
+    write_png(path, array, compression=PNG_COMPRESSION)
 
 
 def _export_one(record, out_dir: str, size: int) -> dict:
@@ -130,28 +131,6 @@ def _export_one(record, out_dir: str, size: int) -> dict:
     for structure, rel in zip(STRUCTURES, files[2:]):
         _write_png(out / rel, np.where(lbl == LABELS[structure], 255, 0).astype(np.uint8))
     return {"source_height": int(image.shape[0]), "source_width": int(image.shape[1])}
-
-
-def _worker_init() -> None:
-    """One thread per worker process: the pool provides the parallelism."""
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except Exception:  # pragma: no cover - cv2 is a dependency
-        pass
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-
-
-def _pool_context():
-    """``forkserver`` where there is one: forking a process that runs threads (a Jupyter
-    kernel, torch) can deadlock; ``spawn`` elsewhere."""
-    import multiprocessing as mp
-
-    methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 def _row(record, facts: Mapping) -> dict:
@@ -275,11 +254,7 @@ def export_dataset(
                     _save_manifest(out, manifest)
                     last_save = time.monotonic()
         else:
-            with ProcessPoolExecutor(
-                max_workers=min(workers, len(todo)),
-                mp_context=_pool_context(),
-                initializer=_worker_init,
-            ) as pool:
+            with process_pool(min(workers, len(todo))) as pool:
                 pending = {pool.submit(_export_one, rec, str(out), size): rec for rec in todo}
                 try:
                     while pending:

@@ -46,12 +46,13 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_vlsm.io import write_text_atomic
+from echo_vlsm.io import write_json_atomic, write_text_atomic
 from echo_vlsm.structures import PHASES, QUALITIES, VIEWS
 
 PHANTOM_VERSION = 1
 MANIFEST = "phantom.json"
 PARTIAL = ".phantom.partial"
+PATIENT_MARKER = ".phantom_patient.json"  # in each patient folder: what it holds
 LAYOUTS = ("2023", "2019")
 SOUND_SPEED = 1.54  # mm / us
 
@@ -725,28 +726,33 @@ def write_patient(
     return folder
 
 
+def _marker(seed: int, number: int, layout: str) -> dict:
+    """What a patient folder of the tree holds: phantom patient ``number`` of ``seed``."""
+    return {"version": PHANTOM_VERSION, "seed": seed, "layout": layout, "number": number}
+
+
 def _write_one(seed: int, number: int, folder: str, layout: str) -> int:
-    """Simulate and write one patient into a hidden folder, then rename it into place, so
-    a patient folder is always complete."""
+    """Simulate and write one patient into a hidden folder, with its marker file, then rename
+    it into place, so a patient folder is always complete."""
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     write_patient(simulate_patient(seed, number), tmp, layout, name=folder.name)
+    write_json_atomic(tmp / PATIENT_MARKER, _marker(seed, number, layout))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.replace(folder)
     return number
 
 
-def _worker_init() -> None:
-    """One thread per worker process: the pool provides the parallelism."""
-    import cv2
-    import SimpleITK as sitk
-
-    cv2.setNumThreads(1)
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-
-
-def _complete(folder: Path, layout: str) -> bool:
+def _up_to_date(folder: Path, layout: str, marker: dict) -> bool:
+    """Whether ``folder`` holds the patient ``marker`` names, with all its files. A folder
+    without a marker, or with another patient's (the 2019 folder names depend on the split
+    sizes, so another number of patients moves patients), is not."""
+    try:
+        if json.loads((folder / PATIENT_MARKER).read_text()) != marker:
+            return False
+    except (OSError, ValueError):
+        return False
     ext = ".nii.gz" if layout == "2023" else ".mhd"
     names = [f"{folder.name}_{v}_{p}{s}{ext}" for v in VIEWS for p in PHASES
              for s in ("", "_gt")] + [f"Info_{v}.cfg" for v in VIEWS]  # fmt: skip
@@ -765,17 +771,20 @@ def write_phantom(
     ``layout="2023"``: ``database_nifti/patientXXXX/*.nii.gz`` and
     ``database_split/subgroup_{training,validation,testing}.txt`` (~70/10/20 %);
     ``layout="2019"``: ``training/`` and ``testing/`` with ``.mhd``/``.raw`` files (see
-    ``patient_splits`` for the numbering). A ``phantom.json`` records seed, layout and
-    version; a second call with the same arguments skips patients already written (an
-    interrupted call resumes), and a call with another seed or layout rewrites the tree.
+    ``patient_splits`` for the numbering). A ``phantom.json`` records seed, layout, version
+    and number of patients, and each patient folder a ``.phantom_patient.json`` (which
+    phantom patient it holds, seed, layout, version). A second call skips the folders whose
+    marker matches (an interrupted call resumes) and rewrites the others: another seed or
+    layout rewrites the tree; another number of patients rewrites the 2019 folders whose
+    patient moved (their names follow the split sizes) and the 2023 split files, and
+    removes folders no longer part of the tree, so the result equals a fresh tree.
     A non-empty folder that is not a phantom tree is refused (it could be real data).
     ``workers`` processes share the patients (default ``min(4, cpus)`` from 8 patients to
     write on, else this process; 0 or 1: this process). Returns ``root``.
     """
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     from tqdm.auto import tqdm
+
+    from echo_vlsm.parallel import process_pool
 
     root = Path(root)
     layout = check_layout(layout)
@@ -805,11 +814,14 @@ def write_phantom(
         for p in sorted((root / group).glob("patient*")) if (root / group).is_dir() else []:
             if f"{group}/{p.name}" not in keep:
                 shutil.rmtree(p)
+        for p in (root / group).glob(".patient*.tmp") if (root / group).is_dir() else []:
+            shutil.rmtree(p, ignore_errors=True)  # left by an interrupted call
     manifest.unlink(missing_ok=True)  # present again only when the tree is complete
     manifest_text = json.dumps({**want, "n_patients": n_patients}, indent=2) + "\n"
     write_text_atomic(partial, manifest_text)  # marks the folder as ours meanwhile
 
-    todo = [(n, str(root / rel)) for n, _, rel in plan if not _complete(root / rel, layout)]
+    todo = [(n, str(root / rel)) for n, _, rel in plan
+            if not _up_to_date(root / rel, layout, _marker(seed, n, layout))]  # fmt: skip
     if workers is None:  # a pool pays off from a few patients per process on
         workers = min(4, os.cpu_count() or 1) if len(todo) >= 8 else 0
     bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="phantom",
@@ -820,9 +832,7 @@ def write_phantom(
                 _write_one(seed, number, folder, layout)
                 bar.update()
         else:
-            methods = mp.get_all_start_methods()  # no fork: the caller may run threads
-            ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-            with ProcessPoolExecutor(min(workers, len(todo)), ctx, _worker_init) as pool:
+            with process_pool(min(workers, len(todo))) as pool:
                 futures = [pool.submit(_write_one, seed, n, f, layout) for n, f in todo]
                 try:
                     for fut in futures:

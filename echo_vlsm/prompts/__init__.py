@@ -20,12 +20,13 @@ from echo_vlsm.prompts.templates import (
     Attributes,
     age_words,
     make_prompts,
+    phrasings_of,
     prompt_keys,
     required_attributes,
 )
 
 __all__ = [
     "KINDS", "PROMPT_KEYS", "SHAPES", "Attributes", "TaskFileError", "age_words",
-    "build_tasks", "make_prompts", "pick_prompt", "prompt_keys", "read_tasks",
+    "build_tasks", "make_prompts", "phrasings_of", "pick_prompt", "prompt_keys", "read_tasks",
     "required_attributes", "shape_measures", "shape_of", "task_path", "write_tasks",
 ]  # fmt: skip

@@ -24,6 +24,15 @@ family the aspect ratio splits circle / oval and square / rectangle at sqrt(2). 
 few pixels across cannot be told apart reliably; from about 20 px on, drawn shapes at any
 rotation are classified correctly (tests/test_shape.py).
 
+Myocardium (``structure="myo"``): its mask is a wall around the LV cavity, open at the
+mitral plane, so its own contour is a thin U whose fill ratios are about 0.2-0.4 for every
+family and the nearest family is arbitrary (all phantom myocardia came out "triangle").
+For it the measures are taken on the filled outer outline instead: the convex hull of the
+whole mask (every component), which closes the opening along the mitral plane and fills
+the cavity, so the word describes the wall's outer shape (phantom: mostly circle, some oval
+and triangle, as for the LV cavity and wall together). Other structures are measured as
+they are (their largest component; holes never count, the outer contour is measured).
+
 ``shape_of(mask, backend="vqa", ...)`` asks a VQA model instead (``echo_vlsm.prompts.vqa``).
 
 Examples::
@@ -40,6 +49,8 @@ import math
 import os
 
 import numpy as np
+
+from echo_vlsm.structures import check_structure
 
 SHAPES: tuple[str, ...] = ("circle", "oval", "triangle", "square", "rectangle")
 BACKENDS: tuple[str, ...] = ("geometry", "vqa")
@@ -65,9 +76,10 @@ def _as_binary(mask, name: str = "mask") -> np.ndarray:
     return m > 0
 
 
-def _largest_contour(mask, name: str = "mask") -> np.ndarray:
+def _largest_contour(mask, name: str = "mask", hull: bool = False) -> np.ndarray:
     """The largest outer contour of ``mask > 0``, sub-pixel (see the module docstring), in
-    units of upsampled pixels."""
+    units of upsampled pixels; with ``hull`` the contour of the filled convex hull of all
+    components (the myocardium's outer outline)."""
     import cv2
 
     m = _as_binary(mask, name)
@@ -84,15 +96,22 @@ def _largest_contour(mask, name: str = "mask") -> np.ndarray:
     up = cv2.resize(crop, (w * k, h * k), interpolation=cv2.INTER_LINEAR)
     binary = (up >= 0.5).astype(np.uint8)
     contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if hull:
+        outline = cv2.convexHull(np.concatenate(contours))
+        binary = cv2.fillPoly(np.zeros_like(binary), [outline], 1)
+        contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     # largest by area; ties broken by position so the choice is deterministic
     return max(contours, key=lambda c: (cv2.contourArea(c), -int(c[0, 0, 1]), -int(c[0, 0, 0])))
 
 
-def shape_measures(mask) -> dict[str, float]:
-    """Contour measures of the mask's largest component (see the module docstring)."""
+def shape_measures(mask, structure: str | None = None) -> dict[str, float]:
+    """Contour measures of the mask's largest component, or for ``structure="myo"`` of its
+    filled outer outline (see the module docstring); ``area_px`` counts the mask's pixels."""
     import cv2
 
-    c = _largest_contour(mask)
+    if structure is not None:
+        check_structure(structure)
+    c = _largest_contour(mask, hull=structure == "myo")
     area = float(cv2.contourArea(c))
     perimeter = float(cv2.arcLength(c, True))
     hull_area = float(cv2.contourArea(cv2.convexHull(c)))
@@ -145,7 +164,9 @@ def shape_of(
 ) -> str:
     """The shape word of a structure's mask (prompt P7; P6 of synthetic images).
 
-    ``backend="geometry"`` (default): deterministic, one of ``SHAPES`` from contour measures.
+    ``backend`` is the choice that ``write_tasks``/``build_tasks`` and notebook 03 call
+    ``shape_backend``: ``"geometry"`` (default) is deterministic, one of ``SHAPES`` from
+    contour measures (the outer outline for ``structure="myo"``, see the module docstring).
     ``backend="vqa"``: ask the visual-question-answering ``model`` (hub id or local folder)
     the study's question about ``structure`` (``lv``/``myo``/``la``) with the mask's bounding
     box drawn in green on ``image``; the answer is mapped to one of ``SHAPES`` (synonyms such
@@ -156,7 +177,7 @@ def shape_of(
     ``False`` disables it). See ``echo_vlsm.prompts.vqa``.
     """
     if backend == "geometry":
-        return classify_measures(shape_measures(mask))
+        return classify_measures(shape_measures(mask, structure))
     if backend == "vqa":
         from echo_vlsm.prompts import vqa
 

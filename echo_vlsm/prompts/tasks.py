@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from echo_vlsm.io import read_png, write_text_atomic
 from echo_vlsm.prompts.shape import BACKENDS, shape_of
 from echo_vlsm.prompts.templates import KINDS, PROMPT_KEYS, Attributes, make_prompts
+from echo_vlsm.prompts.templates import phrasings_of as _phrasings
 from echo_vlsm.structures import SPLITS, STRUCTURES
 
 TASKS_DIR = "tasks"
@@ -167,7 +168,7 @@ def build_tasks(
                             cache_dir=cache_dir, unmatched=unmatched, device=device,
                         )  # fmt: skip
                     else:
-                        shape = shape_of(mask)
+                        shape = shape_of(mask, structure=structure)
                     try:
                         attrs = Attributes(
                             structure=structure, view=str(row.view), phase=str(row.phase),
@@ -224,6 +225,11 @@ def write_tasks(
     Files are written atomically and only when their content changes; the same inputs give
     byte-identical files. Returns ``{split: path}``.
     """
+    if "backend" in kwargs:
+        raise TypeError(
+            "write_tasks takes shape_backend= ('geometry' or 'vqa'); backend= is the name of "
+            "the same choice in shape_of"
+        )
     tasks = build_tasks(dataset_dir, kind, shape_backend, **kwargs)
     paths = {}
     for split, entries in tasks.items():
@@ -311,10 +317,6 @@ def _choice(n: int, rng) -> int:
     raise TypeError(
         f"rng must be a numpy.random.Generator, a random.Random or None, got {type(rng).__name__}"
     )
-
-
-def _phrasings(value) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
 
 
 def pick_prompt(task: Mapping, key: str, rng=None) -> str:

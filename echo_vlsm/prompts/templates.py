@@ -19,6 +19,7 @@ Examples::
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from echo_vlsm.structures import PHASES, QUALITIES, STRUCTURE_NAMES, STRUCTURES, VIEWS
@@ -122,20 +123,46 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"unknown prompt kind {kind!r}; expected one of {list(KINDS)}")
 
 
-def make_prompts(attrs: Attributes, kind: str = "camus") -> dict[str, str | list[str]]:
+def phrasings_of(value: str | Sequence[str]) -> list[str]:
+    """A prompt's phrasings as a list: a task file holds a list, or one string (P0, or a
+    task file of the study with a single phrasing)."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def make_prompts(
+    attrs: Attributes, kind: str = "camus", keys: Iterable[str] | None = None
+) -> dict[str, str | list[str]]:
     """The study's prompts of one (image, structure) pair: ``{"p0": "", "p1": [a, b], ...}``.
 
     ``kind="camus"``: P1..P7, P6 adding the image quality and P7 the shape.
     ``kind="synthetic"``: P1..P6, P6 adding the shape (synthetic images have no quality);
     a quality in ``attrs`` is then ignored. Each of P1.. is a list of the two phrasings
     ("... of the heart." and "... in the cardiac ultrasound.").
-    A prompt whose attribute is ``None`` raises a ValueError naming both.
+    ``keys`` (default: every prompt of the kind) chooses the prompts to make, in the order
+    of ``PROMPT_KEYS``; only their attributes are needed (P1..P3 need none beyond
+    structure, view and phase). A needed attribute that is ``None`` raises a ValueError
+    naming the first requested prompt that needs it and the attribute(s).
     """
     if not isinstance(attrs, Attributes):
         raise TypeError(f"make_prompts expects an Attributes, got {type(attrs).__name__}")
     _check_kind(kind)
-    for key, needs in _NEEDS[kind].items():
-        missing = [a for a in needs if getattr(attrs, a) is None]
+    valid = prompt_keys(kind)
+    if keys is None:
+        wanted = set(valid)
+    else:
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        unknown = [k for k in keys if k not in valid]
+        if unknown:
+            note = " (synthetic prompts end at p6)" if kind == "synthetic" else ""
+            raise ValueError(
+                f"unknown prompt key(s) {unknown} for kind {kind!r}{note}; "
+                f"expected some of {list(valid)}"
+            )
+        wanted = set(keys)
+    for key in valid:
+        if key not in wanted:
+            continue
+        missing = [a for a in _NEEDS[kind].get(key, ()) if getattr(attrs, a) is None]
         if missing:
             hint = (
                 " (synthetic images have none: use kind='synthetic')"
@@ -169,4 +196,4 @@ def make_prompts(attrs: Attributes, kind: str = "camus") -> dict[str, str | list
         prompts["p7"] = phrasings(f"{shaped} {view}", f" {cycle} of a {age} {person}{quality}")
     else:
         prompts["p6"] = phrasings(f"{shaped} {view}", f" {cycle} of a {age} {person}")
-    return prompts
+    return {k: v for k, v in prompts.items() if k in wanted}

@@ -18,14 +18,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 
+from echo_vlsm.prompts.shape import SHAPES
 from echo_vlsm.prompts.templates import PROMPT_KEYS
+from echo_vlsm.prompts.templates import phrasings_of as _phrasings
 from echo_vlsm.structures import STRUCTURES, VIEWS
 
-SHAPE_ORDER = ("circle", "oval", "triangle", "square", "rectangle")
-
-
-def _phrasings(value) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
+SHAPE_ORDER = SHAPES  # the shape words in table and plot order (geometry's words first)
 
 
 def _iter_tasks(tasks_by_group: Mapping[str, Sequence[Mapping]]):

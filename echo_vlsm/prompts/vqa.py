@@ -10,11 +10,16 @@ BLIP (``Salesforce/blip-vqa-base``: the generated text).
 The answer is mapped to one of ``SHAPES`` (``match_shape``: the first word of the answer
 that names a shape or a synonym, e.g. "round" -> circle, "elliptical" -> oval). An answer
 naming none is kept as it is by default (lower-cased), as the study kept whatever its model
-said (an empty answer falls back to geometry); ``unmatched="geometry"`` replaces it by the geometric shape, ``"error"`` raises.
+said (an empty answer falls back to geometry); ``unmatched="geometry"`` replaces it by the
+geometric shape, ``"error"`` raises.
 
 Answers are cached on disk, one small JSON file per (model, question, image, mask), keyed
 by a SHA-256 of the model's identity (hub id, or a local folder's config and weight files),
-the question and the pixels, so a rerun asks nothing again.
+the question and the pixels, so a rerun asks nothing again. A local folder's fingerprint is
+computed once per process and folder state (``functools.lru_cache`` keyed by the folder's
+path and the modification times of the folder and its ``config.json``): saving a model
+again (``save_pretrained`` rewrites ``config.json``), adding or removing files change it;
+a weight file alone edited in place is noticed in the next process.
 
 Examples::
 
@@ -141,9 +146,22 @@ def resolve_model(model) -> tuple[str, str]:
 def model_fingerprint(model) -> str:
     """What identifies a model's answers: the hub id, or a local folder's path with its
     config and the names, sizes and modification times of its other files."""
-    kind, source = resolve_model(model)
+    return _fingerprint(resolve_model(model))
+
+
+def _fingerprint(resolved: tuple[str, str]) -> str:
+    kind, source = resolved
     if kind == "hub":
         return f"hub:{source}"
+    folder = Path(source)
+    return _local_fingerprint(
+        source, folder.stat().st_mtime_ns, (folder / "config.json").stat().st_mtime_ns
+    )
+
+
+@lru_cache(maxsize=16)
+def _local_fingerprint(source: str, folder_mtime: int, config_mtime: int) -> str:
+    """The fingerprint of a local model folder; the mtimes only key the cache."""
     folder = Path(source)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     h = hashlib.sha256((folder / "config.json").read_bytes())
@@ -230,6 +248,10 @@ def cache_key(fingerprint: str, question: str, image_rgb: np.ndarray, mask) -> s
 def vqa_answer(mask, image, structure: str, model, cache_dir=None, device=None) -> str:
     """The VQA model's raw answer (lower-case) for one structure's mask, from the cache when
     this (model, question, image, mask) was asked before."""
+    return _vqa_answer(mask, image, structure, resolve_model(model), cache_dir, device)
+
+
+def _vqa_answer(mask, image, structure, resolved: tuple[str, str], cache_dir, device) -> str:
     if image is None:
         raise ValueError(
             "the VQA shape backend needs image= (the echo image the mask belongs "
@@ -241,7 +263,7 @@ def vqa_answer(mask, image, structure: str, model, cache_dir=None, device=None) 
         )
     question = question_for(structure)
     boxed = draw_box(image, mask)
-    fingerprint = model_fingerprint(model)
+    fingerprint = _fingerprint(resolved)
     path = None
     if cache_dir is not False:
         folder = Path(cache_dir) if cache_dir not in (None, True) else default_cache_dir()
@@ -254,7 +276,7 @@ def vqa_answer(mask, image, structure: str, model, cache_dir=None, device=None) 
                     return cached["answer"]
             except (OSError, ValueError):
                 pass  # a damaged entry is asked again and overwritten
-    answer = load_vqa(resolve_model(model)[1], device).answer(boxed, question)
+    answer = load_vqa(resolved[1], device).answer(boxed, question)
     if path is not None:
         write_json_atomic(path, {"answer": answer, "question": question, "model": fingerprint})
     return answer
@@ -265,13 +287,13 @@ def vqa_shape(mask, image=None, structure=None, model=None, cache_dir=None,
     """The shape word from the VQA model's answer (see the module docstring)."""
     if unmatched not in UNMATCHED:
         raise ValueError(f"unmatched={unmatched!r}; expected one of {list(UNMATCHED)}")
-    resolve_model(model)  # a missing model fails before any work
-    answer = vqa_answer(mask, image, structure, model, cache_dir, device)
+    resolved = resolve_model(model)  # a missing model fails before any work; once per mask
+    answer = _vqa_answer(mask, image, structure, resolved, cache_dir, device)
     shape = match_shape(answer)
     if shape is not None:
         return shape
     if unmatched == "geometry" or (unmatched == "keep" and not answer):
-        return shape_of(mask)
+        return shape_of(mask, structure=structure)
     if unmatched == "error":
         raise ValueError(
             f"the VQA model {model!s} answered {answer!r} to {question_for(structure)!r}, "
