@@ -225,9 +225,8 @@ def main(argv=None) -> None:
              f"{cfg.global_batch_size}, {device}" + (", torch.compile" if cfg.compile else ""))
     lines = [f"### {label}", "", f"Machine: {machine()}."]
     if not gpu:
-        lines.append("CPU figures on a small set (tiny model, or paper size with few images); the >= 3x "
-                     "target is for CLIPSeg at paper "
-                     "size on a GPU.")
+        lines.append("CPU figures on a small set (tiny model, or paper size with few images); "
+                     "the >= 3x target is for CLIPSeg at paper size on a GPU.")
     lines += ["", "| input pipeline | precision | epoch s (incl. data) | data s | images/s | "
               "speed-up |", "|---|---|---|---|---|---|"]
     for name, r in rows:
