@@ -293,7 +293,7 @@ def _decode_split(
     progress: bool,
     desc: str,
 ):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     n = len(image_names)
     images = torch.empty((n, size, size), dtype=torch.uint8)
