@@ -101,8 +101,10 @@ def prompt_candidates(task: dict, key: str, where: str | os.PathLike = "task") -
             where, f"unknown prompt key {key!r}; expected one of {(*_prompt_keys(), 'random')}"
         )
     if key not in prompts:
+        note = "; synthetic tasks have no p7: their P6 carries the shape" if key == "p7" else ""
         raise TripletError(
-            where, f"task {task.get('img_name')!r} has no prompt {key!r} (it has {sorted(prompts)})"
+            where,
+            f"task {task.get('img_name')!r} has no prompt {key!r} (it has {sorted(prompts)}){note}",
         )
     value = prompts[key]
     if isinstance(value, str):
