@@ -55,7 +55,7 @@ class UNetSpec:
 
 UNET_SIZES: dict[str, UNetSpec] = {
     "paper": UNetSpec("paper", 256, 256, (1, 1, 2, 2, 4, 4), 2, (32, 16, 8), 64, 128),
-    "tiny": UNetSpec("tiny", 64, 32, (1, 2, 2, 4), 1, (8,), 32, 32, groups=8),
+    "tiny": UNetSpec("tiny", 64, 16, (1, 2, 4, 4), 1, (8,), 32, 16, groups=8),
 }
 
 

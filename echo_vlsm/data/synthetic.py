@@ -1,0 +1,188 @@
+"""Import the study's released synthetic set (SDM-CAMUS, Echo from Noise; Zenodo 7921055).
+
+The release holds one folder per view and phase, each with images and 5-class annotations::
+
+    <root>/<view>/images/<split>/<name>.png          e.g. 2CH_ED/images/training/...
+    <root>/<view>/annotations/<split>/<name>.png     0 outside, 1 LV, 2 tissue, 3 myo, 4 LA
+
+``<view>`` is ``2CH_ED``, ``2CH_ES``, ``4CH_ED`` or ``4CH_ES`` (a suffix such as
+``_augmented`` is allowed); ``<split>`` is ``training`` / ``validation`` (also ``train`` /
+``val``). The release's ``testing`` folders hold copies of the real CAMUS test images (the
+study tests on real data only), not synthetic ones: they are skipped; export the real CAMUS
+test split instead.
+
+Names and records. Echo from Noise names a sample after its source label map and the number
+of the perturbation, e.g. ``patient0051_2CH_ED_training_3.png``; the importer takes the
+patient (``patient\\d+``) from the name, view and phase from the name or else from the
+folder, and the number from a trailing ``_<k>`` (0 when absent). The stem becomes
+``patient0051_2CH_ED_s3`` (as ``synthesize`` names its own samples), ``source_stem``
+``patient0051_2CH_ED``. Sex and age come from the matching real image when a real exported
+dataset is given (``real_dir``), else stay empty; quality is always empty; source size is the
+released image's, spacing unknown.
+
+Labels map to the project's: 0 and 2 (outside, tissue) -> 0; 1 -> 1 (LV); 3 -> 2
+(myocardium); 4 -> 3 (LA). Any other value is refused with an error naming the file.
+
+Examples::
+
+    import_released("data/raw/sdm-camus", "data/camus-synthetic", real_dir="data/camus")
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from echo_vlsm.io import read_png, write_png
+from echo_vlsm.structures import LABELS, STRUCTURES
+
+SPLIT_NAMES = {"training": "train", "train": "train", "validation": "val", "val": "val"}
+SKIPPED_SPLITS = ("testing", "test")
+ALLOWED_VALUES = (0, 1, 2, 3, 4)
+RELEASED_TO_CAMUS = np.array([0, 1, 0, 2, 3], np.uint8)
+_VIEW_RE = re.compile(r"(?:^|_)(2CH|4CH)_(ED|ES)(?:_|$)")
+_PATIENT_RE = re.compile(r"(patient\d+)")
+_K_RE = re.compile(r"_(\d+)$")
+
+
+class ReleasedFormatError(ValueError):
+    """A file of the released set is missing or not as expected; the message names it."""
+
+    def __init__(self, path, problem: str):
+        self.path = Path(path)
+        super().__init__(f"{path}: {problem}")
+
+
+def parse_name(name: str, folder: str, path) -> dict:
+    """patient, view, phase, k of a released sample's file name (folder gives view/phase
+    when the name does not)."""
+    patient = _PATIENT_RE.search(name)
+    if patient is None:
+        raise ReleasedFormatError(
+            path, "cannot find the patient in the name; expected names like "
+            "'patient0051_2CH_ED_training_3.png'"
+        )  # fmt: skip
+    vp = _VIEW_RE.search(name) or _VIEW_RE.search(folder)
+    if vp is None:
+        raise ReleasedFormatError(
+            path, "cannot tell view and phase from the name or the folder; expected a folder "
+            "such as '2CH_ED' or a name containing '_2CH_ED_'"
+        )  # fmt: skip
+    k = _K_RE.search(name)
+    return {"patient": patient.group(1), "view": vp.group(1), "phase": vp.group(2),
+            "k": int(k.group(1)) if k else 0}  # fmt: skip
+
+
+def scan_released(root) -> list[dict]:
+    """Every synthetic sample of a released tree: image and annotation paths, split, parsed
+    name. Raises ``ReleasedFormatError`` on missing annotations or unknown split folders."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder; download the SDM-CAMUS release "
+                                "(Zenodo record 7921055) and unpack it there")  # fmt: skip
+    items = []
+    for view_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        img_root = view_dir / "images"
+        if not img_root.is_dir():
+            continue
+        for split_dir in sorted(p for p in img_root.iterdir() if p.is_dir()):
+            if split_dir.name in SKIPPED_SPLITS:
+                continue
+            if split_dir.name not in SPLIT_NAMES:
+                raise ReleasedFormatError(
+                    split_dir, f"unknown split folder; expected one of {sorted(SPLIT_NAMES)} "
+                    f"(or {list(SKIPPED_SPLITS)}, skipped)"
+                )  # fmt: skip
+            for img in sorted(split_dir.glob("*.png")):
+                ann = view_dir / "annotations" / split_dir.name / img.name
+                if not ann.is_file():
+                    raise ReleasedFormatError(ann, f"missing: the annotation of {img}")
+                info = parse_name(img.stem, view_dir.name, img)
+                items.append({**info, "split": SPLIT_NAMES[split_dir.name],
+                              "image": img, "annotation": ann})  # fmt: skip
+    if not items:
+        raise ReleasedFormatError(
+            root, "holds no released samples; expected <view>/images/<split>/<name>.png "
+            "with <view> like 2CH_ED and <split> training or validation"
+        )  # fmt: skip
+    return items
+
+
+def released_label(annotation: np.ndarray, path) -> np.ndarray:
+    """The project's label map (0..3) from a released 5-class annotation; refuses other values."""
+    values = np.unique(annotation)
+    bad = [int(v) for v in values if int(v) not in ALLOWED_VALUES]
+    if bad:
+        raise ReleasedFormatError(
+            path, f"unexpected label values {bad} (found {values.tolist()}); a released "
+            "annotation holds 0 outside, 1 LV, 2 tissue, 3 myocardium, 4 LA"
+        )  # fmt: skip
+    return RELEASED_TO_CAMUS[annotation]
+
+
+def import_released(src_dir, out_dir, *, real_dir=None, size: int = 512,
+                    progress: bool = True) -> Path:  # fmt: skip
+    """Convert the released SDM-CAMUS tree ``src_dir`` into an exported dataset ``out_dir``
+    (images, labels, masks, ``sdm_maps``, ``records.csv``) at ``size`` px; resumable (done
+    samples are skipped). Returns ``out_dir``."""
+    from echo_vlsm.data.export import read_records, resize_image, resize_label, write_records
+    from echo_vlsm.sdm.labels import resize_map
+
+    out = Path(out_dir)
+    items = scan_released(src_dir)
+    seen: dict[tuple[str, str], Path] = {}
+    for it in items:
+        it["stem"] = f"{it['patient']}_{it['view']}_{it['phase']}_s{it['k']}"
+        it["source_stem"] = f"{it['patient']}_{it['view']}_{it['phase']}"
+        key = (it["split"], it["stem"])
+        if key in seen:
+            raise ReleasedFormatError(it["image"], f"gives the stem {it['stem']} that "
+                                      f"{seen[key]} gives too; names must be unique")  # fmt: skip
+        seen[key] = it["image"]
+    facts = {}
+    if real_dir is not None:
+        real = read_records(real_dir)
+        facts = {r["stem"]: r for r in real.to_dict("records")}
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "records.csv").unlink(missing_ok=True)
+    rows = []
+    for it in tqdm(items, desc="import SDM-CAMUS", unit="img", disable=None if progress else True):
+        split, stem = it["split"], it["stem"]
+        img_out = out / "images" / split / f"{stem}.png"
+        image = annotation = None
+        if not img_out.is_file():
+            image = read_png(it["image"])
+            annotation = read_png(it["annotation"])
+            if image.shape != annotation.shape:
+                raise ReleasedFormatError(it["annotation"], f"shape {annotation.shape} differs "
+                                          f"from its image's {image.shape}")  # fmt: skip
+            label = resize_label(released_label(annotation, it["annotation"]), size)
+            for s in STRUCTURES:
+                write_png(out / "masks" / s / split / f"{stem}.png",
+                          np.where(label == LABELS[s], 255, 0).astype(np.uint8))  # fmt: skip
+            write_png(out / "sdm_maps" / split / f"{stem}.png", resize_map(annotation, size))
+            write_png(out / "labels" / split / f"{stem}.png", label)
+            write_png(img_out, resize_image(image, size))
+        src = facts.get(it["source_stem"], {})
+        h, w = _png_size(it["image"]) if image is None else image.shape
+        rows.append({
+            "stem": stem, "patient": it["patient"], "view": it["view"], "phase": it["phase"],
+            "split": split, "sex": src.get("sex", ""), "age": src.get("age", pd.NA),
+            "quality": "", "source_height": h, "source_width": w,
+            "spacing_y": "", "spacing_x": "", "source_stem": it["source_stem"],
+        })  # fmt: skip
+    write_records(rows, out)
+    return out
+
+
+def _png_size(path: os.PathLike) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.height, im.width
