@@ -70,7 +70,7 @@ def test_v_parameterisation_returns_epsilon():
     class Oracle(torch.nn.Module):
         spec = build_unet("tiny").spec
 
-        def forward(self, x, t, seg, vp=None):
+        def forward(self, x, t, seg, vp=None, cache=None):
             return v
 
     eps = EpsilonModel(Oracle(), "v")(xt, t, None)
@@ -118,6 +118,11 @@ def test_guidance_paths():
         s3 = guided_eps(model, x, t, seg, None, 3.0)
         assert torch.allclose(s3, uncond + 3 * (cond - uncond), atol=1e-4)
         assert not torch.allclose(s3, cond)
+        # the SPADE cache of a sampling run (map-only scale/shift) changes nothing
+        cache = {}
+        for tt in (t, torch.tensor([50, 50])):
+            assert torch.allclose(model(x, tt, seg, None, cache), model(x, tt, seg), atol=1e-5)
+        assert len(cache) > 0
 
 
 def test_sampling_is_seeded_per_image_and_samplers_run():

@@ -248,8 +248,8 @@ class EpsilonModel(torch.nn.Module):
         self.parameterization = parameterization
         self.register_buffer("alphas_cumprod", training_alphas_cumprod(), persistent=False)
 
-    def forward(self, x, t, seg, view_phase=None):
-        out = self.net(x, t, seg, view_phase)
+    def forward(self, x, t, seg, view_phase=None, spade_cache: dict | None = None):
+        out = self.net(x, t, seg, view_phase, spade_cache)
         if self.parameterization == "eps":
             return out
         a = self.alphas_cumprod[t.long()].view(-1, 1, 1, 1).to(out.dtype)
@@ -336,17 +336,28 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x[:, 0].to(torch.uint8).cpu().numpy()
 
 
-def guided_eps(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, seg: torch.Tensor,
-               view_phase: torch.Tensor | None = None, guidance_scale: float = 1.0) -> torch.Tensor:  # fmt: skip
-    """Classifier-free guidance (Ho & Salimans 2022): ``eps_u + s * (eps_c - eps_u)``, where
-    ``eps_u`` sees the all-zero map (and the null view/phase); ``s = 1`` is one plain pass."""
+def guidance_inputs(seg: torch.Tensor, view_phase: torch.Tensor | None, guidance_scale: float):
+    """The map (and view/phase) batch of a guided pass: conditional, then unconditional
+    (all-zero map, null view/phase); unchanged when ``guidance_scale`` is 1."""
     if float(guidance_scale) == 1.0:
-        return model(x, t, seg, view_phase).float()
+        return seg, view_phase
     vp = None
     if view_phase is not None:
         vp = torch.cat([view_phase, torch.full_like(view_phase, NULL_VIEW_PHASE)])
-    eps = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([seg, torch.zeros_like(seg)]),
-                vp).float()  # fmt: skip
+    return torch.cat([seg, torch.zeros_like(seg)]), vp
+
+
+def guided_eps(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, seg: torch.Tensor,
+               view_phase: torch.Tensor | None = None, guidance_scale: float = 1.0,
+               spade_cache: dict | None = None, prepared: bool = False) -> torch.Tensor:  # fmt: skip
+    """Classifier-free guidance (Ho & Salimans 2022): ``eps_u + s * (eps_c - eps_u)``, where
+    ``eps_u`` sees the all-zero map (and the null view/phase); ``s = 1`` is one plain pass.
+    ``prepared``: ``seg``/``view_phase`` already come from ``guidance_inputs``."""
+    if not prepared:
+        seg, view_phase = guidance_inputs(seg, view_phase, guidance_scale)
+    if float(guidance_scale) == 1.0:
+        return model(x, t, seg, view_phase, spade_cache).float()
+    eps = model(torch.cat([x, x]), torch.cat([t, t]), seg, view_phase, spade_cache).float()
     cond, uncond = eps.chunk(2)
     return uncond + guidance_scale * (cond - uncond)
 
@@ -386,13 +397,15 @@ def sample(
         vp = (torch.full((b,), NULL_VIEW_PHASE, dtype=torch.long) if view_phase is None
               else torch.as_tensor(view_phase, dtype=torch.long)).to(device)  # fmt: skip
     memory = torch.channels_last if channels_last else torch.contiguous_format
+    seg, vp = guidance_inputs(seg, vp, guidance_scale)
     seg = seg.contiguous(memory_format=memory)
+    cache: dict = {}  # SPADE scale/shift depend on the map only: computed at the first step
     sched = make_scheduler(sampler, steps)
     for t in tqdm(sched.timesteps, desc=sampler, leave=False, disable=None if progress else True):
         xin = sched.scale_model_input(x, t).contiguous(memory_format=memory)
         tt = torch.full((b,), int(t), device=device, dtype=torch.long)
         with _autocast(device, dtype):
-            eps = guided_eps(model, xin, tt, seg, vp, guidance_scale)
+            eps = guided_eps(model, xin, tt, seg, vp, guidance_scale, cache, prepared=True)
         x = sched.step(eps, t, x, generator=gens if sampler == "ddpm" else None).prev_sample
     return x
 

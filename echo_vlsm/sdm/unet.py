@@ -105,11 +105,24 @@ class SPADEGroupNorm(nn.Module):
         self.gamma = nn.Conv2d(hidden, channels, 3, padding=1)
         self.beta = nn.Conv2d(hidden, channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        if seg.shape[-2:] != x.shape[-2:]:
-            seg = F.interpolate(seg, size=x.shape[-2:], mode="nearest")
+    def modulation(self, seg: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1 + gamma, beta) of a one-hot map at ``size``."""
+        if seg.shape[-2:] != tuple(size):
+            seg = F.interpolate(seg, size=size, mode="nearest")
         feat = self.shared(seg)
-        return self.norm(x) * (1 + self.gamma(feat)) + self.beta(feat)
+        return 1 + self.gamma(feat), self.beta(feat)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor, cache: dict | None = None):
+        """``cache``: a dict kept across calls with the same ``seg`` (the steps of one
+        sampling run): gamma and beta depend on the map only, so they are computed once."""
+        if cache is None:
+            scale, beta = self.modulation(seg, x.shape[-2:])
+        else:
+            key = id(self)
+            if key not in cache:
+                cache[key] = self.modulation(seg, x.shape[-2:])
+            scale, beta = cache[key]
+        return torch.addcmul(beta, self.norm(x), scale)
 
 
 class ResBlock(nn.Module):
@@ -130,13 +143,14 @@ class ResBlock(nn.Module):
         self.conv2 = _zero(nn.Conv2d(cout, cout, 3, padding=1))
         self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
 
-    def _norm(self, norm: nn.Module, x: torch.Tensor, seg: torch.Tensor | None) -> torch.Tensor:
-        return norm(x, seg) if self.spade else norm(x)
+    def _norm(self, norm: nn.Module, x: torch.Tensor, seg, cache) -> torch.Tensor:
+        return norm(x, seg, cache) if self.spade else norm(x)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, seg: torch.Tensor | None):
-        h = self.conv1(F.silu(self._norm(self.norm1, x, seg)))
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, seg: torch.Tensor | None,
+                cache: dict | None = None):  # fmt: skip
+        h = self.conv1(F.silu(self._norm(self.norm1, x, seg, cache)))
         scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
-        h = self._norm(self.norm2, h, seg) * (1 + scale) + shift
+        h = self._norm(self.norm2, h, seg, cache) * (1 + scale) + shift
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
@@ -171,9 +185,11 @@ class _Level(nn.Module):
 class SDMUNet(nn.Module):
     """SPADE-conditioned UNet predicting the noise of ``x_t`` given ``t`` and a label map.
 
-    ``forward(x, t, seg, view_phase=None)``: ``x`` (B, 1, S, S) noisy image, ``t`` (B,)
-    timesteps (0..999), ``seg`` (B, num_classes, H, W) one-hot label map (zeros: no
-    condition), ``view_phase`` (B,) long in 0..3 (4: none) when the spec asks for it.
+    ``forward(x, t, seg, view_phase=None, spade_cache=None)``: ``x`` (B, 1, S, S) noisy
+    image, ``t`` (B,) timesteps (0..999), ``seg`` (B, num_classes, H, W) one-hot label map
+    (zeros: no condition), ``view_phase`` (B,) long in 0..3 (4: none) when the spec asks for
+    it. ``spade_cache``: one dict per sampling run (same ``seg`` at every step) lets the SPADE
+    norms compute their map-only scale and shift once instead of at every step.
     """
 
     def __init__(self, spec: UNetSpec):
@@ -235,6 +251,7 @@ class SDMUNet(nn.Module):
         t: torch.Tensor,
         seg: torch.Tensor,
         view_phase: torch.Tensor | None = None,
+        spade_cache: dict | None = None,
     ) -> torch.Tensor:
         spec = self.spec
         if x.ndim != 4 or x.shape[1] != 1:
@@ -277,11 +294,12 @@ class SDMUNet(nn.Module):
                 h = self.downsample[level](h)
                 hs.append(h)
         s = seg_at(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb, s)), emb, s)
+        c = spade_cache
+        h = self.mid2(self.mid_attn(self.mid1(h, emb, s, c)), emb, s, c)
         for i, lv in enumerate(self.up):
             for block, attn in zip(lv.res, lv.attn):
                 h = torch.cat([h, hs.pop()], dim=1)
-                h = attn(block(h, emb, seg_at(h)))
+                h = attn(block(h, emb, seg_at(h), spade_cache))
             if i < len(self.upsample):
                 h = F.interpolate(h, scale_factor=2, mode="nearest")
                 h = self.upsample[i](h)

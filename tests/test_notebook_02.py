@@ -1,0 +1,31 @@
+"""Notebook 02 under papermill with tiny parameters: train, synthesize, compare, time."""
+
+import pytest
+from sdm_data import write_echo_dataset
+
+from echo_vlsm.data.export import read_records
+
+
+@pytest.mark.notebook
+def test_notebook_02_trains_synthesizes_and_reports(run_notebook, tmp_path, monkeypatch):
+    # one BLAS/OpenMP thread in the kernel (as `make test`): tiny convs on a busy machine
+    # otherwise wait on thread barriers
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    real = write_echo_dataset(tmp_path / "echo", n_patients=3, size=64)
+    out = tmp_path / "echo-synthetic"
+    nb = run_notebook("02_sdm_synthesis.ipynb", {
+        "real_dir": str(real), "out_dir": str(out), "sdm_dir": str(tmp_path / "sdm"),
+        "size": "tiny", "train_steps": 3, "sampling_steps": 2, "n_per_map": 2, "max_maps": 2,
+        "guidance_scale": 1.5, "timing_samplers": ["ddim", "dpm++"],
+    })  # fmt: skip
+    rec = read_records(out)
+    assert len(rec) == 4 and rec["source_stem"].nunique() == 2
+    assert (tmp_path / "sdm" / "model.safetensors").is_file()
+    text = "\n".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+        for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )  # fmt: skip
+    assert "4 synthetic images" in text
+    assert "lv_darker_than_myo" in text and "images_per_s" in text
+    figures = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    assert figures >= 4  # perturbations, loss, real vs synthetic, examples
