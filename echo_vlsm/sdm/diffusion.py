@@ -20,7 +20,7 @@ when training ended, ``summary.json`` with ``"done": true``.
 
 Examples::
 
-    train_sdm("data/phantom", "runs/demo/sdm", SDMConfig(size="tiny", train_steps=300))
+    train_sdm("data/phantom", "runs/demo/sdm", SDMConfig(size="tiny", train_steps=200))
     sdm = load_sdm("runs/demo/sdm")
     images = sdm.sample(maps, sampler="dpm++", steps=20)    # uint8 (B, 64, 64)
 """
@@ -66,7 +66,7 @@ class SDMConfig:
     """
 
     size: str = "tiny"
-    train_steps: int = 300
+    train_steps: int = 200
     batch_size: int = 8
     lr: float = 2e-3
     warmup_steps: int = 20
