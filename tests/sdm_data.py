@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_vlsm.io import write_png
+from echo_vlsm.sdm.labels import sector_mask, to_sdm_map
 
 SPLIT_OF = ("train", "train", "train", "val", "test")
 
@@ -67,4 +68,26 @@ def write_echo_dataset(root: Path, n_patients: int = 5, size: int = 64, seed: in
                     "spacing_y": 0.3, "spacing_x": 0.15,
                 })  # fmt: skip
     write_records(rows, root)
+    return root
+
+
+def write_release_tree(root: Path, size: int = 64) -> Path:
+    """A tree laid out as the released SDM-CAMUS set (Zenodo 7921055): 2CH_ED and 4CH_ES, training and validation, plus a testing
+    folder with real-style 0..3 annotations that must be skipped."""
+    rng = np.random.default_rng(0)
+    samples = [
+        ("2CH_ED", "training", "patient0001_2CH_ED_training_0"),
+        ("2CH_ED", "training", "patient0001_2CH_ED_training_1"),
+        ("2CH_ED", "validation", "patient0003_2CH_ED_validation_4"),
+        ("4CH_ES", "training", "patient0002_4CH_ES_training_2"),
+        ("4CH_ES", "training", "patient0099_7"),  # view/phase from the folder
+    ]
+    for view, split, name in samples:
+        image, label = echo_pair(size, rng)
+        write_png(root / view / "images" / split / f"{name}.png", image)
+        write_png(root / view / "annotations" / split / f"{name}.png",
+                  to_sdm_map(label, sector_mask(image)))  # fmt: skip
+    image, label = echo_pair(size, rng)
+    write_png(root / "2CH_ED" / "images" / "testing" / "patient0001_2CH_ED_testing.png", image)
+    write_png(root / "2CH_ED" / "annotations" / "testing" / "patient0001_2CH_ED_testing.png", label)
     return root

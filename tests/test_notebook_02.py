@@ -1,7 +1,7 @@
 """Notebook 02 under papermill with tiny parameters: train, synthesize, compare, time."""
 
 import pytest
-from sdm_data import write_echo_dataset
+from sdm_data import write_echo_dataset, write_release_tree
 
 from echo_vlsm.data.export import read_records
 
@@ -29,3 +29,19 @@ def test_notebook_02_trains_synthesizes_and_reports(run_notebook, tmp_path, monk
     assert "lv_darker_than_myo" in text and "images_per_s" in text
     figures = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
     assert figures >= 4  # perturbations, loss, real vs synthetic, examples
+
+
+@pytest.mark.notebook
+def test_notebook_02_imports_the_released_set(run_notebook, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    real = write_echo_dataset(tmp_path / "echo", n_patients=3, size=64)
+    src = write_release_tree(tmp_path / "release")
+    out = tmp_path / "camus-synthetic"
+    nb = run_notebook("02_sdm_synthesis.ipynb", {
+        "real_dir": str(real), "out_dir": str(out), "sdm_dir": str(tmp_path / "sdm"),
+        "released_dir": str(src),
+    })  # fmt: skip
+    assert len(read_records(out)) == 5
+    assert not (tmp_path / "sdm").exists()  # nothing trained
+    assert any("lv_darker_than_myo" in str(o.get("data", {}).get("text/plain", ""))
+               for c in nb.cells for o in c.get("outputs", []))  # fmt: skip

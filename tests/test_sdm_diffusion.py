@@ -188,6 +188,17 @@ def test_train_checkpoint_resume_matches_uninterrupted(dataset, data, tmp_path):
     assert imgs.shape == (2, 64, 64) and imgs.dtype == np.uint8
 
 
+def test_view_phase_conditioning_trains_and_samples(dataset, data, tmp_path):
+    cfg = SDMConfig(train_steps=2, batch_size=2, view_phase=True)
+    run = train_sdm(dataset, tmp_path / "vp", cfg, data=data, progress=False)
+    sdm = load_sdm(run)
+    assert sdm.model.net.view_phase is not None
+    maps = data.maps[:1].numpy().repeat(2, 0)
+    a = sdm.sample(maps, steps=2, seeds=[0, 0], view_phase=[0, 3])
+    assert a.shape == (2, 64, 64)
+    assert set(data.view_phase.tolist()) <= {0, 1, 2, 3}
+
+
 def test_load_sdm_and_config_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_sdm(tmp_path)

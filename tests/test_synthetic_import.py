@@ -3,38 +3,15 @@
 import numpy as np
 import pandas as pd
 import pytest
-from sdm_data import echo_pair, write_echo_dataset
+from sdm_data import write_echo_dataset, write_release_tree
 
 from echo_vlsm.data.export import read_records
 from echo_vlsm.data.synthetic import ReleasedFormatError, import_released, parse_name
 from echo_vlsm.io import read_png, write_png
-from echo_vlsm.sdm.labels import sector_mask, to_sdm_map
-
-
-def _write_release(root, size=64):
-    """A released-style tree: 2CH_ED and 4CH_ES, training and validation, plus a testing
-    folder with real-style 0..3 annotations that must be skipped."""
-    rng = np.random.default_rng(0)
-    samples = [
-        ("2CH_ED", "training", "patient0001_2CH_ED_training_0"),
-        ("2CH_ED", "training", "patient0001_2CH_ED_training_1"),
-        ("2CH_ED", "validation", "patient0003_2CH_ED_validation_4"),
-        ("4CH_ES", "training", "patient0002_4CH_ES_training_2"),
-        ("4CH_ES", "training", "patient0099_7"),  # view/phase from the folder
-    ]
-    for view, split, name in samples:
-        image, label = echo_pair(size, rng)
-        write_png(root / view / "images" / split / f"{name}.png", image)
-        write_png(root / view / "annotations" / split / f"{name}.png",
-                  to_sdm_map(label, sector_mask(image)))  # fmt: skip
-    image, label = echo_pair(size, rng)
-    write_png(root / "2CH_ED" / "images" / "testing" / "patient0001_2CH_ED_testing.png", image)
-    write_png(root / "2CH_ED" / "annotations" / "testing" / "patient0001_2CH_ED_testing.png", label)
-    return root
 
 
 def test_import_released_tree(tmp_path):
-    src = _write_release(tmp_path / "release")
+    src = write_release_tree(tmp_path / "release")
     real = write_echo_dataset(tmp_path / "real", n_patients=3, size=64)
     out = import_released(src, tmp_path / "camus-synthetic", real_dir=real, size=128,
                           progress=False)  # fmt: skip
@@ -72,7 +49,7 @@ def test_import_released_tree(tmp_path):
 
 
 def test_unexpected_label_values_are_refused_naming_the_file(tmp_path):
-    src = _write_release(tmp_path / "release")
+    src = write_release_tree(tmp_path / "release")
     bad = src / "2CH_ED" / "annotations" / "training" / "patient0001_2CH_ED_training_1.png"
     arr = read_png(bad)
     arr[0, 0] = 255
@@ -82,11 +59,11 @@ def test_unexpected_label_values_are_refused_naming_the_file(tmp_path):
 
 
 def test_layout_errors(tmp_path):
-    src = _write_release(tmp_path / "release")
+    src = write_release_tree(tmp_path / "release")
     (src / "2CH_ED" / "annotations" / "validation" / "patient0003_2CH_ED_validation_4.png").unlink()
     with pytest.raises(ReleasedFormatError, match="missing: the annotation"):
         import_released(src, tmp_path / "out", progress=False)
-    src2 = _write_release(tmp_path / "release2")
+    src2 = write_release_tree(tmp_path / "release2")
     (src2 / "2CH_ED" / "images" / "holdout").mkdir()
     with pytest.raises(ReleasedFormatError, match="unknown split folder"):
         import_released(src2, tmp_path / "out2", progress=False)
