@@ -218,16 +218,25 @@ def test_histories_summaries_speedups_and_figures(tmp_path, table):
         pd.DataFrame({"epoch": range(1, 11), "val_dice": np.linspace(0.2, 0.9, 10),
                       "train_loss": np.linspace(1, 0.1, 10)}).to_csv(d / "history.csv", index=False)
         (d / "summary.json").write_text(json.dumps({
-            "best_epoch": best, "best_val_dice": 0.9, "seconds_to_best": best * 3.0,
+            "best_epoch": best, "best_val_dice": 0.5 if s == "real" else 0.9,
+            "seconds_to_best": best * 3.0,
             "epochs_run": 10, "seconds_total": 30.0, "done": True}))
     (runs / "steps").mkdir()  # not a run folder: ignored
     sums = A.load_summaries(runs)
     assert len(sums) == 7 and set(sums["done"]) == {True}
-    sp = A.convergence_speedups(sums)
-    assert sp[["model", "encoders", "prompt"]].values.tolist() == [["cris", "trained", "p1"]]
-    assert sp["epoch_speedup"].iloc[0] == 4.0 and sp["time_speedup"].iloc[0] == 4.0
     hist = A.load_histories(runs)
     assert len(hist) == 70 and {"run_id", "model", "val_dice"} <= set(hist.columns)
+    sp = A.convergence_speedups(sums, hist)
+    assert sp[["model", "encoders", "prompt"]].values.tolist() == [["cris", "trained", "p1"]]
+    assert sp["epoch_speedup"].iloc[0] == 4.0 and sp["time_speedup"].iloc[0] == 4.0
+    # real's best val dice 0.5 at epoch 8; synth-pt-real-ft's curve 0.2..0.9 passes 0.5 at 5
+    assert sp["epochs_synth-pt-real-ft_to_match"].iloc[0] == 5
+    assert sp["match_speedup"].iloc[0] == pytest.approx(8 / 5)
+    assert not sp["real_at_cap"].iloc[0]
+    capped = sums.assign(epochs_run=np.where(sums["strategy"] == "real", 8, 10))
+    assert A.convergence_speedups(capped)["real_at_cap"].iloc[0]
+    summary = A.speedup_summary(sp)
+    assert summary.loc[0, ["model", "pairs", "study"]].tolist() == ["cris", 1, 4.55]
 
     figs = tmp_path / "figures"
     df = A.load_metrics(runs)

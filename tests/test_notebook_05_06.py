@@ -79,5 +79,6 @@ def test_notebook_06_dice_difference_plots(run_notebook, tree, tmp_path):
     assert "![Mean dice of each strategy minus real](../fig/strategy_difference.png)" in report
     assert "| CRIS synth-pt-real-ft P2 | CRIS real P2 | greater | 600 | 0.34 | 8.30e-06 |" in report
     # speed-up by construction: best epoch 8 (real) / 2 (synth-pt-real-ft) = 4x
-    assert "| cris | 3 | 4.00 | 4.00 | 4.55 |" in report  # trained p0, p1; frozen p1
+    # model, pairs (trained p0, p1; frozen p1), epoch, match, time speed-ups, at cap, study
+    assert "| cris | 3 | 4.00 | 4.00 | 4.00 | 0 | 4.55 |" in report
     assert "**Demo profile**" in report
