@@ -668,6 +668,7 @@ def status(profile: str | os.PathLike | Profile = "demo",
             try:
                 summary = json.loads((folder / "summary.json").read_text())
                 seconds = summary.get("seconds_total")
+                seconds = round(float(seconds), 1) if seconds is not None else None
                 if summary.get("best_val_dice") is not None:
                     detail = f"best val dice {float(summary['best_val_dice']):.3g}"
             except (ValueError, TypeError):
