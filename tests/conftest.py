@@ -58,3 +58,18 @@ def exported_dataset(phantom_root, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("exported") / "phantom"
     return export_dataset(read_camus(phantom_root), out, size=128, workers=0)
+
+
+@pytest.fixture(scope="module")
+def task_dataset(exported_dataset, tmp_path_factory):
+    """``exported_dataset`` with its task files (``write_tasks``), copied once per test module
+    so the module's caches and task files stay private to it (4 train, 1 val, 1 test
+    patients; 128 px)."""
+    import shutil
+
+    from echo_vlsm.prompts import write_tasks
+
+    root = tmp_path_factory.mktemp("tasks") / "phantom"
+    shutil.copytree(exported_dataset, root)
+    write_tasks(root)
+    return root

@@ -1,19 +1,13 @@
 """Notebook 04 under papermill with tiny parameters: a complete run folder and its figures."""
 
 import json
-import shutil
 
 import pytest
 
 
 @pytest.fixture(scope="module")
-def dataset(exported_dataset, tmp_path_factory):
-    from echo_vlsm.prompts import write_tasks
-
-    root = tmp_path_factory.mktemp("nb04") / "phantom"
-    shutil.copytree(exported_dataset, root)
-    write_tasks(root)
-    return root
+def dataset(task_dataset):
+    return task_dataset
 
 
 @pytest.mark.notebook

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -13,13 +12,8 @@ from echo_vlsm.train import is_complete
 
 
 @pytest.fixture(scope="module")
-def dataset(exported_dataset, tmp_path_factory):
-    from echo_vlsm.prompts import write_tasks
-
-    root = tmp_path_factory.mktemp("ddp") / "phantom"
-    shutil.copytree(exported_dataset, root)
-    write_tasks(root)
-    return root
+def dataset(task_dataset):
+    return task_dataset
 
 
 def test_two_processes_write_one_complete_run(dataset, tmp_path):

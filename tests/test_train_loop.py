@@ -2,7 +2,6 @@
 folders, exact resume, the strategies' data and starting weights, errors."""
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -19,15 +18,8 @@ METRICS = ["model", "strategy", "encoders", "prompt", "sample", "structure", "vi
 
 
 @pytest.fixture(scope="module")
-def dataset(exported_dataset, tmp_path_factory):
-    """The exported 6-patient phantom (4 train, 1 val, 1 test patients; 128 px) with its
-    task files, copied so the cache and task files stay private to this module."""
-    from echo_vlsm.prompts import write_tasks
-
-    root = tmp_path_factory.mktemp("train") / "phantom"
-    shutil.copytree(exported_dataset, root)
-    write_tasks(root)
-    return root
+def dataset(task_dataset):
+    return task_dataset
 
 
 def config(dataset, runs_root, **changes):

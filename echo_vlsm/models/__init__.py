@@ -12,9 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-MODELS = ("clipseg", "cris")
-SIZES = ("paper", "tiny")
-ENCODERS = ("trained", "frozen")
+from echo_vlsm.grid import ENCODERS, MODELS, SIZES
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from echo_vlsm.grid import PROMPT_KEYS, SYNTHETIC_PROMPT_KEYS
 from echo_vlsm.structures import PHASES, QUALITIES, STRUCTURE_NAMES, STRUCTURES, VIEWS
 
-PROMPT_KEYS: tuple[str, ...] = ("p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7")
 KINDS: tuple[str, ...] = ("camus", "synthetic")
 SEXES: tuple[str, ...] = ("M", "F")
 
@@ -115,7 +115,7 @@ def required_attributes(key: str, kind: str = "camus") -> tuple[str, ...]:
 def prompt_keys(kind: str = "camus") -> tuple[str, ...]:
     """The prompt keys of a kind: ``p0``..``p7`` (camus) or ``p0``..``p6`` (synthetic)."""
     _check_kind(kind)
-    return PROMPT_KEYS if kind == "camus" else PROMPT_KEYS[:-1]
+    return PROMPT_KEYS if kind == "camus" else SYNTHETIC_PROMPT_KEYS
 
 
 def _check_kind(kind: str) -> None:

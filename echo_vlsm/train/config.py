@@ -19,40 +19,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from echo_vlsm.device import PRECISIONS
+from echo_vlsm.grid import (
+    ENCODERS,
+    MODELS,
+    PROMPT_KEYS,
+    RANDOM_PROMPT,
+    SIZES,
+    STRATEGIES,
+    Run,
+    check_choice,
+    pretrain_source,
+    run_id,
+)
 from echo_vlsm.paths import resolve
 
-MODELS = ("clipseg", "cris")
-SIZES = ("paper", "tiny")
-ENCODERS = ("trained", "frozen")
-STRATEGIES = ("real", "synthetic", "synth-pt-real-ft", "zeroshot")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+__all__ = ["DEFAULT_BATCH", "DEFAULT_LR", "ENCODERS", "MODELS", "PRECISIONS", "RUNTIME_FIELDS",
+           "SIZES", "STRATEGIES", "TrainConfig", "prompt_keys", "result_fields", "run_id"]
 #: The study's learning rates (AdamW) and batch sizes per model.
 DEFAULT_LR = {"clipseg": 2e-3, "cris": 2e-5}
 DEFAULT_BATCH = {"clipseg": 128, "cris": 32}
 
 
 def prompt_keys() -> tuple[str, ...]:
-    """The prompt keys a run may use: ``p0``..``p7`` (``echo_vlsm.prompts.PROMPT_KEYS``)
-    and ``random`` (a random one of them per sample)."""
-    from echo_vlsm.prompts import PROMPT_KEYS
+    """The prompt keys a run may use: ``p0``..``p7`` and ``random`` (a random one of them
+    per sample)."""
+    return (*PROMPT_KEYS, RANDOM_PROMPT)
 
-    return (*PROMPT_KEYS, "random")
-
-
-def run_id(model: str, strategy: str, encoders: str, prompt: str) -> str:
-    """The name of a run: ``<model>_<strategy>_<encoders>_<prompt>``.
-
-    Examples::
-
-        >>> run_id("cris", "synth-pt-real-ft", "frozen", "p3")
-        'cris_synth-pt-real-ft_frozen_p3'
-    """
-    for name, value in (("model", model), ("strategy", strategy), ("encoders", encoders),
-                        ("prompt", prompt)):
-        if not isinstance(value, str) or not value or "_" in value or "/" in value:
-            raise ValueError(f"run_id: {name} must be a non-empty string without '_' or '/', "
-                             f"got {value!r}")
-    return f"{model}_{strategy}_{encoders}_{prompt}"
 
 
 @dataclass(frozen=True)
@@ -123,16 +116,9 @@ class TrainConfig:
     cache_dir: str | None = None
 
     def __post_init__(self):
-        def choice(name, allowed):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"TrainConfig.{name}={value!r}; expected one of {allowed}")
-
-        choice("model", MODELS)
-        choice("size", SIZES)
-        choice("strategy", STRATEGIES)
-        choice("encoders", ENCODERS)
-        choice("precision", PRECISIONS)
+        for name, allowed in (("model", MODELS), ("size", SIZES), ("strategy", STRATEGIES),
+                              ("encoders", ENCODERS), ("precision", PRECISIONS)):
+            check_choice("TrainConfig", name, getattr(self, name), allowed)
         if self.prompt not in prompt_keys():
             raise ValueError(f"TrainConfig.prompt={self.prompt!r}: unknown prompt key; "
                              f"expected one of {prompt_keys()}")
@@ -171,8 +157,13 @@ class TrainConfig:
 
     # -- derived values ---------------------------------------------------------------------
     @property
+    def run(self) -> Run:
+        """The grid cell of this run."""
+        return Run(self.model, self.strategy, self.encoders, self.prompt)
+
+    @property
     def run_id(self) -> str:
-        return run_id(self.model, self.strategy, self.encoders, self.prompt)
+        return self.run.id
 
     @property
     def run_dir(self) -> Path:
@@ -199,10 +190,8 @@ class TrainConfig:
     def pretraining_run(self) -> Path | None:
         """For ``synth-pt-real-ft``: the synthetic run it starts from (P6's for P7: synthetic
         images carry no quality, so their P6 already holds the shape, as in the study)."""
-        if self.strategy != "synth-pt-real-ft":
-            return None
-        prompt = "p6" if self.prompt == "p7" else self.prompt
-        return resolve(self.runs_root) / run_id(self.model, "synthetic", self.encoders, prompt)
+        source = pretrain_source(self.run)
+        return None if source is None else resolve(self.runs_root) / source.id
 
     # -- (de)serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -31,6 +31,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from echo_vlsm.grid import HISTORY_COLUMNS, METRIC_COLUMNS
+from echo_vlsm.grid import run_complete as is_complete
 from echo_vlsm.io import write_json_atomic, write_png, write_text_atomic
 from echo_vlsm.train import distributed as D
 from echo_vlsm.train.checkpoint import (
@@ -50,9 +52,6 @@ from echo_vlsm.train.config import TrainConfig, result_fields
 from echo_vlsm.train.losses import DiceBCELoss
 from echo_vlsm.train.metrics import batch_dice, segmentation_metrics
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "images_per_s")
-METRIC_COLUMNS = ("model", "strategy", "encoders", "prompt", "sample", "structure", "view",
-                  "phase", "dice", "iou", "hd95")
 _EVAL_SEED_OFFSET = 7919  # phrasing draw of validation and test sets (fixed over epochs)
 
 
@@ -69,18 +68,6 @@ class RunResult:
     summary: dict
     history: pd.DataFrame
     metrics: pd.DataFrame
-
-
-def is_complete(run_dir: str | Path) -> bool:
-    """``summary.json`` says done and ``metrics.csv`` exists (the training contract)."""
-    import json
-
-    run_dir = Path(run_dir)
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return bool(summary.get("done")) and (run_dir / "metrics.csv").is_file()
 
 
 def load_run(run_dir: str | Path) -> RunResult:
