@@ -9,7 +9,7 @@ PROFILE ?= demo
 # Two test workers on a 2-core machine; one BLAS thread each to avoid oversubscription.
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test lab lint bench clean install
+.PHONY: demo test test-fast lab lint bench clean install
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,12 +28,19 @@ demo: $(STAMP)
 test: $(STAMP)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## JupyterLab on the notebooks.
+## The fast lane: unit tests and doctests, no notebooks, no multi-process runs, nothing slow.
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS) \
+		-m "not notebook and not ddp and not slow"
+
+## JupyterLab on the notebooks (installs the `lab` extra on first use).
 lab: $(STAMP)
+	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[dev,lab]'
 	$(BIN)/jupyter lab notebooks/
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/python tools/imports.py --check
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sdm.py

@@ -4,7 +4,7 @@
            normalises the image and tokenizes a randomly chosen phrasing, in a ``DataLoader``
            with 4 worker processes; the study's step (fp16 autocast + GradScaler on a GPU,
            eager, AdamW for-each; fp32 on a CPU).
-* project: ``echo_vlsm.data.triplets`` (decoded, resized and tokenized once, cached on disk,
+* project: ``echo_vlsm.train.triplets`` (decoded, resized and tokenized once, cached on disk,
            uint8 tensors on the device, normalised per batch on the device) and the training
            step of ``echo_vlsm.train`` (bf16 where supported, channels_last, fused AdamW on
            CUDA; ``--compile`` adds torch.compile).
@@ -35,10 +35,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._results import machine, update_section  # noqa: E402
-from echo_vlsm.data import triplets as T  # noqa: E402
+from echo_vlsm.device import resolve_device, resolve_precision  # noqa: E402
 from echo_vlsm.io import write_png  # noqa: E402
 from echo_vlsm.train import TrainConfig  # noqa: E402
 from echo_vlsm.train import loop as L  # noqa: E402
+from echo_vlsm.train import triplets as T  # noqa: E402
 from echo_vlsm.train.losses import DiceBCELoss  # noqa: E402
 
 TITLE = ("## One training epoch end to end (`benchmarks/epoch.py`)\n\n"
@@ -143,7 +144,7 @@ def study_epoch(cfg: TrainConfig, root: Path, device, workers: int, warmup: int)
 
 def project_epoch(cfg: TrainConfig, root: Path, device, cache: Path, warmup: int) -> dict:
     model = L.build(cfg, device, pretrained=False)
-    precision = L.resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device)
     params, optimizer, _, scaler = L.make_optimizer(cfg, model, device, precision)
     net = torch.compile(model) if cfg.compile else model
     criterion = DiceBCELoss(cfg.dice_weight, cfg.bce_weight)
@@ -193,7 +194,7 @@ def main(argv=None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = L.D.resolve_device(args.device)
+    device = resolve_device(args.device)
     gpu = device.type == "cuda"
     size = args.size or ("paper" if gpu else "tiny")
     n_images = args.images or (1600 if gpu else 60)

@@ -31,13 +31,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._results import machine, update_section  # noqa: E402
+from echo_vlsm.device import autocast_dtype, resolve_device  # noqa: E402
 from echo_vlsm.sdm.diffusion import (  # noqa: E402
     SDM,
     EpsilonModel,
     SDMConfig,
     TrainingData,
-    autocast_dtype,
-    resolve_device,
+    resolve_sdm_precision,
     train_sdm,
 )
 from echo_vlsm.sdm.synthesize import time_samplers  # noqa: E402
@@ -66,7 +66,7 @@ def sampler_rows(size: str, device: torch.device, images: int) -> list[dict]:
     cfg = SDMConfig(size=size, device=str(device))
     net = build_unet(cfg.spec).to(device).eval().to(memory_format=torch.channels_last)
     sdm = SDM(EpsilonModel(net, cfg.parameterization).to(device).eval(), cfg, device,
-              autocast_dtype("auto", device), True)  # fmt: skip
+              autocast_dtype(resolve_sdm_precision("auto", device)), True)  # fmt: skip
     maps = _maps(images, cfg.spec.image_size)
     sdm.sample(maps, sampler="dpm++", steps=2)  # warm-up
     df = time_samplers(sdm, maps, (("ddpm", 1000), ("ddim", 50), ("dpm++", 20)))
@@ -99,7 +99,7 @@ def training_row(size: str, device: torch.device, batch: int, steps: int, compil
     its = (steps - warm) / secs
     return {"size": size, "batch": batch, "compile": compile, "steps_timed": steps - warm,
             "it_per_s": its, "img_per_s": its * batch,
-            "precision": str(autocast_dtype("auto", device) or "fp32")}  # fmt: skip
+            "precision": str(autocast_dtype(resolve_sdm_precision("auto", device)) or "fp32")}  # fmt: skip
 
 
 def demo_budget(workdir: Path, n_per_map: int = 3) -> dict:

@@ -32,7 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._results import machine, update_section  # noqa: E402
-from echo_vlsm.models import build_model  # noqa: E402
+from echo_vlsm.device import resolve_device  # noqa: E402
+from echo_vlsm.models import SIZES, build_model  # noqa: E402
 from echo_vlsm.train.losses import DiceBCELoss  # noqa: E402
 
 PROMPTS = [
@@ -156,9 +157,9 @@ def _fmt_mem(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def main(argv: list[str] | None = None) -> str:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=("paper", "tiny"), default=None)
+    parser.add_argument("--size", choices=SIZES, default=None)
     parser.add_argument("--quick", action="store_true",
                         help="tiny models, batch 4, 3 steps: runs on a CPU in about a minute")
     parser.add_argument("--batch-clipseg", type=int, default=None)
@@ -170,46 +171,25 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--only", default=None,
                         help="comma-separated subset, e.g. 'cris/trained,clipseg/frozen'")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
-    size = args.size or ("tiny" if args.quick else "paper")
-    batches = {"clipseg": args.batch_clipseg or (4 if args.quick else 128),
-               "cris": args.batch_cris or (4 if args.quick else 32)}
-    steps = args.steps or (3 if args.quick else 20)
-    warmup = args.warmup or (2 if args.quick else 5)
-    compile_model = not args.no_compile
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    configs = CONFIGS
-    if args.only:
-        wanted = {tuple(item.split("/")) for item in args.only.split(",")}
-        configs = tuple(c for c in CONFIGS if c in wanted)
 
-    rows = []
-    for name, encoders in configs:
-        results = {}
-        for recipe in ("study", "project"):
-            results[recipe] = run(name, encoders, recipe, size=size, batch=batches[name],
-                                  steps=steps, warmup=warmup, device=device,
-                                  compile_model=compile_model)
-            _release(device)
-            r = results[recipe]
-            print(f"{name:8s} {encoders:8s} {recipe:8s} {r.images_per_s:9.1f} img/s  "
-                  f"peak {_fmt_mem(r.peak_gib)} GiB", flush=True)
-        speedup = results["project"].images_per_s / results["study"].images_per_s
-        target = TARGETS[name]
-        rows.append(
-            f"| {name} | {encoders} | {batches[name]} | {results['study'].images_per_s:.1f} | "
-            f"{_fmt_mem(results['study'].peak_gib)} | {results['project'].images_per_s:.1f} | "
-            f"{_fmt_mem(results['project'].peak_gib)} | {speedup:.2f}x | "
-            f"{REFERENCE_H200.get((name, encoders), '-')} | >= {target}x"
-            + (" (GPU)" if device.type != "cuda" else (" met" if speedup >= target else " NOT met"))
-            + " |")
+def _row(name: str, encoders: str, batch: int, results: dict[str, Result],
+         device: torch.device) -> str:
+    """The RESULTS.md table row of one configuration (study and project recipes)."""
+    study, project = results["study"], results["project"]
+    speedup = project.images_per_s / study.images_per_s
+    target = TARGETS[name]
+    verdict = " (GPU)" if device.type != "cuda" else (" met" if speedup >= target else " NOT met")
+    return (f"| {name} | {encoders} | {batch} | {study.images_per_s:.1f} | "
+            f"{_fmt_mem(study.peak_gib)} | {project.images_per_s:.1f} | "
+            f"{_fmt_mem(project.peak_gib)} | {speedup:.2f}x | "
+            f"{REFERENCE_H200.get((name, encoders), '-')} | >= {target}x{verdict} |")
 
+
+def _report(rows: list[str], argv: list[str] | None, device: torch.device, size: str,
+            steps: int, warmup: int, compile_model: bool) -> str:
+    """The ``train_step`` section of RESULTS.md."""
     label = "GPU" if device.type == "cuda" else "CPU (not comparable to the GPU targets)"
     md = "\n".join([
         "## train_step",
@@ -233,6 +213,40 @@ def main(argv: list[str] | None = None) -> str:
     if device.type != "cuda":
         md += ("\n\nCPU numbers only check that both recipes run; they were measured on a shared "
                "2-core machine and are noisy. The GPU targets need a GPU run.")
+    return md
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = _parse(argv)
+    device = resolve_device(args.device)
+    size = args.size or ("tiny" if args.quick else "paper")
+    batches = {"clipseg": args.batch_clipseg or (4 if args.quick else 128),
+               "cris": args.batch_cris or (4 if args.quick else 32)}
+    steps = args.steps or (3 if args.quick else 20)
+    warmup = args.warmup or (2 if args.quick else 5)
+    compile_model = not args.no_compile
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    configs = CONFIGS
+    if args.only:
+        wanted = {tuple(item.split("/")) for item in args.only.split(",")}
+        configs = tuple(c for c in CONFIGS if c in wanted)
+
+    rows = []
+    for name, encoders in configs:
+        results = {}
+        for recipe in ("study", "project"):
+            results[recipe] = r = run(name, encoders, recipe, size=size, batch=batches[name],
+                                      steps=steps, warmup=warmup, device=device,
+                                      compile_model=compile_model)
+            _release(device)
+            print(f"{name:8s} {encoders:8s} {recipe:8s} {r.images_per_s:9.1f} img/s  "
+                  f"peak {_fmt_mem(r.peak_gib)} GiB", flush=True)
+        rows.append(_row(name, encoders, batches[name], results, device))
+
+    md = _report(rows, argv, device, size, steps, warmup, compile_model)
     print(md)
     if not args.no_write:
         update_section("train_step", md)

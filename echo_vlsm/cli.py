@@ -1,4 +1,4 @@
-"""The ``echo-vlsm`` command. Subcommands are added by the steps that own them.
+"""The ``echo-vlsm`` command: ``reproduce`` runs a profile's notebooks, ``status`` shows them.
 
     echo-vlsm reproduce --profile demo            # the whole chain, resumable
     echo-vlsm reproduce --profile paper --shard 2/4 --keep-going
@@ -11,12 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from echo_vlsm import __version__
+from echo_vlsm import __version__, pipeline
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from echo_vlsm import pipeline
-
     shard = pipeline.parse_shard(args.shard) if args.shard else None
     stages = args.stage or pipeline.STAGES
     try:
@@ -39,8 +37,6 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     import pandas as pd
-
-    from echo_vlsm import pipeline
 
     try:
         full = pipeline.status(args.profile)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from echo_vlsm.dataset import image_path, label_path, mask_path, write_records
 from echo_vlsm.io import write_png
 from echo_vlsm.sdm.labels import sector_mask, to_sdm_map
 
@@ -45,8 +46,6 @@ def echo_pair(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
 
 def write_echo_dataset(root: Path, n_patients: int = 5, size: int = 64, seed: int = 0) -> Path:
     """A dataset folder with ``n_patients`` x (2CH, 4CH) x (ED, ES) images."""
-    from echo_vlsm.data.export import write_records
-
     rng = np.random.default_rng(seed)
     rows = []
     for p in range(1, n_patients + 1):
@@ -55,10 +54,10 @@ def write_echo_dataset(root: Path, n_patients: int = 5, size: int = 64, seed: in
             for phase in ("ED", "ES"):
                 stem = f"patient{p:04d}_{view}_{phase}"
                 image, label = echo_pair(size, rng)
-                write_png(root / "images" / split / f"{stem}.png", image)
-                write_png(root / "labels" / split / f"{stem}.png", label)
+                write_png(image_path(root, split, stem), image)
+                write_png(label_path(root, split, stem), label)
                 for s, v in (("lv", 1), ("myo", 2), ("la", 3)):
-                    write_png(root / "masks" / s / split / f"{stem}.png",
+                    write_png(mask_path(root, s, split, stem),
                               np.where(label == v, 255, 0).astype(np.uint8))  # fmt: skip
                 rows.append({
                     "stem": stem, "patient": f"patient{p:04d}", "view": view, "phase": phase,

@@ -17,6 +17,7 @@ from camus_trees import (
     write_image,
 )
 
+from echo_vlsm.data import headers
 from echo_vlsm.data.camus import (
     CamusFormatError,
     detect_release,
@@ -422,21 +423,19 @@ def _as_nifti2(nifti1: bytes) -> bytes:
 
 
 def test_nifti1_and_nifti2_headers_read_alike(tmp_path):
-    from echo_vlsm.data import camus
-
     one = tmp_path / "one.nii"
     write_image(one, make_image(3, "2CH", "ES"), spacing_of(3))
     two = tmp_path / "two.nii"
     two.write_bytes(_as_nifti2(one.read_bytes()))
-    h1, h2 = (camus._parse_nifti(p.read_bytes()[:540]) for p in (one, two))
+    h1, h2 = (headers._parse_nifti(p.read_bytes()[:540]) for p in (one, two))
     assert h1.magic_ok and h2.magic_ok and h1.size == h2.size == (30, 40)
     assert (h1.data_end(), h2.data_end()) == (one.stat().st_size, two.stat().st_size)
     assert read_header(two) == read_header(one)
     assert read_header(two) == ((40, 30), pytest.approx(spacing_of(3)))
     two.write_bytes(two.read_bytes()[:-7])
     with pytest.raises(CamusFormatError, match=r"two\.nii: unreadable image: truncated"):
-        camus._check_nifti_data(two, decompress=True)
-    assert camus._parse_nifti(b"\0" * 540) is None
+        headers._check_nifti_data(two, decompress=True)
+    assert headers._parse_nifti(b"\0" * 540) is None
 
 
 @pytest.mark.parametrize("kind", ["2019", "2019-3d", "2023", "2023-nii-3d"])

@@ -19,6 +19,7 @@ from echo_vlsm.data.export import (
     resize_label,
     write_records,
 )
+from echo_vlsm.dataset import image_name, image_path, label_name, label_path, mask_name, mask_path
 from echo_vlsm.io import read_png
 from echo_vlsm.structures import LABELS, STRUCTURES
 
@@ -38,20 +39,20 @@ def test_export_layout_counts_sizes_and_values(tree23, tmp_path):
     assert out == tmp_path / "ds"
     counts = {"train": 8, "val": 4, "test": 4}
     for split, n in counts.items():
-        assert len(list((out / "images" / split).glob("*.png"))) == n
-        assert len(list((out / "labels" / split).glob("*.png"))) == n
+        assert len(list(out.glob(image_name(split, "*")))) == n
+        assert len(list(out.glob(label_name(split, "*")))) == n
         for s in STRUCTURES:
-            assert len(list((out / "masks" / s / split).glob("*.png"))) == n
+            assert len(list(out.glob(mask_name(s, split, "*")))) == n
     assert len(list(out.rglob("*.png"))) == 16 * 5
     for rec in records:
-        image = read_png(out / "images" / rec.split / f"{rec.stem}.png")
-        label = read_png(out / "labels" / rec.split / f"{rec.stem}.png")
+        image = read_png(image_path(out, rec.split, rec.stem))
+        label = read_png(label_path(out, rec.split, rec.stem))
         assert image.shape == label.shape == (64, 64) and image.dtype == np.uint8
         assert set(np.unique(label)) == {0, 1, 2, 3}  # nearest keeps the label set
         src_image, src_label = rec.load()
         np.testing.assert_array_equal(image, resize_image(src_image, 64))
         for s in STRUCTURES:
-            mask = read_png(out / "masks" / s / rec.split / f"{rec.stem}.png")
+            mask = read_png(mask_path(out, s, rec.split, rec.stem))
             assert set(np.unique(mask)) <= {0, 255}
             np.testing.assert_array_equal(mask == 255, label == LABELS[s])
         # the label bands of the source (rows 10-19 LV, ...) land at the scaled rows
@@ -74,8 +75,8 @@ def test_export_2019_keeps_repeated_stems_apart(tmp_path):
     assert len(table) == 12
     both = table[table.stem == "patient0001_2CH_ED"]
     assert sorted(both.split) == ["test", "val"]
-    val = read_png(out / "images/val/patient0001_2CH_ED.png")
-    test = read_png(out / "images/test/patient0001_2CH_ED.png")
+    val = read_png(image_path(out, "val", "patient0001_2CH_ED"))
+    test = read_png(image_path(out, "test", "patient0001_2CH_ED"))
     assert not np.array_equal(val, test)
 
 
@@ -112,15 +113,15 @@ def test_second_run_skips_and_changed_sources_are_redone(tree23, tmp_path):
     export_dataset(read_camus(tree23), out, size=32, workers=0)
     now = _mtimes(out)
     changed = sorted(p.relative_to(out).as_posix() for p in now if now[p] != first[p])
-    assert changed == sorted(
+    assert changed == sorted(  # the layout spelled out: the contract of a dataset folder
         ["images/train/patient0002_4CH_ED.png", "labels/train/patient0002_4CH_ED.png"]
         + [f"masks/{s}/train/patient0002_4CH_ED.png" for s in STRUCTURES]
     )
-    assert set(np.unique(read_png(out / "masks/lv/train/patient0002_4CH_ED.png"))) == {0}
+    assert set(np.unique(read_png(mask_path(out, "lv", "train", "patient0002_4CH_ED")))) == {0}
 
     # another size redoes everything
     export_dataset(records, out, size=48, workers=0)
-    assert read_png(out / "images/test/patient0004_2CH_ED.png").shape == (48, 48)
+    assert read_png(image_path(out, "test", "patient0004_2CH_ED")).shape == (48, 48)
     assert all(now[p] != t for p, t in _mtimes(out).items())
 
 

@@ -1,52 +1,22 @@
-"""CLIPSeg: contract shapes, equality with transformers' forward when frozen, gradients that
-really reach the encoders when trained, the paper architecture's size, pretrained loading."""
+"""CLIPSeg: equality with transformers' forward when frozen, gradients that really reach the
+encoders when trained (the study's defect), the paper architecture's size, pretrained loading.
+The contract shared with CRIS is tested in test_models_contract.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from model_inputs import model_inputs as _inputs
 
-from echo_vlsm.models import ModelSpec, build_model, model_spec
+from echo_vlsm.models import build_model, encoder_gradient_check
 from echo_vlsm.models.weights import WeightsNotFoundError
-
-PROMPTS = ["Left ventricular cavity of the heart.", "Myocardium in two-chamber view.",
-           "Left atrium cavity in the cardiac ultrasound at end of the systole cycle.", ""]
-
-
-def _inputs(model, batch, side=None, seed=0):
-    side = side or model.spec.image_size
-    g = torch.Generator().manual_seed(seed)
-    pixels = torch.randn(batch, 3, side, side, generator=g)
-    ids, mask = model.tokenize([PROMPTS[i % len(PROMPTS)] for i in range(batch)])
-    return pixels, ids, mask
 
 
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
     return build_model("clipseg", size="tiny")
-
-
-def test_spec():
-    spec = model_spec("clipseg", "paper")
-    assert spec == ModelSpec("clipseg", "paper", 352, (0.485, 0.456, 0.406),
-                             (0.229, 0.224, 0.225), 0.5, 77)
-    assert model_spec("clipseg", "tiny").image_size == 96
-    with pytest.raises(ValueError, match="unknown model"):
-        build_model("unet")
-    with pytest.raises(ValueError, match="encoders"):
-        build_model("clipseg", "tiny", encoders="half")
-
-
-@pytest.mark.parametrize("batch", [1, 4])
-def test_shapes(tiny, batch):
-    pixels, ids, mask = _inputs(tiny, batch)
-    tiny.eval()
-    with torch.no_grad():
-        out = tiny(pixels, ids, mask)
-    assert out.shape == (batch, 1, 96, 96) and out.dtype == torch.float32
-    assert torch.isfinite(out).all()
 
 
 def test_frozen_equals_transformers_forward(tiny):
@@ -84,27 +54,6 @@ def test_trained_encoders_get_gradients(tiny):
     tiny.zero_grad()
     tiny.net(input_ids=ids, pixel_values=pixels, attention_mask=mask).logits.mean().backward()
     assert all(p.grad is None for p in clip.parameters())
-
-
-def test_frozen_encoders_get_no_gradients():
-    model = build_model("clipseg", size="tiny", encoders="frozen").train()
-    assert not any(p.requires_grad for p in model.net.clip.parameters())
-    assert all(p.requires_grad for p in model.net.decoder.parameters())
-    assert not model.net.clip.training and model.net.decoder.training
-    pixels, ids, mask = _inputs(model, 2)
-    model(pixels, ids, mask).mean().backward()
-    assert all(p.grad is None for p in model.net.clip.parameters())
-    assert model.net.decoder.reduces[0].weight.grad.abs().sum() > 0
-    model.set_encoders("trained")
-    assert all(p.requires_grad for p in model.net.clip.parameters())
-
-
-def test_bad_inputs(tiny):
-    pixels, ids, mask = _inputs(tiny, 2)
-    with pytest.raises(ValueError, match="square"):
-        tiny(pixels[..., :88], ids, mask)
-    with pytest.raises(ValueError, match="B = 2"):
-        tiny(pixels, ids[:1], mask[:1])
 
 
 def test_paper_parameter_count():
@@ -195,11 +144,10 @@ def test_local_path_or_hub_id(tmp_path, monkeypatch):
     assert local_path("org/name") == root / "org" / "name"
 
 
-def test_train_mode_batch_of_one(tiny):
-    tiny.train()
-    tiny.zero_grad()
-    pixels, ids, mask = _inputs(tiny, 1)
-    out = tiny(pixels, ids, mask)
-    assert out.shape == (1, 1, 96, 96) and torch.isfinite(out).all()
-    out.square().mean().backward()
-    assert tiny.net.clip.vision_model.embeddings.patch_embedding.weight.grad.abs().sum() > 0
+def test_encoder_gradient_check_shows_the_study_defect():
+    g = encoder_gradient_check("tiny").set_index(["forward", "part"])["with_gradient"]
+    for part in ("vision encoder", "text encoder"):
+        assert g[("transformers forward (the study)", part)] == 0
+        assert g[("echo_vlsm, encoders frozen", part)] == 0
+        assert g[("echo_vlsm, encoders trained", part)] > 0
+    assert g[("transformers forward (the study)", "decoder")] > 0

@@ -1,5 +1,6 @@
-"""CRIS: contract shapes, encoder gradients, frozen encoders, checkpoint loading (CRIS
-DataParallel checkpoints, OpenAI's TorchScript RN50 format), padding mask, paper size."""
+"""CRIS: encoder gradients, checkpoint loading (CRIS DataParallel checkpoints, OpenAI's
+TorchScript RN50 format), padding mask, BatchNorm of a batch of one, paper size. The contract
+shared with CLIPSeg is tested in test_models_contract.py."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from model_inputs import model_inputs as _inputs
 from torch import nn
 
-from echo_vlsm.models import build_model, model_spec
+from echo_vlsm.models import build_model
 from echo_vlsm.models.cris import CONFIGS, CRIS, SpatialAttentionPool, build_clip, sine_positions_2d
 from echo_vlsm.models.weights import (
     StateDictMismatchError,
@@ -21,44 +23,11 @@ from echo_vlsm.models.weights import (
     read_state_dict,
 )
 
-PROMPTS = ["Left ventricular cavity of the heart.", "Myocardium in two-chamber view.",
-           "Left atrium cavity of a seventy-three-year-old male with good image quality.", ""]
-
-
-def _inputs(model, batch, seed=0):
-    side = model.spec.image_size
-    g = torch.Generator().manual_seed(seed)
-    pixels = torch.randn(batch, 3, side, side, generator=g)
-    ids, mask = model.tokenize([PROMPTS[i % len(PROMPTS)] for i in range(batch)])
-    return pixels, ids, mask
-
 
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
     return build_model("cris", size="tiny")
-
-
-def test_spec():
-    spec = model_spec("cris", "paper")
-    assert (spec.image_size, spec.threshold, spec.context_length) == (416, 0.35, 77)
-    assert spec.mean == (0.48145466, 0.4578275, 0.40821073)
-    assert spec.std == (0.26862954, 0.26130258, 0.27577711)
-
-
-@pytest.mark.parametrize("batch", [1, 4])
-def test_shapes(tiny, batch):
-    pixels, ids, mask = _inputs(tiny, batch)
-    tiny.eval()
-    with torch.no_grad():
-        out = tiny(pixels, ids, mask)
-    assert out.shape == (batch, 1, 96, 96) and torch.isfinite(out).all() and out.std() > 0
-    # each sample depends only on itself (the dynamic kernel is per sample)
-    with torch.no_grad():
-        alone = tiny(pixels[-1:], ids[-1:], mask[-1:])
-    assert torch.allclose(out[-1:], alone, atol=1e-5)
-    with pytest.raises(ValueError, match="divisible by 32"):
-        tiny(pixels[..., :80], ids, mask)
 
 
 def test_trained_encoders_get_gradients(tiny):
@@ -72,23 +41,6 @@ def test_trained_encoders_get_gradients(tiny):
     assert clip.token_embedding.weight.grad.abs().sum() > 0
     assert clip.transformer.resblocks[0].attn.in_proj_weight.grad.abs().sum() > 0
     assert tiny.proj.txt.weight.grad.abs().sum() > 0
-
-
-def test_frozen_encoders(tiny):
-    model = build_model("cris", size="tiny", encoders="frozen")
-    model.load_state_dict(tiny.state_dict())
-    model.train()
-    connect = model.backbone.visual.attnpool.connect
-    frozen = [p for n, p in model.backbone.named_parameters() if ".connect." not in n]
-    assert frozen and not any(p.requires_grad for p in frozen)
-    assert all(p.requires_grad for p in connect.parameters())  # not in CLIP's weights
-    assert not model.backbone.visual.bn1.training and connect.training and model.neck.training
-    stats = model.backbone.visual.bn1.running_mean.clone()
-    pixels, ids, mask = _inputs(model, 2)
-    model(pixels, ids, mask).mean().backward()
-    assert all(p.grad is None for p in frozen)
-    assert connect[0].weight.grad.abs().sum() > 0 and model.neck.aggr[0].weight.grad is not None
-    assert torch.equal(stats, model.backbone.visual.bn1.running_mean)  # BN statistics fixed
 
 
 def test_padding_mask_follows_attention_mask(tiny):

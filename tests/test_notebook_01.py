@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from echo_vlsm.data.export import read_records
+from echo_vlsm.dataset import image_path, label_name, mask_path, read_records
 from echo_vlsm.io import read_png
 from echo_vlsm.structures import STRUCTURES
 
@@ -25,11 +25,11 @@ def test_notebook_01_phantom(run_notebook, tmp_path, layout):
     assert set(table["view"]) == {"2CH", "4CH"} and set(table["phase"]) == {"ED", "ES"}
     assert set(table["quality"]) <= {"Good", "Medium", "Poor"}
     for row in table.itertuples():
-        image = read_png(out / "images" / row.split / f"{row.stem}.png")
+        image = read_png(image_path(out, row.split, row.stem))
         assert image.shape == (64, 64)
         for s in STRUCTURES:
-            assert (out / "masks" / s / row.split / f"{row.stem}.png").is_file()
-    assert len(list(out.glob("labels/*/*.png"))) == 12
+            assert mask_path(out, s, row.split, row.stem).is_file()
+    assert len(list(out.glob(label_name("*", "*")))) == 12
     # figures were drawn and the last cell says where things went
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]  # fmt: skip

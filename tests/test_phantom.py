@@ -11,6 +11,10 @@ from scipy import ndimage as ndi
 
 from echo_vlsm.data import phantom as ph
 from echo_vlsm.data.camus import read_camus, read_image, validate
+from echo_vlsm.data.phantom import acoustics as ph_acoustics
+from echo_vlsm.data.phantom import anatomy as ph_anatomy
+from echo_vlsm.data.phantom import patients as ph_patients
+from echo_vlsm.data.phantom import tree as ph_tree
 
 SEED = 0
 PATIENTS = (1, 2, 3, 4)  # several qualities, both sexes, EF from 33 % to 68 %
@@ -112,7 +116,7 @@ def test_systole_smaller_lv_larger_la_and_ef(patients):
 
 
 def test_attributes_and_sizes_are_camus_like():
-    draws = [ph._draw_patient(ph._rng(SEED, k, 0)) for k in range(1, 401)]
+    draws = [ph_patients._draw_patient(ph_patients._rng(SEED, k, 0)) for k in range(1, 401)]
     male = np.mean([d["sex"] == "M" for d in draws])
     ages = np.array([d["age"] for d in draws])
     assert 0.58 < male < 0.74
@@ -122,7 +126,7 @@ def test_attributes_and_sizes_are_camus_like():
         ("Good", "Medium", "Poor"), True
     )
     assert all(0.30 <= d["ef"] <= 0.70 for d in draws)
-    views = [ph._draw_view(ph._rng(SEED, k, 1, 0), "2CH", d) for k, d in enumerate(draws[:100])]
+    views = [ph_patients._draw_view(ph_patients._rng(SEED, k, 1, 0), "2CH", d) for k, d in enumerate(draws[:100])]
     h = np.array([g["height"] for g in views])
     ratio = np.array([g["width"] / g["height"] for g in views])
     sp = np.array([g["spacing"] for g in views])
@@ -142,12 +146,12 @@ def _contrast(image, label):
 def test_quality_degrades_contrast():
     """Same anatomy and random stream, three qualities: clutter, dropout and noise lower
     the blood-wall contrast from Good to Poor."""
-    p = ph._draw_patient(ph._rng(5, 1, 0))
-    g = ph._draw_view(ph._rng(5, 1, 1, 0), "2CH", p)
-    f = ph._frame_geometry(g, "ED", p["ef"], ph._rng(5, 1, 2, 0, 0))
+    p = ph_patients._draw_patient(ph_patients._rng(5, 1, 0))
+    g = ph_patients._draw_view(ph_patients._rng(5, 1, 1, 0), "2CH", p)
+    f = ph_anatomy._frame_geometry(g, "ED", p["ef"], ph_patients._rng(5, 1, 2, 0, 0))
     contrast = {}
     for q in ("Good", "Medium", "Poor"):
-        image, label, _ = ph._simulate_frame(g, f, "2CH", q, ph._rng(5, 9))
+        image, label, _ = ph_acoustics._simulate_frame(g, f, "2CH", q, ph_patients._rng(5, 9))
         contrast[q] = _contrast(image, label)
     assert contrast["Good"] > contrast["Medium"] > contrast["Poor"] > 0.2
 
@@ -266,17 +270,17 @@ def test_2019_tree_reads_with_the_study_split(tmp_path):
 
 def test_rewrite_resume_and_refusal(tmp_path, monkeypatch):
     # an interrupted call (patient 2 fails) leaves patient 1 complete and resumes from there
-    real_write_one = ph._write_one
+    real_write_one = ph_tree._write_one
 
     def failing(seed, number, folder, layout):
         if number == 2:
             raise KeyboardInterrupt
         return real_write_one(seed, number, folder, layout)
 
-    monkeypatch.setattr(ph, "_write_one", failing)
+    monkeypatch.setattr(ph_tree, "_write_one", failing)
     with pytest.raises(KeyboardInterrupt):
         ph.write_phantom(tmp_path / "p", n_patients=2, seed=SEED, workers=0)
-    monkeypatch.setattr(ph, "_write_one", real_write_one)
+    monkeypatch.setattr(ph_tree, "_write_one", real_write_one)
     assert not (tmp_path / "p" / "phantom.json").exists()
     f1 = tmp_path / "p" / "database_nifti" / "patient0001" / "patient0001_2CH_ED.nii.gz"
     mtime = f1.stat().st_mtime_ns
@@ -351,7 +355,7 @@ def test_another_number_of_patients_gives_the_fresh_tree_2019(tmp_path):
 def test_resizing_a_tree_rewrites_moved_patients_and_split_files(tmp_path, monkeypatch, layout):
     """14 -> 15 -> 14 patients (validation 1 -> 2 -> 1): each result equals a fresh tree;
     no patient sits in two folders, unchanged folders are not rewritten."""
-    monkeypatch.setattr(ph, "simulate_patient", _tiny_patient)
+    monkeypatch.setattr(ph_tree, "simulate_patient", _tiny_patient)
     root = ph.write_phantom(tmp_path / "t", n_patients=14, seed=SEED, layout=layout, workers=0)
     if layout == "2023":
         stable = root / "database_nifti" / "patient0005" / "patient0005_2CH_ED.nii.gz"
@@ -373,7 +377,7 @@ def test_resizing_a_tree_rewrites_moved_patients_and_split_files(tmp_path, monke
 
 
 def test_a_folder_with_a_foreign_or_missing_marker_is_rewritten(tmp_path, monkeypatch):
-    monkeypatch.setattr(ph, "simulate_patient", _tiny_patient)
+    monkeypatch.setattr(ph_tree, "simulate_patient", _tiny_patient)
     root = ph.write_phantom(tmp_path / "t", n_patients=3, seed=SEED, layout="2019", workers=0)
     before = _tree(root)
     (root / "training" / "patient0051" / ph.PATIENT_MARKER).unlink()
@@ -398,19 +402,19 @@ def test_bad_arguments(tmp_path, kwargs, match):
 def test_four_chamber_view_has_right_heart():
     """The 4CH view adds the right ventricle and atrium (blood, unlabelled) on the left of
     the image, beside the septum; the 2CH view has none."""
-    p = ph._draw_patient(ph._rng(SEED, 1, 0))
+    p = ph_patients._draw_patient(ph_patients._rng(SEED, 1, 0))
     for vi, view in enumerate(("2CH", "4CH")):
-        g = ph._draw_view(ph._rng(SEED, 1, 1, vi), view, p)
-        f = ph._frame_geometry(g, "ED", p["ef"], ph._rng(SEED, 1, 2, vi, 0))
+        g = ph_patients._draw_view(ph_patients._rng(SEED, 1, 1, vi), view, p)
+        f = ph_anatomy._frame_geometry(g, "ED", p["ef"], ph_patients._rng(SEED, 1, 2, vi, 0))
         z, x = np.mgrid[0 : g["depth"] : 0.5, -g["depth"] : g["depth"] : 0.5]
-        cls = ph._anatomy(x, z, f, view, echo=True)
-        right = cls == ph._RBLOOD
-        assert np.isin([ph._VALVE], cls).all()
+        cls = ph_anatomy._anatomy(x, z, f, view, echo=True)
+        right = cls == ph_anatomy._RBLOOD
+        assert np.isin([ph_anatomy._VALVE], cls).all()
         if view == "2CH":
             assert not right.any()
         else:
-            assert right.sum() > 0.3 * (cls == ph._LV).sum()
-            assert x[right].mean() < x[cls == ph._LV].mean() - 20
+            assert right.sum() > 0.3 * (cls == ph_anatomy._LV).sum()
+            assert x[right].mean() < x[cls == ph_anatomy._LV].mean() - 20
 
 
 def test_end_diastole_and_end_systole_share_the_acquisition(patients):

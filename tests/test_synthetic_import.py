@@ -6,8 +6,8 @@ import pytest
 from sdm_data import write_echo_dataset, write_release_tree
 
 from echo_vlsm.data.export import read_records
-from echo_vlsm.data.synthetic import ReleasedFormatError, import_released, parse_name
 from echo_vlsm.io import read_png, write_png
+from echo_vlsm.sdm.released import ReleasedFormatError, import_released, parse_name
 
 
 def test_import_released_tree(tmp_path):

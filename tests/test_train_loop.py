@@ -135,9 +135,9 @@ def test_synth_pt_real_ft_starts_from_the_synthetic_run(dataset, tmp_path, monke
     seen = {}
     real_train = L._train
 
-    def spy(config, dist, model, *args, **kwargs):
-        seen["start"] = {k: v.clone() for k, v in model.state_dict().items()}
-        return real_train(config, dist, model, *args, **kwargs)
+    def spy(run, *args, **kwargs):
+        seen["start"] = {k: v.clone() for k, v in run.model.state_dict().items()}
+        return real_train(run, *args, **kwargs)
 
     monkeypatch.setattr(L, "_train", spy)
     res = fit(ft, progress=False)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from echo_vlsm.data import triplets as T
 from echo_vlsm.io import write_png
 from echo_vlsm.models.tokenizer import ClipTokenizer
+from echo_vlsm.train import triplets as T
 
 STRUCTS = ("lv", "myo", "la")
 

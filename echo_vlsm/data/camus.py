@@ -15,7 +15,10 @@ CONTRACT:
 - ``CamusRecord``: one (patient, view, phase) of a tree, metadata read eagerly, pixels lazily.
 - ``read_camus(root, splits=None) -> list[CamusRecord]`` sorted by (patient, view, phase).
 - ``validate(root) -> list[str]``: every problem in the tree, each naming its file.
-- ``CamusFormatError``: raised on bad input, with the file and the problem in its message.
+- ``CamusFormatError``: raised on bad input, with the file and the problem in its message
+  (an ``echo_vlsm.errors.PathError``).
+- ``read_header``/``read_image`` (from ``echo_vlsm.data.headers``): one image file's shape
+  and spacing, or its pixels.
 
 Examples::
 
@@ -26,7 +29,6 @@ Examples::
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -34,7 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_vlsm.structures import MAX_LABEL, PHASES, QUALITIES, SPLITS, VIEWS
+from echo_vlsm.data.headers import CamusFormatError, read_header, read_image
+from echo_vlsm.structures import PHASES, QUALITIES, SPLITS, VIEWS
+
+__all__ = ["CFG_KEYS", "REQUIRED_CFG_KEYS", "SPLIT_FILES_2023", "VAL_PATIENTS_2019",
+           "CamusFormatError", "CamusRecord", "cfg_attributes", "detect_release", "find_root",
+           "normalize_patient", "parse_cfg", "read_camus", "read_header", "read_image",
+           "validate"]
 
 # Keys every Info_<view>.cfg must carry for a record (the rest are read when present).
 REQUIRED_CFG_KEYS: tuple[str, ...] = ("Sex", "Age", "ImageQuality")
@@ -51,18 +59,6 @@ SPLIT_FILES_2023 = {
 }
 _PATIENT_RE = re.compile(r"^patient(\d+)$")
 _SPLIT_ORDER = {s: i for i, s in enumerate(SPLITS)}
-
-
-class CamusFormatError(ValueError):
-    """A CAMUS file is missing, unreadable or inconsistent; the message names the file."""
-
-    def __init__(self, path: str | Path, problem: str):
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
-
-    def __reduce__(self):  # survives pickling across a process pool
-        return (type(self), (str(self.path), self.problem))
 
 
 @dataclass(frozen=True)
@@ -101,307 +97,7 @@ class CamusRecord:
         return image, label
 
 
-# --------------------------------------------------------------------------- files
-
-
-def _sitk():
-    import SimpleITK as sitk
-
-    return sitk
-
-
-def _squeeze_size(path: Path, size: tuple[int, ...]) -> tuple[int, int]:
-    """SimpleITK size (x, y[, z...]) -> (rows, cols); extra axes must be singletons."""
-    if len(size) < 2 or any(s != 1 for s in size[2:]):
-        raise CamusFormatError(
-            path, f"expected a 2-D image (or 3-D with one slice), got size {tuple(size)} (x, y, z)"
-        )
-    return int(size[1]), int(size[0])
-
-
-def _check_meta_data_file(path: Path) -> dict[str, str]:
-    """For a ``.mhd`` header: the data file it names exists and is long enough.
-
-    Returns the header's fields (lower-case keys)."""
-    fields: dict[str, str] = {}
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        raise CamusFormatError(path, f"cannot read MetaImage header ({exc})") from exc
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            fields[key.strip().lower()] = value.strip()
-    data_file = fields.get("elementdatafile")
-    if not data_file:
-        raise CamusFormatError(path, "MetaImage header lacks 'ElementDataFile'")
-    if data_file.upper() == "LOCAL" or "%" in data_file or data_file.upper() == "LIST":
-        return fields
-    raw = path.parent / data_file
-    if not raw.is_file():
-        raise CamusFormatError(raw, f"missing data file named by {path.name}")
-    header_text = fields.get("headersize", "0") or "0"
-    try:
-        header_size = int(header_text)
-        if header_size < -1:
-            raise ValueError
-    except ValueError:
-        raise CamusFormatError(
-            path,
-            f"HeaderSize is {header_text!r}; expected a whole number of bytes >= 0 "
-            "(or -1: the pixels end the data file)",
-        ) from None
-    if fields.get("compresseddata", "false").lower() == "true":
-        return fields
-    try:
-        dims = [int(v) for v in fields["dimsize"].split()]
-        channels = int(fields.get("elementnumberofchannels", "1"))
-        nbytes = _MET_BYTES[fields["elementtype"].upper()]
-    except (KeyError, ValueError):
-        return fields  # SimpleITK will judge the header itself
-    need = math.prod(dims) * channels * nbytes + max(header_size, 0)
-    have = raw.stat().st_size
-    if have < need:
-        raise CamusFormatError(raw, f"truncated data file: {have} bytes, header needs {need}")
-    return fields
-
-
-_MET_BYTES = {
-    "MET_UCHAR": 1,
-    "MET_CHAR": 1,
-    "MET_USHORT": 2,
-    "MET_SHORT": 2,
-    "MET_UINT": 4,
-    "MET_INT": 4,
-    "MET_ULONG": 8,
-    "MET_LONG": 8,
-    "MET_ULONG_LONG": 8,
-    "MET_LONG_LONG": 8,
-    "MET_FLOAT": 4,
-    "MET_DOUBLE": 8,
-}
-
-
-def _check_nifti_data(path: Path, decompress: bool) -> None:
-    """SimpleITK fills a truncated NIfTI with zeros without a word; check the length here.
-
-    ``.nii``: from the file size. ``.nii.gz``: only when ``decompress`` (reads the stream)."""
-    import gzip
-    import zlib
-
-    gz = path.name.lower().endswith(".gz")
-    if gz and not decompress:
-        return
-    try:
-        if gz:
-            with gzip.open(path, "rb") as f:
-                head = f.read(540)
-                have = len(head)
-                while chunk := f.read(1 << 20):
-                    have += len(chunk)
-        else:
-            with open(path, "rb") as f:
-                head = f.read(540)
-            have = path.stat().st_size
-    except (OSError, EOFError, zlib.error) as exc:
-        raise CamusFormatError(path, f"unreadable image ({exc})") from exc
-    header = _parse_nifti(head)  # not NIfTI: SimpleITK then judges the file
-    need = header.data_end() if header is not None else None
-    if need is not None and have < need:
-        raise CamusFormatError(path, f"unreadable image: truncated, {have} bytes of {need}")
-
-
-def _meta_geometry(fields: Mapping[str, str]):
-    """Size and spacing (x, y, ...) from MetaImage fields, as SimpleITK reads them; None when
-    the header is unusual (SimpleITK then reads it)."""
-    try:
-        size = tuple(int(v) for v in fields["dimsize"].split())
-        spacing_text = fields.get("elementspacing") or fields.get("elementsize")
-        spacing = tuple(float(v) for v in spacing_text.split()) if spacing_text else None
-        ndims = int(fields.get("ndims", len(size)))
-        channels = int(fields.get("elementnumberofchannels", "1"))
-    except (KeyError, ValueError):
-        return None
-    spacing = spacing or (1.0,) * len(size)
-    if len(size) != ndims or len(spacing) != ndims or ndims < 2 or channels != 1:
-        return None
-    if fields.get("elementtype", "").upper() not in _MET_BYTES or min(spacing) <= 0:
-        return None
-    return size, spacing
-
-
-_NIFTI_UNIT_SCALE = {1: 1000.0, 2: 1.0, 3: 0.001}  # meter, mm, micron -> mm (as ITK does)
-_NIFTI_SCALAR_TYPES = {2, 4, 8, 16, 64, 256, 512, 768, 1024, 1280}
-
-
-@dataclass(frozen=True)
-class _NiftiHeader:
-    """The fields of a NIfTI-1 or NIfTI-2 header that the reader uses."""
-
-    dim: tuple[int, ...]  # dim[0]: number of axes, then the size of each
-    datatype: int
-    bitpix: int
-    pixdim: tuple[float, ...]  # pixdim[1..]: spacing per axis
-    vox_offset: int  # where the pixels start
-    units: int  # xyzt_units & 7: 1 m, 2 mm, 3 micron
-    magic_ok: bool  # "n+1"/"ni1" (NIfTI-1) or "n+2"/"ni2" (NIfTI-2)
-
-    @property
-    def ndim(self) -> int:
-        return max(0, min(self.dim[0], 7))
-
-    @property
-    def size(self) -> tuple[int, ...]:
-        return tuple(int(v) for v in self.dim[1 : 1 + self.ndim])
-
-    def data_end(self) -> int:
-        """Bytes the file needs: voxel offset + pixel data."""
-        return self.vox_offset + math.prod(self.size) * self.bitpix // 8
-
-
-def _parse_nifti(head: bytes) -> _NiftiHeader | None:
-    """The header of a NIfTI-1 (348 bytes) or NIfTI-2 (540 bytes) file, either byte order,
-    from its first bytes; None when they are not a NIfTI header."""
-    import struct
-
-    for order in "<>":
-        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
-            return _NiftiHeader(
-                dim=struct.unpack(order + "8h", head[40:56]),
-                datatype=struct.unpack(order + "h", head[70:72])[0],
-                bitpix=struct.unpack(order + "h", head[72:74])[0],
-                pixdim=struct.unpack(order + "8f", head[76:108]),
-                vox_offset=int(struct.unpack(order + "f", head[108:112])[0]),
-                units=head[123] & 0x07,
-                magic_ok=head[344:347] in (b"n+1", b"ni1"),
-            )
-        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
-            return _NiftiHeader(
-                dim=struct.unpack(order + "8q", head[16:80]),
-                datatype=struct.unpack(order + "h", head[12:14])[0],
-                bitpix=struct.unpack(order + "h", head[14:16])[0],
-                pixdim=struct.unpack(order + "8d", head[104:168]),
-                vox_offset=int(struct.unpack(order + "q", head[168:176])[0]),
-                units=struct.unpack(order + "i", head[500:504])[0] & 0x07,
-                magic_ok=head[4:7] in (b"n+2", b"ni2"),
-            )
-    return None
-
-
-def _nifti_geometry(head: bytes):
-    """Size and spacing (x, y, ...) from a NIfTI-1/-2 header, as SimpleITK reads them; None
-    when the header is unusual (SimpleITK then reads it)."""
-    h = _parse_nifti(head)
-    if h is None or not h.magic_ok:
-        return None
-    ndim = h.dim[0]
-    if not 2 <= ndim <= 7 or h.datatype not in _NIFTI_SCALAR_TYPES:
-        return None
-    size = h.size
-    spacing = tuple(abs(float(v)) for v in h.pixdim[1 : 1 + ndim])
-    if min(size) < 1 or min(spacing[:2]) <= 0 or not all(map(math.isfinite, spacing)):
-        return None
-    scale = _NIFTI_UNIT_SCALE.get(h.units, 1.0)
-    return size, tuple(v * scale for v in spacing)
-
-
-def _read_head(path: Path, n: int = 540) -> bytes:
-    import gzip
-    import zlib
-
-    try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                return f.read(n)
-        with open(path, "rb") as f:
-            return f.read(n)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise CamusFormatError(path, f"unreadable image header ({exc})") from exc
-
-
-def read_header(path: str | Path) -> tuple[tuple[int, int], tuple[float, float]]:
-    """Shape (rows, cols) and spacing (row, col) in mm of an image file, from its header only."""
-    path = Path(path)
-    if not path.is_file():
-        raise CamusFormatError(path, "missing file")
-    geometry = None
-    if path.suffix.lower() == ".mhd":
-        geometry = _meta_geometry(_check_meta_data_file(path))
-    elif path.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_data(path, decompress=False)
-        geometry = _nifti_geometry(_read_head(path))
-    if geometry is not None:  # fast path: 50-100x quicker than SimpleITK's header reading
-        size, spacing = geometry
-        return _squeeze_size(path, size), _row_col_spacing(spacing)
-    sitk = _sitk()
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise CamusFormatError(path, f"unreadable image header ({_short(exc)})") from exc
-    if reader.GetNumberOfComponents() != 1:
-        raise CamusFormatError(
-            path, f"expected one gray channel, got {reader.GetNumberOfComponents()} components"
-        )
-    shape = _squeeze_size(path, reader.GetSize())
-    return shape, _row_col_spacing(reader.GetSpacing())
-
-
-def read_image(path: str | Path, is_label: bool = False) -> tuple[np.ndarray, tuple[float, float]]:
-    """Read a 2-D CAMUS image or label map as (H, W) uint8 and its (row, col) spacing in mm.
-
-    Images may be stored as 2-D or as 3-D with one slice. Integer pixels outside 0..255 (or,
-    for a label map, outside 0..3) raise ``CamusFormatError`` naming the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CamusFormatError(path, "missing file")
-    if path.suffix.lower() == ".mhd":
-        _check_meta_data_file(path)
-    elif path.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_data(path, decompress=True)
-    sitk = _sitk()
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise CamusFormatError(path, f"unreadable image ({_short(exc)})") from exc
-    if img.GetNumberOfComponentsPerPixel() != 1:
-        raise CamusFormatError(
-            path, f"expected one gray channel, got {img.GetNumberOfComponentsPerPixel()}"
-        )
-    rows, cols = _squeeze_size(path, img.GetSize())
-    spacing = img.GetSpacing()
-    array = sitk.GetArrayViewFromImage(img).reshape(rows, cols)
-    array = _to_uint8(path, array, is_label)
-    return array, _row_col_spacing(spacing)
-
-
-def _row_col_spacing(spacing_xy) -> tuple[float, float]:
-    """SimpleITK (x, y, ...) spacing -> (row, col); 7 significant digits drop float32 noise
-    of NIfTI headers (0.31000000238 -> 0.31)."""
-    return (float(f"{spacing_xy[1]:.7g}"), float(f"{spacing_xy[0]:.7g}"))
-
-
-def _to_uint8(path: Path, array: np.ndarray, is_label: bool) -> np.ndarray:
-    hi = MAX_LABEL if is_label else 255
-    what = "label values" if is_label else "pixel values"
-    if array.dtype == np.uint8 and not is_label:
-        return array.copy()
-    if array.dtype.kind == "f":
-        finite = np.isfinite(array)
-        if not finite.all() or not np.array_equal(array, np.round(array)):
-            raise CamusFormatError(
-                path, f"{what} must be whole numbers in 0..{hi}; got non-integer floats"
-            )
-    elif array.dtype.kind not in "iub":
-        raise CamusFormatError(path, f"unsupported pixel type {array.dtype}")
-    values = np.unique(array) if is_label else np.array([array.min(), array.max()])
-    bad = values[(values < 0) | (values > hi)]
-    if bad.size:
-        shown = ", ".join(str(int(v)) for v in bad[:10]) + (" ..." if bad.size > 10 else "")
-        raise CamusFormatError(path, f"{what} outside 0..{hi}: {shown}")
-    return array.astype(np.uint8)
+# --------------------------------------------------------------------------- image pairs
 
 
 def _check_pair(image_path, label_path, image_shape, label_shape, image_spacing, label_spacing):
@@ -421,12 +117,6 @@ def _check_pair(image_path, label_path, image_shape, label_shape, image_spacing,
 
 def _fmt_spacing(s) -> str:
     return "(" + ", ".join(f"{v:.6g}" for v in s) + ")"
-
-
-def _short(exc: Exception) -> str:
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    text = lines[-1] if lines else type(exc).__name__
-    return text[:200]
 
 
 # --------------------------------------------------------------------------- Info cfg

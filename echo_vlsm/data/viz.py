@@ -15,9 +15,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
+from echo_vlsm.dataset import image_path, images_dir, label_path
+from echo_vlsm.io import read_png
 from echo_vlsm.structures import LABELS, PHASES, QUALITIES, SPLITS, STRUCTURES, VIEWS
 
 COLORS: dict[str, tuple[int, int, int]] = {"lv": (230, 60, 60), "myo": (60, 200, 90),
@@ -28,8 +31,6 @@ def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.35,
             outline: bool = True) -> np.ndarray:  # fmt: skip
     """An (H, W, 3) uint8 picture of a gray image with its label map blended in (``alpha``)
     and each structure's border drawn in full colour."""
-    import cv2
-
     image, label = np.asarray(image), np.asarray(label)
     if image.shape != label.shape:
         raise ValueError(f"image {image.shape} and label {label.shape} differ in shape")
@@ -124,17 +125,15 @@ def show_exported(dataset_dir: str | os.PathLike, split: str = "train", n: int =
     the PNG files (what training will see)."""
     import matplotlib.pyplot as plt
 
-    from echo_vlsm.io import read_png
-
     root = Path(dataset_dir)
-    stems = sorted(p.stem for p in (root / "images" / split).glob("*.png"))
+    stems = sorted(p.stem for p in images_dir(root, split).glob("*.png"))
     if not stems:
-        raise FileNotFoundError(f"{root / 'images' / split}: no exported images")
+        raise FileNotFoundError(f"{images_dir(root, split)}: no exported images")
     picks = [stems[int(i)] for i in np.linspace(0, len(stems) - 1, min(n, len(stems)))]
     fig, axes = plt.subplots(1, len(picks), squeeze=False, figsize=(size * len(picks), size))
     for ax, stem in zip(axes[0], picks):
-        image = read_png(root / "images" / split / f"{stem}.png")
-        label = read_png(root / "labels" / split / f"{stem}.png")
+        image = read_png(image_path(root, split, stem))
+        label = read_png(label_path(root, split, stem))
         ax.imshow(overlay(image, label))
         ax.set_title(f"{stem}\n{image.shape[0]} x {image.shape[1]}", fontsize=8)
         ax.axis("off")

@@ -2,43 +2,39 @@
 
 ``build_model(name, size, pretrained, encoders)`` reaches both; every model is called as
 ``model(pixel_values, input_ids, attention_mask) -> logits (B, 1, H, W)`` and carries a
-``.spec`` (input size, normalisation, threshold) and ``.tokenize(texts)``.
-Where pretrained weights go: ``docs/weights.md``.
+``.spec`` (input size, normalisation, threshold) and ``.tokenize(texts)``: the contract of
+:class:`~echo_vlsm.models.base.SegmentationModel`. Where pretrained weights go:
+``docs/weights.md``.
+
+Modules: ``base`` (``ModelSpec``, the shared contract), ``clipseg`` and ``cris`` (one model
+each, whole), ``tokenizer`` (CLIP's BPE), ``weights`` (reading foreign checkpoints),
+``checks`` (``encoder_gradient_check``, the study's CLIPSeg defect shown).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from echo_vlsm.grid import ENCODERS, MODELS, SIZES
+from echo_vlsm.models.base import ModelSpec, SegmentationModel, check_model
+from echo_vlsm.models.checks import encoder_gradient_check
+from echo_vlsm.models.clipseg import build_clipseg, clipseg_spec
+from echo_vlsm.models.cris import build_cris, cris_spec
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a model expects: square input side in pixels, per-channel normalisation of
-    ``[0, 1]`` images, the threshold on ``sigmoid(logits)``, and the text context length."""
-
-    name: str
-    size: str
-    image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    threshold: float
-    context_length: int = 77
+_SPECS = {"clipseg": clipseg_spec, "cris": cris_spec}
+_BUILDERS = {"clipseg": build_clipseg, "cris": build_cris}
 
 
 def model_spec(name: str, size: str = "paper") -> ModelSpec:
-    """The spec of a model without building it."""
-    _check(name, size, "trained")
-    if name == "clipseg":
-        from echo_vlsm.models.clipseg import clipseg_spec
+    """The spec of a model without building it.
 
-        return clipseg_spec(size)
-    from echo_vlsm.models.cris import cris_spec
+    Examples::
 
-    return cris_spec(size)
+        >>> model_spec("cris", "tiny").image_size
+        96
+    """
+    check_model(name, size, "trained")
+    return _SPECS[name](size)
 
 
 def build_model(name: str, size: str = "paper", pretrained=None, encoders: str = "trained",
@@ -59,23 +55,9 @@ def build_model(name: str, size: str = "paper", pretrained=None, encoders: str =
         >>> model(torch.zeros(1, 3, s, s), ids, mask).shape == (1, 1, s, s)
         True
     """
-    _check(name, size, encoders)
-    if name == "clipseg":
-        from echo_vlsm.models.clipseg import build_clipseg
-
-        return build_clipseg(size, pretrained=pretrained, encoders=encoders, **kwargs)
-    from echo_vlsm.models.cris import build_cris
-
-    return build_cris(size, pretrained=pretrained, encoders=encoders, **kwargs)
+    check_model(name, size, encoders)
+    return _BUILDERS[name](size, pretrained=pretrained, encoders=encoders, **kwargs)
 
 
-def _check(name: str, size: str, encoders: str) -> None:
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; expected one of {MODELS}")
-    if size not in SIZES:
-        raise ValueError(f"unknown size {size!r} for {name}; expected one of {SIZES}")
-    if encoders not in ENCODERS:
-        raise ValueError(f"encoders must be one of {ENCODERS}, got {encoders!r}")
-
-
-__all__ = ["ENCODERS", "MODELS", "SIZES", "ModelSpec", "build_model", "model_spec"]
+__all__ = ["ENCODERS", "MODELS", "SIZES", "ModelSpec", "SegmentationModel", "build_model",
+           "encoder_gradient_check", "model_spec"]

@@ -13,11 +13,10 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from echo_vlsm.models import ModelSpec
-from echo_vlsm.models.tokenizer import TokenizerMixin
+from echo_vlsm.models.base import ModelSpec, SegmentationModel, check_model
+from echo_vlsm.models.weights import load_clipseg_pretrained
 
 HUB_ID = "CIDAS/clipseg-rd64-refined"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -73,7 +72,7 @@ def clipseg_config(size: str):
     return CLIPSegConfig(**CONFIGS[size]["config"])
 
 
-class CLIPSeg(TokenizerMixin, nn.Module):
+class CLIPSeg(SegmentationModel):
     """CLIPSeg with a forward that lets gradients reach the CLIP encoders.
 
     Args:
@@ -89,52 +88,29 @@ class CLIPSeg(TokenizerMixin, nn.Module):
     bicubically when the side differs from the CLIP config's (224 for ViT-B/16 at 352 px).
     The vision encoder runs only up to the deepest extracted layer (as the original CLIPSeg
     does): later layers do not influence the segmentation. ``tokenize(texts)`` gives the CLIP
-    tokenizer's ``(input_ids, attention_mask)``.
+    tokenizer's ``(input_ids, attention_mask)``. The contract (input checks, frozen encoders,
+    upsampling) is :class:`~echo_vlsm.models.base.SegmentationModel`'s.
     """
 
     def __init__(self, net: nn.Module, spec: ModelSpec, encoders: str = "trained"):
-        super().__init__()
+        super().__init__(spec)
         self.net = net
-        self.spec = spec
         self.extract_layers = tuple(int(i) for i in net.config.extract_layers)
         self.patch_size = int(net.config.vision_config.patch_size)
-        self.encoders = "trained"
         self.set_encoders(encoders)
 
-    # -- encoders ---------------------------------------------------------------------------
+    # -- the contract's hooks ---------------------------------------------------------------
     def encoder_modules(self) -> list[nn.Module]:
         """The CLIP parts (vision and text towers with their projections)."""
         return [self.net.clip]
 
-    def set_encoders(self, encoders: str) -> None:
-        """Freeze (``"frozen"``) or unfreeze (``"trained"``) the CLIP encoders."""
-        if encoders not in ("trained", "frozen"):
-            raise ValueError(f"encoders must be 'trained' or 'frozen', got {encoders!r}")
-        self.encoders = encoders
-        for module in self.encoder_modules():
-            module.requires_grad_(encoders == "trained")
-        self.train(self.training)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.encoders == "frozen":  # frozen encoders stay in eval mode (dropout, if any, off)
-            for module in self.encoder_modules():
-                module.eval()
-        return self
+    def side_requirement(self, height: int, width: int) -> str | None:
+        """Square, with a side divisible by the patch size."""
+        if height != width or height % self.patch_size:
+            return f"square images with a side divisible by {self.patch_size}"
+        return None
 
     # -- forward ----------------------------------------------------------------------------
-    def _check(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> None:
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
-            raise ValueError(f"pixel_values must be (B, 3, H, W), got {tuple(pixel_values.shape)}")
-        h, w = pixel_values.shape[-2:]
-        if h != w or h % self.patch_size:
-            raise ValueError(
-                f"CLIPSeg needs square images with a side divisible by {self.patch_size}, got "
-                f"{h}x{w}; resize to {self.spec.image_size}x{self.spec.image_size}")
-        if input_ids.ndim != 2 or input_ids.shape[0] != pixel_values.shape[0]:
-            raise ValueError(f"input_ids must be (B, L) with B = {pixel_values.shape[0]}, "
-                             f"got {tuple(input_ids.shape)}")
-
     def image_activations(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
         """Token activations of the vision encoder after the layers in ``extract_layers``."""
         vision = self.net.clip.vision_model
@@ -152,19 +128,15 @@ class CLIPSeg(TokenizerMixin, nn.Module):
         features = self.net.clip.get_text_features(input_ids, attention_mask=attention_mask)
         return features.pooler_output
 
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+    def segment(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        self._check(pixel_values, input_ids)
+        """Decoder logits ``(B, 1, H / 2, W / 2)`` for patch 8, ``(B, 1, H, W)`` for 16."""
         frozen = self.encoders == "frozen"
         with torch.no_grad() if frozen else contextlib.nullcontext():
             activations = self.image_activations(pixel_values)
             condition = self.text_embedding(input_ids, attention_mask)
         logits = self.net.decoder(activations, condition).logits
-        logits = logits.reshape(pixel_values.shape[0], 1, *logits.shape[-2:])
-        if logits.shape[-2:] != pixel_values.shape[-2:]:
-            logits = F.interpolate(logits, size=pixel_values.shape[-2:], mode="bilinear",
-                                   align_corners=False)
-        return logits
+        return logits.reshape(pixel_values.shape[0], 1, *logits.shape[-2:])
 
 
 def _default_decoder_init(net: nn.Module) -> None:
@@ -203,10 +175,9 @@ def build_clipseg(size: str = "paper", pretrained=None, encoders: str = "trained
     directory saved with ``save_pretrained``."""
     from transformers import CLIPSegForImageSegmentation
 
-    from echo_vlsm.models.weights import load_clipseg_pretrained
-
     if kwargs:
         raise TypeError(f"unexpected arguments for clipseg: {sorted(kwargs)}")
+    check_model("clipseg", size, encoders)
     spec = clipseg_spec(size)
     if pretrained is None or pretrained is False:
         net = CLIPSegForImageSegmentation(clipseg_config(size))

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from echo_vlsm.models import ModelSpec
-from echo_vlsm.models.tokenizer import TokenizerMixin
+from echo_vlsm.models.base import ModelSpec, SegmentationModel, check_model
+from echo_vlsm.models.weights import load_cris_pretrained
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -330,7 +330,7 @@ class Projector(nn.Module):
 
 
 # -- the model -------------------------------------------------------------------------------
-class CRIS(TokenizerMixin, nn.Module):
+class CRIS(SegmentationModel):
     """CRIS R50.
 
     Args:
@@ -345,39 +345,35 @@ class CRIS(TokenizerMixin, nn.Module):
     32. Logits are upsampled bilinearly from 1/4 resolution (the public CRIS evaluation
     upsamples sigmoid outputs bicubically with ``align_corners=True``; see the module
     docstring). ``tokenize(texts)`` gives the CLIP tokenizer's ``(input_ids, attention_mask)``.
+    The contract (input checks, frozen encoders, upsampling) is
+    :class:`~echo_vlsm.models.base.SegmentationModel`'s.
     """
 
     def __init__(self, size: str = "paper", encoders: str = "trained"):
-        super().__init__()
+        super().__init__(cris_spec(size))
         cfg = CONFIGS[size]
         if cfg["text_width"] != cfg["fpn_out"][1]:
             raise ValueError("CRIS needs the text width to equal the decoder width (fpn_out[1])")
-        self.spec = cris_spec(size)
         self.backbone = build_clip(cfg)
         self.neck = FPN(cfg["fpn_in"], cfg["fpn_out"])
         vis_dim = cfg["fpn_out"][1]
         self.decoder = TransformerDecoder(cfg["num_layers"], vis_dim, cfg["num_head"],
                                           cfg["dim_ffn"], cfg["dropout"])
         self.proj = Projector(cfg["embed_dim"], vis_dim // 2, 3)
-        self.encoders = "trained"
         self.set_encoders(encoders)
 
-    # -- encoders ---------------------------------------------------------------------------
-    def set_encoders(self, encoders: str) -> None:
-        """Freeze (``"frozen"``) or unfreeze (``"trained"``) the CLIP encoders."""
-        if encoders not in ("trained", "frozen"):
-            raise ValueError(f"encoders must be 'trained' or 'frozen', got {encoders!r}")
-        self.encoders = encoders
-        self.backbone.requires_grad_(encoders == "trained")
-        self.backbone.visual.attnpool.connect.requires_grad_(True)
-        self.train(self.training)
+    # -- the contract's hooks ---------------------------------------------------------------
+    def encoder_modules(self) -> list[nn.Module]:
+        """The CLIP RN50 image and text encoders."""
+        return [self.backbone]
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.encoders == "frozen":
-            self.backbone.eval()
-            self.backbone.visual.attnpool.connect.train(mode)
-        return self
+    def always_trained_modules(self) -> list[nn.Module]:
+        """The spatial pool's ``connect`` residual: not in CLIP's weights, so it always trains."""
+        return [self.backbone.visual.attnpool.connect]
+
+    def side_requirement(self, height: int, width: int) -> str | None:
+        """H and W multiples of 32 (the C5 stride)."""
+        return "H and W divisible by 32" if height % 32 or width % 32 else None
 
     # -- encoders' forward ------------------------------------------------------------------
     def encode_image(self, pixel_values: torch.Tensor):
@@ -404,26 +400,10 @@ class CRIS(TokenizerMixin, nn.Module):
         state = projection(eot) if isinstance(projection, nn.Linear) else eot @ projection
         return words, state
 
-    def _check(self, pixel_values, input_ids, attention_mask):
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
-            raise ValueError(f"pixel_values must be (B, 3, H, W), got {tuple(pixel_values.shape)}")
-        h, w = pixel_values.shape[-2:]
-        if h % 32 or w % 32:
-            raise ValueError(f"CRIS needs H and W divisible by 32, got {h}x{w}; resize to "
-                             f"{self.spec.image_size}x{self.spec.image_size}")
-        if input_ids.ndim != 2 or input_ids.shape[0] != pixel_values.shape[0]:
-            raise ValueError(f"input_ids must be (B, L) with B = {pixel_values.shape[0]}, "
-                             f"got {tuple(input_ids.shape)}")
-        if input_ids.shape[1] > self.backbone.positional_embedding.shape[0]:
-            raise ValueError(f"input_ids longer than the text context "
-                             f"({self.backbone.positional_embedding.shape[0]})")
-        if attention_mask is not None and attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match "
-                             f"input_ids {tuple(input_ids.shape)}")
-
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+    def segment(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        self._check(pixel_values, input_ids, attention_mask)
+        """Logits ``(B, 1, H / 4, W / 4)``; the padding mask comes from ``attention_mask``, or
+        without one, from the first end-of-text token."""
         if attention_mask is None:  # tokens after the first end-of-text are padding
             attention_mask = (torch.cumsum(input_ids == self.tokenizer.eot_id, dim=1)
                               - (input_ids == self.tokenizer.eot_id).long()) == 0
@@ -432,13 +412,9 @@ class CRIS(TokenizerMixin, nn.Module):
         words, state = self.encode_text(input_ids)
         fq = self.neck(features, state)
         fq = self.decoder(fq, words, pad_mask)
-        logits = self.proj(fq, state)  # 1/4 of the input
-        # bilinear on logits; the public CRIS evaluation: bicubic, align_corners=True, on
-        # sigmoid(logits) (same values only at 1/4 resolution)
-        if logits.shape[-2:] != pixel_values.shape[-2:]:
-            logits = F.interpolate(logits, size=pixel_values.shape[-2:], mode="bilinear",
-                                   align_corners=False)
-        return logits
+        # 1/4 of the input; forward upsamples these logits bilinearly (the public CRIS
+        # evaluation: bicubic, align_corners=True, on sigmoid(logits); same only at 1/4)
+        return self.proj(fq, state)
 
 
 def build_cris(size: str = "paper", pretrained=None, encoders: str = "trained",
@@ -447,8 +423,7 @@ def build_cris(size: str = "paper", pretrained=None, encoders: str = "trained",
     ``$ECHO_VLSM_CRIS_WEIGHTS`` or ``weights/cris/cris_best.pth``), or a path to either a CRIS
     checkpoint (loaded strictly) or CLIP RN50 weights (OpenAI's TorchScript ``RN50.pt`` with
     ``trust=True``, or a plain state dict; loaded into the encoders, the rest random)."""
-    from echo_vlsm.models.weights import load_cris_pretrained
-
+    check_model("cris", size, encoders)
     model = CRIS(size, encoders=encoders)
     if pretrained is not None and pretrained is not False:
         load_cris_pretrained(model, pretrained, trust=trust)

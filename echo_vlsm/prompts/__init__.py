@@ -1,15 +1,19 @@
 """Text prompts P0..P7 of the study and the task files that pair them with images and masks.
 
 - ``Attributes`` / ``make_prompts``: the study's wording (templates.py);
-- ``shape_of``: the shape word of a mask, by geometry or by a VQA model (shape.py, vqa.py);
-- ``write_tasks`` / ``read_tasks`` / ``pick_prompt``: task files per dataset and split (tasks.py).
+- ``shape_of``: the shape word of a mask, by geometry (shape.py) or by a VQA model (vqa.py),
+  chosen in shape_backends.py;
+- ``write_tasks`` / ``read_tasks``: task files per dataset and split; ``prompt_candidates`` /
+  ``pick_prompt``: which texts a prompt key gives for a task, and one drawn (tasks.py).
 """
 
-from echo_vlsm.prompts.shape import SHAPES, shape_measures, shape_of
+from echo_vlsm.prompts.shape import SHAPES, geometric_shape, shape_measures
+from echo_vlsm.prompts.shape_backends import BACKENDS, shape_of
 from echo_vlsm.prompts.tasks import (
     TaskFileError,
     build_tasks,
     pick_prompt,
+    prompt_candidates,
     read_tasks,
     task_path,
     write_tasks,
@@ -26,7 +30,8 @@ from echo_vlsm.prompts.templates import (
 )
 
 __all__ = [
-    "KINDS", "PROMPT_KEYS", "SHAPES", "Attributes", "TaskFileError", "age_words",
-    "build_tasks", "make_prompts", "phrasings_of", "pick_prompt", "prompt_keys", "read_tasks",
-    "required_attributes", "shape_measures", "shape_of", "task_path", "write_tasks",
+    "BACKENDS", "KINDS", "PROMPT_KEYS", "SHAPES", "Attributes", "TaskFileError", "age_words",
+    "build_tasks", "geometric_shape", "make_prompts", "phrasings_of", "pick_prompt",
+    "prompt_candidates", "prompt_keys", "read_tasks", "required_attributes", "shape_measures",
+    "shape_of", "task_path", "write_tasks",
 ]  # fmt: skip

@@ -33,27 +33,27 @@ the cavity, so the word describes the wall's outer shape (phantom: mostly circle
 and triangle, as for the LV cavity and wall together). Other structures are measured as
 they are (their largest component; holes never count, the outer contour is measured).
 
-``shape_of(mask, backend="vqa", ...)`` asks a VQA model instead (``echo_vlsm.prompts.vqa``).
+This module is the geometry only; ``echo_vlsm.prompts.shape_of`` (``shape_backends.py``)
+chooses between it and a VQA model (``echo_vlsm.prompts.vqa``).
 
 Examples::
 
     >>> import cv2, numpy as np
     >>> m = np.zeros((64, 64), np.uint8)
-    >>> shape_of(cv2.circle(m, (32, 32), 20, 255, -1))
+    >>> geometric_shape(cv2.circle(m, (32, 32), 20, 255, -1))
     'circle'
 """
 
 from __future__ import annotations
 
 import math
-import os
 
+import cv2
 import numpy as np
 
 from echo_vlsm.structures import check_structure
 
 SHAPES: tuple[str, ...] = ("circle", "oval", "triangle", "square", "rectangle")
-BACKENDS: tuple[str, ...] = ("geometry", "vqa")
 
 # Family prototypes in (rect_fill, triangle_fill, ellipse_fill).
 _FAMILIES: dict[str, tuple[float, float, float]] = {
@@ -65,7 +65,8 @@ _ASPECT_SPLIT = math.sqrt(2.0)  # between 1:1 and 2:1
 _TARGET_PX = 256  # contour resolution: the short side of the box is upsampled to about this
 
 
-def _as_binary(mask, name: str = "mask") -> np.ndarray:
+def as_binary(mask, name: str = "mask") -> np.ndarray:
+    """A 2-D boolean or numeric mask as booleans (``mask > 0``); errors name ``name``."""
     m = np.asarray(mask)
     if m.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D mask (H, W), got shape {m.shape}")
@@ -80,9 +81,7 @@ def _largest_contour(mask, name: str = "mask", hull: bool = False) -> np.ndarray
     """The largest outer contour of ``mask > 0``, sub-pixel (see the module docstring), in
     units of upsampled pixels; with ``hull`` the contour of the filled convex hull of all
     components (the myocardium's outer outline)."""
-    import cv2
-
-    m = _as_binary(mask, name)
+    m = as_binary(mask, name)
     ys, xs = np.nonzero(m)
     if ys.size == 0:
         raise ValueError(
@@ -107,8 +106,6 @@ def _largest_contour(mask, name: str = "mask", hull: bool = False) -> np.ndarray
 def shape_measures(mask, structure: str | None = None) -> dict[str, float]:
     """Contour measures of the mask's largest component, or for ``structure="myo"`` of its
     filled outer outline (see the module docstring); ``area_px`` counts the mask's pixels."""
-    import cv2
-
     if structure is not None:
         check_structure(structure)
     c = _largest_contour(mask, hull=structure == "myo")
@@ -128,7 +125,7 @@ def shape_measures(mask, structure: str | None = None) -> dict[str, float]:
         return float(a / b) if b > 0 else 0.0
 
     return {
-        "area_px": float(_as_binary(mask).sum()),
+        "area_px": float(as_binary(mask).sum()),
         "circularity": ratio(4 * math.pi * area, perimeter**2),
         "solidity": ratio(area, hull_area),
         "rect_fill": ratio(area, rect_area),
@@ -151,38 +148,7 @@ def classify_measures(measures: dict[str, float]) -> str:
     return "square" if measures["rect_aspect"] < _ASPECT_SPLIT else "rectangle"
 
 
-def shape_of(
-    mask,
-    backend: str = "geometry",
-    *,
-    model: str | os.PathLike | None = None,
-    structure: str | None = None,
-    image=None,
-    cache_dir: str | os.PathLike | bool | None = None,
-    unmatched: str = "keep",
-    device: str | None = None,
-) -> str:
-    """The shape word of a structure's mask (prompt P7; P6 of synthetic images).
-
-    ``backend`` is the choice that ``write_tasks``/``build_tasks`` and notebook 03 call
-    ``shape_backend``: ``"geometry"`` (default) is deterministic, one of ``SHAPES`` from
-    contour measures (the outer outline for ``structure="myo"``, see the module docstring).
-    ``backend="vqa"``: ask the visual-question-answering ``model`` (hub id or local folder)
-    the study's question about ``structure`` (``lv``/``myo``/``la``) with the mask's bounding
-    box drawn in green on ``image``; the answer is mapped to one of ``SHAPES`` (synonyms such
-    as "round" or "elliptical" included). ``unmatched`` says what to do with an answer that
-    names none of them: ``"keep"`` it (lower-cased, as the study kept its VQA answers),
-    fall back to ``"geometry"``, or raise (``"error"``). Answers are cached on disk per
-    (model, question, image, mask) in ``cache_dir`` (default ``~/.cache/echo-vlsm/vqa``;
-    ``False`` disables it). See ``echo_vlsm.prompts.vqa``.
-    """
-    if backend == "geometry":
-        return classify_measures(shape_measures(mask, structure))
-    if backend == "vqa":
-        from echo_vlsm.prompts import vqa
-
-        return vqa.vqa_shape(
-            mask, image=image, structure=structure, model=model, cache_dir=cache_dir,
-            unmatched=unmatched, device=device,
-        )  # fmt: skip
-    raise ValueError(f"unknown shape backend {backend!r}; expected one of {list(BACKENDS)}")
+def geometric_shape(mask, structure: str | None = None) -> str:
+    """The shape word of a mask by geometry: one of ``SHAPES`` from ``shape_measures``
+    (the filled outer outline for ``structure="myo"``, see the module docstring)."""
+    return classify_measures(shape_measures(mask, structure))

@@ -27,34 +27,33 @@ import os
 import random
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
+from echo_vlsm.dataset import RECORDS_FILE, image_name, mask_name, read_records, task_path
+from echo_vlsm.errors import PathError
+from echo_vlsm.grid import PROMPT_KEYS, RANDOM_PROMPT
 from echo_vlsm.io import read_png, write_text_atomic
-from echo_vlsm.prompts.shape import BACKENDS, shape_of
-from echo_vlsm.prompts.templates import KINDS, PROMPT_KEYS, Attributes, make_prompts
-from echo_vlsm.prompts.templates import phrasings_of as _phrasings
+from echo_vlsm.prompts import vqa
+from echo_vlsm.prompts.shape_backends import check_backend, shape_of
+from echo_vlsm.prompts.templates import KINDS, Attributes, make_prompts, phrasings_of
 from echo_vlsm.structures import SPLITS, STRUCTURES
 
-TASKS_DIR = "tasks"
+__all__ = [
+    "ON_EMPTY", "REQUIRED_KEYS", "TaskFileError", "build_tasks", "detect_kind", "dumps_tasks",
+    "pick_prompt", "prompt_candidates", "read_tasks", "task_path", "write_tasks",
+]  # fmt: skip
+
 REQUIRED_KEYS: tuple[str, ...] = ("img_name", "mask_name", "prompts")
 ON_EMPTY: tuple[str, ...] = ("error", "skip")
 
 
-class TaskFileError(ValueError):
+class TaskFileError(PathError):
     """A task file that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path, problem: str):
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
-
-
-def task_path(dataset_dir: str | os.PathLike, split: str) -> Path:
-    """``<dataset>/tasks/<split>.json``."""
-    return Path(dataset_dir) / TASKS_DIR / f"{split}.json"
 
 
 # --------------------------------------------------------------------------- writing
@@ -65,8 +64,6 @@ def _text(value) -> str | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     try:
-        import pandas as pd
-
         if pd.isna(value):
             return None
     except (TypeError, ValueError):
@@ -85,6 +82,25 @@ def detect_kind(records) -> str:
     return "camus"
 
 
+@dataclass
+class _Build:
+    """What building the task entries of one dataset carries from step to step."""
+
+    root: Path
+    kind: str
+    shape_backend: str
+    vqa_model: str | os.PathLike | None
+    cache_dir: str | os.PathLike | bool | None
+    unmatched: str
+    device: str | None
+    on_empty: str
+    skipped: list[str] = field(default_factory=list)  # empty masks left out (on_empty="skip")
+
+    @property
+    def csv(self) -> Path:
+        return self.root / RECORDS_FILE
+
+
 def build_tasks(
     dataset_dir: str | os.PathLike,
     kind: str = "auto",
@@ -98,27 +114,47 @@ def build_tasks(
     device: str | None = None,
 ) -> dict[str, list[dict]]:
     """The task entries of every split of a dataset (``write_tasks`` without writing)."""
-    from echo_vlsm.data.export import read_records
-
     root = Path(dataset_dir)
     records = read_records(root)
-    csv = root / "records.csv"
+    build = _Build(root, _task_kind(kind, records), check_backend(shape_backend, "shape_backend"),
+                   vqa_model, cache_dir, unmatched, device, _check_on_empty(on_empty))
+    if shape_backend == "vqa":
+        vqa.resolve_model(vqa_model)  # fail early on a missing model
+        if cache_dir is None:
+            build.cache_dir = root / ".cache" / "vqa"
+    present = _splits_to_build(records, splits, build.csv)
+    total = sum(int((records["split"] == s).sum()) for s in present) * len(STRUCTURES)
+    bar = tqdm(total=total, desc=f"tasks {root.name}", disable=None, unit="mask")
+    try:
+        out = {split: _split_tasks(build, records, split, bar) for split in present}
+    finally:
+        bar.close()
+    if build.skipped:
+        warnings.warn(
+            f"{root}: left {len(build.skipped)} empty mask(s) out of the task files, "
+            f"e.g. {build.skipped[:3]}",
+            stacklevel=2,
+        )
+    return out
+
+
+def _task_kind(kind: str, records: pd.DataFrame) -> str:
+    """``kind``, or for ``auto`` the kind ``detect_kind`` reads from the records."""
     if kind == "auto":
         kind = detect_kind(records)
     if kind not in KINDS:
         raise ValueError(f"unknown task kind {kind!r}; expected one of {[*KINDS, 'auto']}")
-    if shape_backend not in BACKENDS:
-        raise ValueError(
-            f"unknown shape_backend {shape_backend!r}; expected one of {list(BACKENDS)}"
-        )
+    return kind
+
+
+def _check_on_empty(on_empty: str) -> str:
     if on_empty not in ON_EMPTY:
         raise ValueError(f"on_empty={on_empty!r}; expected one of {list(ON_EMPTY)}")
-    if shape_backend == "vqa":
-        from echo_vlsm.prompts.vqa import resolve_model
+    return on_empty
 
-        resolve_model(vqa_model)  # fail early on a missing model
-        if cache_dir is None:
-            cache_dir = root / ".cache" / "vqa"
+
+def _splits_to_build(records: pd.DataFrame, splits: Sequence[str] | None, csv: Path) -> list[str]:
+    """The splits present in the records (in ``SPLITS`` order), or the asked ones of them."""
     present = [s for s in SPLITS if (records["split"] == s).any()]
     unknown = sorted(set(records["split"]) - set(SPLITS))
     if unknown:
@@ -128,76 +164,84 @@ def build_tasks(
         if bad:
             raise ValueError(f"{csv}: no records for split(s) {bad}; the dataset has {present}")
         present = [s for s in present if s in splits]
+    return present
 
-    out: dict[str, list[dict]] = {}
-    skipped: list[str] = []
-    total = sum(int((records["split"] == s).sum()) for s in present) * len(STRUCTURES)
-    bar = tqdm(total=total, desc=f"tasks {root.name}", disable=None, unit="mask")
-    try:
-        for split in present:
-            rows = records[records["split"] == split].sort_values("stem", kind="stable")
-            entries = []
-            for row in rows.itertuples(index=False):
-                stem = str(row.stem)
-                img_name = f"images/{split}/{stem}.png"
-                image = None
-                for structure in STRUCTURES:
-                    bar.update(1)
-                    mask_name = f"masks/{structure}/{split}/{stem}.png"
-                    mask_path = root / mask_name
-                    if not mask_path.is_file():
-                        raise FileNotFoundError(
-                            f"{mask_path}: mask missing for {stem} ({structure}) listed in "
-                            f"{csv}; export the dataset again (notebook 01)"
-                        )
-                    mask = read_png(mask_path)
-                    if not mask.any():
-                        if on_empty == "skip":
-                            skipped.append(mask_name)
-                            continue
-                        raise ValueError(
-                            f"{mask_path}: empty mask (no {structure} in {stem}); its shape "
-                            "word (P7) is undefined. Pass on_empty='skip' to leave such "
-                            "masks out of the task files"
-                        )
-                    if shape_backend == "vqa":
-                        if image is None:
-                            image = read_png(root / img_name)
-                        shape = shape_of(
-                            mask, "vqa", model=vqa_model, structure=structure, image=image,
-                            cache_dir=cache_dir, unmatched=unmatched, device=device,
-                        )  # fmt: skip
-                    else:
-                        shape = shape_of(mask, structure=structure)
-                    try:
-                        attrs = Attributes(
-                            structure=structure, view=str(row.view), phase=str(row.phase),
-                            sex=_text(row.sex), age=None if _text(row.age) is None
-                            else int(row.age), quality=_text(row.quality), shape=shape,
-                        )  # fmt: skip
-                        prompts = make_prompts(attrs, kind)
-                    except ValueError as exc:
-                        raise ValueError(f"{csv}: record {stem!r}: {exc}") from exc
-                    attributes = {
-                        "stem": stem, "structure": structure, "view": attrs.view,
-                        "phase": attrs.phase, "sex": attrs.sex, "age": attrs.age,
-                        "quality": attrs.quality if kind == "camus" else None,
-                        "shape": attrs.shape,
-                    }  # fmt: skip
-                    entries.append({
-                        "img_name": img_name, "mask_name": mask_name, "structure": structure,
-                        "attributes": attributes, "prompts": prompts,
-                    })  # fmt: skip
-            entries.sort(key=lambda t: (t["img_name"], t["structure"]))
-            out[split] = entries
-    finally:
-        bar.close()
-    if skipped:
-        warnings.warn(
-            f"{root}: left {len(skipped)} empty mask(s) out of the task files, e.g. {skipped[:3]}",
-            stacklevel=2,
+
+def _split_tasks(build: _Build, records: pd.DataFrame, split: str, bar) -> list[dict]:
+    """The entries of one split, sorted by (``img_name``, ``structure``)."""
+    rows = records[records["split"] == split].sort_values("stem", kind="stable")
+    entries = []
+    for row in rows.itertuples(index=False):
+        entries.extend(_image_tasks(build, split, row, bar))
+    entries.sort(key=lambda t: (t["img_name"], t["structure"]))
+    return entries
+
+
+def _image_tasks(build: _Build, split: str, row, bar) -> list[dict]:
+    """The entries of one image: one per structure whose mask is not empty."""
+    stem = str(row.stem)
+    img_name = image_name(split, stem)
+    image = None  # read only for the VQA backend, once per image
+    entries = []
+    for structure in STRUCTURES:
+        bar.update(1)
+        name = mask_name(structure, split, stem)
+        mask = _read_mask(build, name, stem, structure)
+        if mask is None:
+            continue
+        if build.shape_backend == "vqa":
+            if image is None:
+                image = read_png(build.root / img_name)
+            shape = shape_of(
+                mask, "vqa", model=build.vqa_model, structure=structure, image=image,
+                cache_dir=build.cache_dir, unmatched=build.unmatched, device=build.device,
+            )  # fmt: skip
+        else:
+            shape = shape_of(mask, structure=structure)
+        entries.append(_task_entry(build, row, img_name, name, structure, shape))
+    return entries
+
+
+def _read_mask(build: _Build, name: str, stem: str, structure: str) -> np.ndarray | None:
+    """A structure's mask; None for an empty one with ``on_empty="skip"``."""
+    path = build.root / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: mask missing for {stem} ({structure}) listed in {build.csv}; export the "
+            "dataset again (notebook 01)"
         )
-    return out
+    mask = read_png(path)
+    if mask.any():
+        return mask
+    if build.on_empty == "skip":
+        build.skipped.append(name)
+        return None
+    raise ValueError(
+        f"{path}: empty mask (no {structure} in {stem}); its shape word (P7) is undefined. "
+        "Pass on_empty='skip' to leave such masks out of the task files"
+    )
+
+
+def _task_entry(build: _Build, row, img_name: str, name: str, structure: str,
+                shape: str) -> dict:
+    """One task entry: the record's attributes and the prompts made from them."""
+    stem = str(row.stem)
+    try:
+        attrs = Attributes(
+            structure=structure, view=str(row.view), phase=str(row.phase), sex=_text(row.sex),
+            age=None if _text(row.age) is None else int(row.age), quality=_text(row.quality),
+            shape=shape,
+        )  # fmt: skip
+        prompts = make_prompts(attrs, build.kind)
+    except ValueError as exc:
+        raise ValueError(f"{build.csv}: record {stem!r}: {exc}") from exc
+    attributes = {
+        "stem": stem, "structure": structure, "view": attrs.view, "phase": attrs.phase,
+        "sex": attrs.sex, "age": attrs.age,
+        "quality": attrs.quality if build.kind == "camus" else None, "shape": attrs.shape,
+    }  # fmt: skip
+    return {"img_name": img_name, "mask_name": name, "structure": structure,
+            "attributes": attributes, "prompts": prompts}  # fmt: skip
 
 
 def dumps_tasks(tasks: list[dict]) -> str:
@@ -305,6 +349,71 @@ def read_tasks(dataset_dir: str | os.PathLike, split: str | None = None) -> list
 # --------------------------------------------------------------------------- picking
 
 
+def prompt_candidates(task: Mapping, key: str) -> list[str]:
+    """Every text a prompt ``key`` gives for ``task``: the one rule ``pick_prompt`` draws from
+    and the training data (``echo_vlsm.train.triplets``) tokenizes up front.
+
+    ``key``: ``p0``..``p7`` -> that prompt's phrasings (one for P0, the study's two for
+    P1..); ``random`` -> every non-empty phrasing of every prompt of the task; any other text
+    containing a space -> that text itself (a fixed override prompt).
+
+    Raises:
+        ValueError: ``task`` is not a task; ``key`` is unknown or the task lacks it (``p7``
+            of a synthetic task), the message listing the valid keys; a prompt is neither a
+            string nor a list of strings; ``random`` on a task without a non-empty prompt.
+
+    Examples::
+
+        >>> task = {"img_name": "images/train/a.png", "prompts": {"p0": "", "p1": [
+        ...     "Left atrium cavity of the heart.",
+        ...     "Left atrium cavity in the cardiac ultrasound."]}}
+        >>> prompt_candidates(task, "p1")[1]
+        'Left atrium cavity in the cardiac ultrasound.'
+        >>> prompt_candidates(task, "random") == prompt_candidates(task, "p1")  # P0 is empty
+        True
+        >>> prompt_candidates(task, "An echo of the heart.")
+        ['An echo of the heart.']
+    """
+    if not isinstance(task, Mapping) or not isinstance(task.get("prompts"), Mapping):
+        raise ValueError(f"not a task (an object with a 'prompts' object): {task!r:.200}")
+    if not isinstance(key, str):
+        raise ValueError(f"prompt key must be a string, got {type(key).__name__}: {key!r}")
+    prompts = task["prompts"]
+    if key in PROMPT_KEYS and key in prompts:
+        return _phrasings(task, key)
+    if key == RANDOM_PROMPT:
+        options = [t for k in PROMPT_KEYS if k in prompts for t in _phrasings(task, k) if t]
+        if not options:
+            raise ValueError(f"task {task.get('img_name')!r} has no non-empty prompt")
+        return options
+    if " " in key.strip():
+        return [key]
+    raise ValueError(_key_problem(task, key))
+
+
+def _phrasings(task: Mapping, key: str) -> list[str]:
+    value = task["prompts"][key]
+    ok = isinstance(value, str) or (
+        isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value)
+    )
+    if not ok:
+        raise ValueError(f"prompt {key!r} of task {task.get('img_name')!r} must be a string or "
+                         f"a list of strings, got {value!r}")  # fmt: skip
+    return phrasings_of(value)
+
+
+def _key_problem(task: Mapping, key: str) -> str:
+    """Why ``key`` gives no prompt for ``task``, with the keys that would."""
+    have = [k for k in PROMPT_KEYS if k in task["prompts"]]
+    fixed = "or a free text with spaces as a fixed prompt"
+    if key not in PROMPT_KEYS:
+        valid = [*PROMPT_KEYS, RANDOM_PROMPT]
+        return f"unknown prompt key {key!r}; expected one of {valid}, {fixed}"
+    note = "; synthetic tasks have no p7: their P6 carries the shape" if key == "p7" else ""
+    return (f"task {task.get('img_name')!r} has no prompt {key!r} (it has {have}{note}); valid "
+            f"keys for this task: {[*have, RANDOM_PROMPT]}, {fixed}")
+
+
 def _choice(n: int, rng) -> int:
     if n == 1:
         return 0
@@ -322,36 +431,8 @@ def _choice(n: int, rng) -> int:
 def pick_prompt(task: Mapping, key: str, rng=None) -> str:
     """The text prompt of a task for ``key`` (Synthetic Boost: one phrasing drawn at random).
 
-    ``key``: ``p0``..``p7`` -> one of the prompt's phrasings, drawn with ``rng`` (a numpy
-    Generator or a ``random.Random``; ``None`` gives the first phrasing); ``random`` -> any
-    non-empty phrasing of any prompt of the task, uniformly; any other text containing a
-    space -> that text itself (a fixed override prompt). An unknown key, or one the task
-    lacks (``p7`` of a synthetic task), raises a ValueError listing the valid keys.
+    One of ``prompt_candidates(task, key)``, drawn uniformly with ``rng`` (a numpy Generator
+    or a ``random.Random``; ``None`` gives the first one). Errors as ``prompt_candidates``.
     """
-    if not isinstance(task, Mapping) or not isinstance(task.get("prompts"), Mapping):
-        raise ValueError(f"not a task (an object with a 'prompts' object): {task!r:.200}")
-    if not isinstance(key, str):
-        raise ValueError(f"prompt key must be a string, got {type(key).__name__}: {key!r}")
-    prompts = task["prompts"]
-    if key in prompts and key in PROMPT_KEYS:
-        options = _phrasings(prompts[key])
-        return options[_choice(len(options), rng)]
-    if key == "random":
-        options = [t for k in PROMPT_KEYS if k in prompts for t in _phrasings(prompts[k]) if t]
-        if not options:
-            raise ValueError(f"task {task.get('img_name')!r} has no non-empty prompt")
-        return options[_choice(len(options), rng)]
-    if " " in key.strip():
-        return key
-    valid = [k for k in PROMPT_KEYS if k in prompts]
-    note = ""
-    if key in PROMPT_KEYS:
-        note = (" (synthetic tasks have no p7: their P6 carries the shape)"
-                if key == "p7" else "")  # fmt: skip
-        problem = f"task {task.get('img_name')!r} has no prompt {key!r}{note}"
-    else:
-        problem = f"unknown prompt key {key!r}"
-    raise ValueError(
-        f"{problem}; valid keys for this task: {[*valid, 'random']}, or a free text "
-        "with spaces as a fixed prompt"
-    )
+    options = prompt_candidates(task, key)
+    return options[_choice(len(options), rng)]

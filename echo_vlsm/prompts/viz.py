@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 import pandas as pd
 
 from echo_vlsm.prompts.shape import SHAPES
-from echo_vlsm.prompts.templates import PROMPT_KEYS
+from echo_vlsm.prompts.templates import PLACES, PROMPT_KEYS
 from echo_vlsm.prompts.templates import phrasings_of as _phrasings
 from echo_vlsm.structures import STRUCTURES, VIEWS
 
@@ -34,8 +34,6 @@ def _iter_tasks(tasks_by_group: Mapping[str, Sequence[Mapping]]):
 
 def prompt_frame(prompts: Mapping[str, str | Sequence[str]]) -> pd.DataFrame:
     """``make_prompts`` output as a table: rows P0..P7, a column per phrasing."""
-    from echo_vlsm.prompts.templates import PLACES
-
     rows = {}
     for key in PROMPT_KEYS:
         if key in prompts:

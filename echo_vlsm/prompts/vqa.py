@@ -36,10 +36,11 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from echo_vlsm.io import write_json_atomic
-from echo_vlsm.prompts.shape import SHAPES, _as_binary, shape_of
+from echo_vlsm.prompts.shape import SHAPES, as_binary, geometric_shape
 from echo_vlsm.structures import STRUCTURE_NAMES, check_structure
 
 QUESTION = "What is the shape of the {structure} enclosed in the green box?"
@@ -75,8 +76,6 @@ def match_shape(answer: str) -> str | None:
 def draw_box(image, mask, color=GREEN, thickness: int | None = None) -> np.ndarray:
     """An RGB copy of ``image`` (gray (H, W) or RGB (H, W, 3), uint8) with the bounding box of
     ``mask > 0`` drawn around it in green (``thickness`` default: 1 px per 256 px of image)."""
-    import cv2
-
     img = np.asarray(image)
     if img.ndim == 2:
         rgb = np.repeat(img[..., None], 3, axis=2)
@@ -86,7 +85,7 @@ def draw_box(image, mask, color=GREEN, thickness: int | None = None) -> np.ndarr
         raise ValueError(f"image: expected (H, W) gray or (H, W, 3) RGB, got shape {img.shape}")
     if rgb.dtype != np.uint8:
         raise ValueError(f"image: expected uint8 pixels, got {rgb.dtype}")
-    m = _as_binary(mask)
+    m = as_binary(mask)
     if m.shape != rgb.shape[:2]:
         raise ValueError(f"mask is {m.shape} but the image is {rgb.shape[:2]}; they must match")
     ys, xs = np.nonzero(m)
@@ -235,7 +234,7 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(fingerprint: str, question: str, image_rgb: np.ndarray, mask) -> str:
-    m = np.ascontiguousarray(_as_binary(mask), dtype=np.uint8)
+    m = np.ascontiguousarray(as_binary(mask), dtype=np.uint8)
     img = np.ascontiguousarray(image_rgb)
     h = hashlib.sha256()
     for part in (fingerprint, question, str(img.shape), str(img.dtype), str(m.shape)):
@@ -293,7 +292,7 @@ def vqa_shape(mask, image=None, structure=None, model=None, cache_dir=None,
     if shape is not None:
         return shape
     if unmatched == "geometry" or (unmatched == "keep" and not answer):
-        return shape_of(mask, structure=structure)
+        return geometric_shape(mask, structure)
     if unmatched == "error":
         raise ValueError(
             f"the VQA model {model!s} answered {answer!r} to {question_for(structure)!r}, "

@@ -15,9 +15,18 @@ Examples::
     sector = sector_mask(image)                  # bool (H, W)
     sdm_map = to_sdm_map(label, sector)          # uint8 (H, W), values 0..4
     label_back = to_camus_label(sdm_map)         # uint8 (H, W), values 0..3
+
+A synthetic dataset keeps the map each image was sampled from beside the exported layout
+(``echo_vlsm.dataset``), in ``sdm_maps/<split>/<stem>.png``::
+
+    >>> map_name("train", "patient0001_2CH_ED_s0")
+    'sdm_maps/train/patient0001_2CH_ED_s0.png'
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +37,16 @@ CLASS_NAMES = ("outside", "lv", "tissue", "myo", "la")
 CAMUS_TO_SDM = np.array([TISSUE, LV, MYO, LA], np.uint8)
 SDM_TO_CAMUS = np.array([0, 1, 0, 2, 3], np.uint8)
 STRUCTURE_CLASSES = (LV, MYO, LA)
+MAPS_DIR = "sdm_maps"
+
+
+def map_name(split: str, stem: str) -> str:
+    """The 5-class map's path inside a synthetic dataset: ``sdm_maps/<split>/<stem>.png``."""
+    return f"{MAPS_DIR}/{split}/{stem}.png"
+
+
+def map_path(dataset_dir: str | os.PathLike, split: str, stem: str) -> Path:
+    return Path(dataset_dir) / map_name(split, stem)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
+from echo_vlsm.dataset import image_path, read_records
+from echo_vlsm.imaging import resize_image
 from echo_vlsm.io import read_png
-from echo_vlsm.sdm.labels import colorize
+from echo_vlsm.sdm.labels import colorize, map_path
+from echo_vlsm.sdm.synthesize import real_sdm_map
 
 
 def _axes(rows: int, cols: int, size: float = 2.2):
@@ -38,9 +40,6 @@ def plot_real_vs_synthetic(real_dir, sdm, stems: Sequence[tuple[str, str]], *,
                            guidance_scale: float = 1.0, seed: int = 0):  # fmt: skip
     """For each (split, stem): the real image, its 5-class map, and an SDM sample from that
     same (unperturbed) map at the SDM's size."""
-    from echo_vlsm.data.export import resize_image
-    from echo_vlsm.sdm.synthesize import real_sdm_map
-
     pairs = [real_sdm_map(real_dir, split, stem) for split, stem in stems]
     maps = np.stack([m for _, m in pairs])
     synth = sdm.sample(maps, sampler=sampler, steps=steps, guidance_scale=guidance_scale,
@@ -59,16 +58,13 @@ def plot_real_vs_synthetic(real_dir, sdm, stems: Sequence[tuple[str, str]], *,
 
 def plot_synthetic_examples(dataset_dir, n: int = 6):
     """The first ``n`` images of a synthetic set above the maps they were sampled from."""
-    from echo_vlsm.data.export import read_records
-
-    dataset_dir = Path(dataset_dir)
     rows = read_records(dataset_dir).head(n)
     fig, axes = _axes(2, max(1, len(rows)))
     for c, row in enumerate(rows.itertuples()):
-        img = read_png(dataset_dir / "images" / row.split / f"{row.stem}.png")
+        img = read_png(image_path(dataset_dir, row.split, row.stem))
         axes[0, c].imshow(img, cmap="gray", vmin=0, vmax=255)
         axes[0, c].set_title(row.stem, fontsize=6)
-        maps = dataset_dir / "sdm_maps" / row.split / f"{row.stem}.png"
+        maps = map_path(dataset_dir, row.split, row.stem)
         if maps.is_file():
             axes[1, c].imshow(colorize(read_png(maps)))
     fig.tight_layout()

@@ -32,11 +32,25 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from echo_vlsm.dataset import (
+    RECORDS_FILE,
+    file_names,
+    image_path,
+    label_path,
+    mask_path,
+    read_records,
+    write_records,
+)
+from echo_vlsm.errors import PathError
+from echo_vlsm.imaging import resize_image
 from echo_vlsm.io import read_png, write_json_atomic, write_png
+from echo_vlsm.sdm.diffusion import NULL_VIEW_PHASE, SDM, VIEW_PHASE, load_sdm
 from echo_vlsm.sdm.labels import (
     LV,
     MYO,
     OUTSIDE,
+    map_name,
+    map_path,
     resize_map,
     sector_mask,
     to_camus_label,
@@ -44,8 +58,6 @@ from echo_vlsm.sdm.labels import (
 )
 from echo_vlsm.sdm.perturb import perturb_map
 from echo_vlsm.structures import LABELS, SPLITS, STRUCTURES
-
-MAPS_DIR = "sdm_maps"
 
 
 def synthetic_dir_for(real_dir) -> Path:
@@ -56,16 +68,15 @@ def synthetic_dir_for(real_dir) -> Path:
 
 def real_sdm_map(dataset_dir, split: str, stem: str) -> tuple[np.ndarray, np.ndarray]:
     """(image, 5-class SDM map) of one image of an exported dataset."""
-    dataset_dir = Path(dataset_dir)
-    img = read_png(dataset_dir / "images" / split / f"{stem}.png")
-    lbl_path = dataset_dir / "labels" / split / f"{stem}.png"
-    lbl = read_png(lbl_path)
+    img = read_png(image_path(dataset_dir, split, stem))
+    lbl_file = label_path(dataset_dir, split, stem)
+    lbl = read_png(lbl_file)
     if img.shape != lbl.shape:
-        raise ValueError(f"{lbl_path}: shape {lbl.shape} differs from its image's {img.shape}")
+        raise PathError(lbl_file, f"shape {lbl.shape} differs from its image's {img.shape}")
     try:
         return img, to_sdm_map(lbl, sector_mask(img))
     except ValueError as exc:
-        raise ValueError(f"{lbl_path}: {exc}") from exc
+        raise PathError(lbl_file, str(exc)) from exc
 
 
 def _seed(seed: int, stem: str, k: int) -> list[int]:
@@ -73,29 +84,24 @@ def _seed(seed: int, stem: str, k: int) -> list[int]:
 
 
 def _outputs(split: str, stem: str) -> list[str]:
-    files = [f"images/{split}/{stem}.png", f"labels/{split}/{stem}.png",
-             f"{MAPS_DIR}/{split}/{stem}.png"]  # fmt: skip
-    return files + [f"masks/{s}/{split}/{stem}.png" for s in STRUCTURES]
+    """Every file of one synthetic sample: the exported ones and its 5-class map."""
+    return [*file_names(split, stem), map_name(split, stem)]
 
 
 def _write_one(out: Path, split: str, stem: str, image: np.ndarray, sdm_map: np.ndarray,
                size: int) -> None:  # fmt: skip
-    from echo_vlsm.data.export import resize_image
-
-    files = _outputs(split, stem)
     sdm_big = resize_map(sdm_map, size)
     label = to_camus_label(sdm_big)
     # masks, map and label first: the image marks the sample as done
-    for structure, rel in zip(STRUCTURES, files[3:]):
-        write_png(out / rel, np.where(label == LABELS[structure], 255, 0).astype(np.uint8))
-    write_png(out / files[2], sdm_big)
-    write_png(out / files[1], label)
-    write_png(out / files[0], resize_image(image, size))
+    for structure in STRUCTURES:
+        write_png(mask_path(out, structure, split, stem),
+                  np.where(label == LABELS[structure], 255, 0).astype(np.uint8))  # fmt: skip
+    write_png(map_path(out, split, stem), sdm_big)
+    write_png(label_path(out, split, stem), label)
+    write_png(image_path(out, split, stem), resize_image(image, size))
 
 
 def _load_sdm(sdm, device: str):
-    from echo_vlsm.sdm.diffusion import SDM, load_sdm
-
     if isinstance(sdm, SDM):
         return sdm
     return load_sdm(sdm, device=device)
@@ -121,33 +127,20 @@ def synthesize(
     """Write ``<real_dir>-synthetic`` (or ``out_dir``): ``n_per_map`` synthetic images per
     real label map of ``splits`` (the first ``max_maps`` maps when given), sampled by ``sdm``
     (an ``SDM``, a run directory or a checkpoint) from perturbed maps. Returns the folder."""
-    from echo_vlsm.data.export import read_records, write_records
-
     real_dir = Path(real_dir)
     out = Path(out_dir) if out_dir is not None else synthetic_dir_for(real_dir)
     if out.resolve() == real_dir.resolve():
         raise ValueError(f"{out}: the synthetic dataset must not overwrite the real one")
     if n_per_map < 1:
         raise ValueError(f"n_per_map must be >= 1, got {n_per_map}")
-    bad = [s for s in splits if s not in SPLITS]
-    if bad:
-        raise ValueError(f"splits {bad} unknown; expected some of {SPLITS}")
-    rows = read_records(real_dir)
-    rows = rows[rows["split"].isin(list(splits))].copy()
-    rows["_order"] = rows["split"].map({s: i for i, s in enumerate(SPLITS)})
-    rows = rows.sort_values(["_order", "stem"]).drop(columns="_order")
-    if max_maps is not None:
-        rows = rows.head(int(max_maps))
-    if rows.empty:
-        raise ValueError(f"{real_dir}/records.csv: no images in the splits {list(splits)}")
-
+    rows = _source_rows(real_dir, splits, max_maps)
     items = [(row, k, f"{row['stem']}_s{k}") for row in rows.to_dict("records")
              for k in range(n_per_map)]  # fmt: skip
     todo = [it for it in items
             if not all((out / rel).is_file() for rel in _outputs(it[0]["split"], it[2]))]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     if todo:
-        (out / "records.csv").unlink(missing_ok=True)  # present again only when complete
+        (out / RECORDS_FILE).unlink(missing_ok=True)  # present again only when complete
         model = _load_sdm(sdm, device)
         settings = {"sampler": sampler, "steps": steps, "guidance_scale": guidance_scale,
                     "n_per_map": n_per_map, "seed": seed, "size": size,
@@ -160,16 +153,7 @@ def synthesize(
         try:
             for i in range(0, len(todo), batch_size):
                 chunk = todo[i : i + batch_size]
-                maps, seeds, vps = [], [], []
-                for row, k, _stem in chunk:
-                    key = row["stem"]
-                    if key not in cache:
-                        cache.clear()
-                        cache[key] = real_sdm_map(real_dir, row["split"], key)[1]
-                    rng = np.random.default_rng(_seed(seed, key, k))
-                    maps.append(perturb_map(cache[key], rng))
-                    seeds.append(int(rng.integers(2**31)))
-                    vps.append(_view_phase(row))
+                maps, seeds, vps = _perturbed(chunk, real_dir, seed, cache)
                 small = np.stack([resize_map(m, model.image_size) for m in maps])
                 images = model.sample(small, sampler=sampler, steps=steps,
                                       guidance_scale=guidance_scale, seeds=seeds,
@@ -180,19 +164,53 @@ def synthesize(
         finally:
             bar.close()
 
-    records = []
-    for row, _, stem in items:
-        rec = {c: row[c] for c in ("patient", "view", "phase", "split", "sex", "age",
-                                   "source_height", "source_width", "spacing_y", "spacing_x")}  # fmt: skip
-        rec.update(stem=stem, quality="", source_stem=row["stem"])
-        records.append(rec)
-    write_records(records, out)
+    write_records([_record(row, stem) for row, _, stem in items], out)
     return out
 
 
-def _view_phase(row) -> int:
-    from echo_vlsm.sdm.diffusion import NULL_VIEW_PHASE, VIEW_PHASE
+def _source_rows(real_dir: Path, splits: Sequence[str], max_maps: int | None) -> pd.DataFrame:
+    """The real images to synthesize from: ``splits`` in ``SPLITS`` order, then by stem."""
+    bad = [s for s in splits if s not in SPLITS]
+    if bad:
+        raise ValueError(f"splits {bad} unknown; expected some of {SPLITS}")
+    rows = read_records(real_dir)
+    rows = rows[rows["split"].isin(list(splits))].copy()
+    rows["_order"] = rows["split"].map({s: i for i, s in enumerate(SPLITS)})
+    rows = rows.sort_values(["_order", "stem"]).drop(columns="_order")
+    if max_maps is not None:
+        rows = rows.head(int(max_maps))
+    if rows.empty:
+        raise ValueError(f"{real_dir}/{RECORDS_FILE}: no images in the splits {list(splits)}")
+    return rows
 
+
+def _perturbed(chunk: list[tuple], real_dir: Path, seed: int,
+               cache: dict[str, np.ndarray]) -> tuple[list, list[int], list[int]]:  # fmt: skip
+    """The perturbed maps, sampling seeds and view/phase of a chunk of (row, k, stem); both
+    the map and the seed come from the generator of (seed, source stem, k). ``cache`` keeps
+    the last real map (a chunk holds its ``n_per_map`` samples side by side)."""
+    maps, seeds, vps = [], [], []
+    for row, k, _stem in chunk:
+        key = row["stem"]
+        if key not in cache:
+            cache.clear()
+            cache[key] = real_sdm_map(real_dir, row["split"], key)[1]
+        rng = np.random.default_rng(_seed(seed, key, k))
+        maps.append(perturb_map(cache[key], rng))
+        seeds.append(int(rng.integers(2**31)))
+        vps.append(_view_phase(row))
+    return maps, seeds, vps
+
+
+def _record(row: dict, stem: str) -> dict:
+    """The ``records.csv`` row of a synthetic image: its source's facts, no quality."""
+    rec = {c: row[c] for c in ("patient", "view", "phase", "split", "sex", "age",
+                               "source_height", "source_width", "spacing_y", "spacing_x")}  # fmt: skip
+    rec.update(stem=stem, quality="", source_stem=row["stem"])
+    return rec
+
+
+def _view_phase(row) -> int:
     return VIEW_PHASE.get((row["view"], row["phase"]), NULL_VIEW_PHASE)
 
 
@@ -202,7 +220,7 @@ def _view_phase(row) -> int:
 def _sector_and_map(dataset_dir: Path, split: str, stem: str, image: np.ndarray, label):
     """The 5-class map of an image: from ``sdm_maps`` where the dataset has it (synthetic
     sets), else from the image's sector and the label map (real sets)."""
-    path = dataset_dir / MAPS_DIR / split / f"{stem}.png"
+    path = map_path(dataset_dir, split, stem)
     if path.is_file():
         m = read_png(path)
         if m.shape != image.shape:
@@ -226,8 +244,6 @@ def fidelity(dataset_dir, *, bright: int = 64, margin: float = 0.02,
     """
     import cv2
 
-    from echo_vlsm.data.export import read_records
-
     dataset_dir = Path(dataset_dir)
     rows = read_records(dataset_dir)
     if max_images is not None:
@@ -235,8 +251,8 @@ def fidelity(dataset_dir, *, bright: int = 64, margin: float = 0.02,
     darker, bright_img, n_out, n_bright = [], [], 0, 0
     means: dict[str, list[float]] = {k: [] for k in ("lv", "myo", "la", "tissue", "outside")}
     for row in rows.itertuples():
-        img = read_png(dataset_dir / "images" / row.split / f"{row.stem}.png")
-        lbl = read_png(dataset_dir / "labels" / row.split / f"{row.stem}.png")
+        img = read_png(image_path(dataset_dir, row.split, row.stem))
+        lbl = read_png(label_path(dataset_dir, row.split, row.stem))
         m = _sector_and_map(dataset_dir, row.split, row.stem, img, lbl)
         r = max(1, int(round(margin * img.shape[0])))
         sector = (m != OUTSIDE).astype(np.uint8)

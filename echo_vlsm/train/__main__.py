@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from echo_vlsm.train import TrainConfig, fit
+
 
 def parse_args(argv: list[str]) -> dict:
     import yaml
@@ -30,8 +32,6 @@ def parse_args(argv: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from echo_vlsm.train import TrainConfig, fit
-
     config = TrainConfig.from_dict(parse_args(sys.argv[1:] if argv is None else argv))
     result = fit(config)
     if result is not None and result.summary:

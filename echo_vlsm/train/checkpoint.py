@@ -20,12 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_model, save_model
 from torch import nn
 
+from echo_vlsm.grid import STATE_FILE, WEIGHTS_FILE
 from echo_vlsm.io import atomic_path
 
-WEIGHTS_FILE = "model.safetensors"
-STATE_FILE = "state.pt"
+__all__ = [
+    "STATE_FILE", "WEIGHTS_FILE", "BackgroundWriter", "cpu_copy", "load_state", "load_weights",
+    "rng_state", "save_state", "save_weights", "set_rng_state", "unwrap",
+]  # fmt: skip
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -42,8 +46,6 @@ def unwrap(model: nn.Module) -> nn.Module:
 def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
     """Save a model's weights as safetensors, atomically (tensors shared between parameters
     are stored once, as ``safetensors.torch.save_model`` does)."""
-    from safetensors.torch import save_model
-
     path = Path(path)
     with atomic_path(path) as tmp:
         save_model(unwrap(model), str(tmp), metadata={"format": "pt"})
@@ -52,8 +54,6 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
 
 def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
     """Load safetensors weights into ``model``; errors name the file and the mismatching keys."""
-    from safetensors.torch import load_model
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from echo_vlsm.device import resolve_device
+
+__all__ = ["Dist", "all_reduce_sum", "barrier", "broadcast_object", "init_distributed",
+           "resolve_device", "shutdown"]
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -32,22 +37,6 @@ class Dist:
     @property
     def active(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; ``cuda`` under
-    torchrun means this process's GPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        device = f"cuda:{local_rank}"
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use "
-                           "device='cpu' or 'auto'")
-    return dev
 
 
 def init_distributed(device: str = "auto") -> Dist:

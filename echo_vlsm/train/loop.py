@@ -20,20 +20,35 @@ dropout from ``(seed, epoch)``, so a resumed run ends exactly where an uninterru
 
 from __future__ import annotations
 
-import contextlib
+import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
 
-from echo_vlsm.grid import HISTORY_COLUMNS, METRIC_COLUMNS
+from echo_vlsm.device import autocast, resolve_device, resolve_precision
+from echo_vlsm.grid import (
+    CONFIG_FILE,
+    HISTORY_COLUMNS,
+    HISTORY_FILE,
+    METRIC_COLUMNS,
+    METRICS_FILE,
+    SUMMARY_FILE,
+)
 from echo_vlsm.grid import run_complete as is_complete
 from echo_vlsm.io import write_json_atomic, write_png, write_text_atomic
+from echo_vlsm.models import build_model
+from echo_vlsm.paths import resolve
 from echo_vlsm.train import distributed as D
 from echo_vlsm.train.checkpoint import (
     STATE_FILE,
@@ -51,6 +66,12 @@ from echo_vlsm.train.checkpoint import (
 from echo_vlsm.train.config import TrainConfig, result_fields
 from echo_vlsm.train.losses import DiceBCELoss
 from echo_vlsm.train.metrics import batch_dice, segmentation_metrics
+from echo_vlsm.train.triplets import Triplets, load_triplets, normalise
+
+__all__ = [
+    "MissingRunError", "RunResult", "Training", "build", "evaluate", "fit", "is_complete",
+    "load_run", "load_split", "make_optimizer", "predict", "train_step", "validate",
+]  # fmt: skip
 
 _EVAL_SEED_OFFSET = 7919  # phrasing draw of validation and test sets (fixed over epochs)
 
@@ -72,42 +93,59 @@ class RunResult:
 
 def load_run(run_dir: str | Path) -> RunResult:
     """Read a run directory written by :func:`fit`."""
-    import json
-
     run_dir = Path(run_dir)
-    for name in ("config.json", "summary.json", "metrics.csv"):
+    for name in (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir / name}: missing; is the run complete?")
-    config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    summary = json.loads((run_dir / "summary.json").read_text())
-    hist_path = run_dir / "history.csv"
+    config = TrainConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    hist_path = run_dir / HISTORY_FILE
     history = pd.read_csv(hist_path) if hist_path.is_file() else _history_frame([])
-    metrics = pd.read_csv(run_dir / "metrics.csv", dtype={"sample": str, "prompt": str})
+    metrics = pd.read_csv(run_dir / METRICS_FILE, dtype={"sample": str, "prompt": str})
     return RunResult(run_dir, config, summary, history, metrics)
 
 
-# -- precision, model, data -----------------------------------------------------------------
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: bf16 on GPUs that support it, fp16 (with a gradient scaler) on other GPUs,
-    fp32 on the CPU."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
+@dataclass
+class Training:
+    """What one run carries from step to step, in place of a dozen arguments.
+
+    ``_prepare`` fills the first block (the run's settings, process, model, data, loss,
+    precision, the weights it started from and a saved ``state.pt`` to continue from);
+    ``_start_training`` the second (what the optimisation steps change); each epoch the
+    third (what the run records).
+    """
+
+    config: TrainConfig
+    dist: D.Dist
+    model: nn.Module  # the plain model: weights are saved and loaded here
+    val: Triplets
+    train: Triplets | None  # None for zeroshot
+    criterion: DiceBCELoss
+    precision: str  # resolved: bf16 | fp16 | fp32
+    init: Path | None = None  # the weights synth-pt-real-ft started from
+    saved: dict | None = None  # state.pt of an interrupted run
+
+    net: nn.Module | None = None  # what is called: the model, in DDP / torch.compile
+    params: list[nn.Parameter] = field(default_factory=list)
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    scaler: torch.amp.GradScaler | None = None
+    sampler: DistributedSampler | None = None
+    per_rank: int = 1  # batch size of this process
+
+    history: list[dict] = field(default_factory=list)  # one row per epoch (HISTORY_COLUMNS)
+    best: dict = field(default_factory=dict)  # best_epoch, best_val_dice, seconds_to_best, ...
+    epoch: int = 0  # the last finished epoch
+    finished: bool = False
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
 
 
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
+# -- model, data ----------------------------------------------------------------------------
 def build(config: TrainConfig, device: torch.device, pretrained=True):
     """The model of ``config`` on ``device`` (weights seeded by ``config.seed``)."""
-    from echo_vlsm.models import build_model
-
     torch.manual_seed(config.seed)
     model = build_model(config.model, size=config.size,
                         pretrained=config.pretrained if pretrained else None,
@@ -119,9 +157,8 @@ def build(config: TrainConfig, device: torch.device, pretrained=True):
 
 
 def load_split(config: TrainConfig, model, dataset_dir: Path, split: str, device: torch.device,
-               full_masks: bool = False, progress: bool | None = None):
-    from echo_vlsm.data.triplets import load_triplets
-
+               full_masks: bool = False, progress: bool | None = None) -> Triplets:
+    """The decoded triplets of a split for ``model`` (``load_triplets``), on ``device``."""
     return load_triplets(dataset_dir, split, config.prompt, model.spec.image_size,
                          model.tokenize, cache_dir=config.cache_dir, full_masks=full_masks,
                          device=device, progress=progress is not False)
@@ -146,6 +183,10 @@ def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 
 def _history_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+
+
+def _inputs(images: torch.Tensor, spec, config: TrainConfig) -> torch.Tensor:
+    return normalise(images, spec.mean, spec.std, channels_last=config.channels_last)
 
 
 # -- validation -----------------------------------------------------------------------------
@@ -178,45 +219,7 @@ def validate(model, data, config: TrainConfig, criterion, precision: str,
     return float(sums[0]) / n, float(sums[1]) / n
 
 
-def _inputs(images: torch.Tensor, spec, config: TrainConfig) -> torch.Tensor:
-    from echo_vlsm.data.triplets import normalise
-
-    return normalise(images, spec.mean, spec.std, channels_last=config.channels_last)
-
-
-# -- training -------------------------------------------------------------------------------
-def _check_same(config: TrainConfig, saved: dict, path: Path) -> None:
-    """A run folder continues (or is returned) only for the settings it was made with."""
-    now = result_fields(config)
-    saved = {k: v for k, v in saved.items() if k in now}
-    diff = sorted(k for k in now if k in saved and saved[k] != now[k])
-    if diff:
-        raise ValueError(
-            f"{path}: written by a run with different settings "
-            f"({', '.join(f'{k}: {saved.get(k)!r} -> {now.get(k)!r}' for k in diff)}); "
-            "use another runs_root, fit(..., overwrite=True), or delete the run folder")
-
-
-def _pretraining_weights(config: TrainConfig) -> Path:
-    if config.init_from is not None:
-        from echo_vlsm.paths import resolve
-
-        path = resolve(config.init_from)
-        if not path.is_file():
-            raise MissingRunError(f"{path}: init_from weights do not exist")
-        return path
-    source = config.pretraining_run()
-    weights = source / WEIGHTS_FILE
-    if not is_complete(source) or not weights.is_file():
-        prompt = source.name.rsplit("_", 1)[-1]
-        raise MissingRunError(
-            f"{source}: strategy 'synth-pt-real-ft' starts from the synthetic run "
-            f"{source.name!r}, which is missing or incomplete (no summary.json with done: true, "
-            f"metrics.csv and {WEIGHTS_FILE}); run it first with strategy='synthetic', "
-            f"prompt={prompt!r}, or pass init_from=<weights.safetensors>")
-    return weights
-
-
+# -- a run ----------------------------------------------------------------------------------
 def fit(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None = None,
         progress: bool | None = None, overwrite: bool = False) -> RunResult:
     """Train (or, for ``zeroshot``, only score) one run and leave its directory complete.
@@ -238,163 +241,236 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None = 
         D.shutdown(dist)
 
 
-def _fit(config, dist: D.Dist, on_epoch_end, progress, overwrite) -> RunResult:
-    from tqdm import tqdm
+def _fit(config: TrainConfig, dist: D.Dist, on_epoch_end, progress, overwrite) -> RunResult:
+    """The steps of ``fit``: reuse a complete run, else prepare, train (or score the initial
+    model for zeroshot), score the best weights on the test split and write the summary."""
+    done = _complete_run(config, dist, overwrite)
+    if done is not None:
+        return done
+    saved = _saved_state(config)
+    if dist.main:
+        write_json_atomic(config.run_dir / CONFIG_FILE, config.to_dict())
+    run = _prepare(config, dist, saved, progress)
+    t_start = time.perf_counter()
+    if config.strategy == "zeroshot":
+        summary = _score_initial(run)
+    else:
+        summary = _train(run, on_epoch_end, progress)
+        D.barrier(dist)
+        load_weights(run.model, config.run_dir / WEIGHTS_FILE)  # score the best epoch's weights
+    result = _finish(run, summary, t_start, progress) if dist.main else None
+    D.barrier(dist)
+    return result if result is not None else load_run(config.run_dir)
 
+
+def _check_same(config: TrainConfig, saved: dict, path: Path) -> None:
+    """A run folder continues (or is returned) only for the settings it was made with."""
+    now = result_fields(config)
+    saved = {k: v for k, v in saved.items() if k in now}
+    diff = sorted(k for k in now if k in saved and saved[k] != now[k])
+    if diff:
+        raise ValueError(
+            f"{path}: written by a run with different settings "
+            f"({', '.join(f'{k}: {saved.get(k)!r} -> {now.get(k)!r}' for k in diff)}); "
+            "use another runs_root, fit(..., overwrite=True), or delete the run folder")
+
+
+def _complete_run(config: TrainConfig, dist: D.Dist, overwrite: bool) -> RunResult | None:
+    """The run folder when it is complete (and made with these settings); with ``overwrite``
+    its results are removed first, so nothing is reused."""
     run_dir = config.run_dir
-    device = dist.device
     if overwrite and dist.main and run_dir.is_dir():
-        for name in ("summary.json", "metrics.csv", STATE_FILE, WEIGHTS_FILE, "history.csv"):
+        for name in (SUMMARY_FILE, METRICS_FILE, STATE_FILE, WEIGHTS_FILE, HISTORY_FILE):
             (run_dir / name).unlink(missing_ok=True)
     D.barrier(dist)
-    if is_complete(run_dir):
-        done = load_run(run_dir)
-        _check_same(config, done.config.to_dict(), run_dir / "config.json")
-        return done
-    state_path = run_dir / STATE_FILE
-    state = load_state(state_path) if state_path.is_file() else None
-    if state is not None:
-        _check_same(config, state.get("config") or {}, state_path)
-    if dist.main:
-        write_json_atomic(run_dir / "config.json", config.to_dict())
+    if not is_complete(run_dir):
+        return None
+    done = load_run(run_dir)
+    _check_same(config, done.config.to_dict(), run_dir / CONFIG_FILE)
+    return done
 
+
+def _saved_state(config: TrainConfig) -> dict | None:
+    """``state.pt`` of an interrupted run with these settings, or None."""
+    path = config.run_dir / STATE_FILE
+    state = load_state(path) if path.is_file() else None
+    if state is not None:
+        _check_same(config, state.get("config") or {}, path)
+    return state
+
+
+def _pretraining_weights(config: TrainConfig) -> Path:
+    if config.init_from is not None:
+        path = resolve(config.init_from)
+        if not path.is_file():
+            raise MissingRunError(f"{path}: init_from weights do not exist")
+        return path
+    source = config.pretraining_run()
+    weights = source / WEIGHTS_FILE
+    if not is_complete(source) or not weights.is_file():
+        prompt = source.name.rsplit("_", 1)[-1]
+        raise MissingRunError(
+            f"{source}: strategy 'synth-pt-real-ft' starts from the synthetic run "
+            f"{source.name!r}, which is missing or incomplete (no summary.json with done: true, "
+            f"metrics.csv and {WEIGHTS_FILE}); run it first with strategy='synthetic', "
+            f"prompt={prompt!r}, or pass init_from=<weights.safetensors>")
+    return weights
+
+
+def _prepare(config: TrainConfig, dist: D.Dist, saved: dict | None, progress) -> Training:
+    """Precision, the initial model and the data of a run."""
+    device = dist.device
     precision = resolve_precision(config.precision, device)
-    if config.strategy == "synth-pt-real-ft" and state is None:
+    if config.strategy == "synth-pt-real-ft" and saved is None:
         init = _pretraining_weights(config)
         model = build(config, device, pretrained=False)  # every weight comes from `init`
         load_weights(model, init)
     else:
         init = None
         # a resumed run takes every weight from state.pt
-        model = build(config, device, pretrained=state is None)
-    spec = model.spec
-    show = progress if progress is not None else None
+        model = build(config, device, pretrained=saved is None)
 
     # data: rank 0 decodes (and fills the cache) first, the others then read the cache
-    def load(split_dir, split, full=False):
-        return load_split(config, model, split_dir, split, device, full, progress)
+    def load(split: str) -> Triplets:
+        return load_split(config, model, config.train_dir, split, device, False, progress)
 
     if not dist.main:
         D.barrier(dist)
-    val = load(config.train_dir, "val")
-    train = load(config.train_dir, "train") if config.strategy != "zeroshot" else None
+    val = load("val")
+    train = load("train") if config.strategy != "zeroshot" else None
     if dist.main:
         D.barrier(dist)
-
     criterion = DiceBCELoss(config.dice_weight, config.bce_weight)
-    t_start = time.perf_counter()
+    return Training(config, dist, model, val, train, criterion, precision, init, saved)
+
+
+def _score_initial(run: Training) -> dict:
+    """Zeroshot: the summary of the initial (pretrained) model's validation score."""
+    val_loss, val_dice = validate(run.model, run.val, run.config, run.criterion, run.precision,
+                                  run.dist)
+    return {"best_epoch": 0, "best_val_dice": val_dice, "seconds_to_best": 0.0,
+            "epochs_run": 0, "initial_val_dice": val_dice, "initial_val_loss": val_loss}
+
+
+def _finish(run: Training, summary: dict, t_start: float, progress) -> RunResult:
+    """Rank 0: score the model on the test split, complete the summary, write the last files
+    (``summary.json`` last: it marks the run complete)."""
+    config, run_dir = run.config, run.config.run_dir
+    seconds_train = float(sum(r["seconds"] for r in run.history))
+    t_eval = time.perf_counter()
+    metrics = evaluate(config, model=run.model, device=run.device, progress=progress, write=True)
+    seconds_eval = time.perf_counter() - t_eval
+    summary.update({
+        "seconds_total": seconds_train + seconds_eval,
+        "seconds_train": seconds_train, "seconds_eval": seconds_eval,
+        "test_dice": float(metrics["dice"].mean()),
+        "precision": run.precision, "device": str(run.device),
+        "world_size": run.dist.world_size,
+        "learning_rate": config.learning_rate, "batch_size": config.global_batch_size,
+        "image_size": run.model.spec.image_size,
+        "n_train": len(run.train) if run.train is not None else 0,
+        "n_val": len(run.val), "n_test": len(metrics),
+        "wall_seconds_this_call": time.perf_counter() - t_start,
+        "done": True,
+    })
     if config.strategy == "zeroshot":
-        val_loss, val_dice = validate(model, val, config, criterion, precision, dist)
-        history: list[dict] = []
-        summary = {"best_epoch": 0, "best_val_dice": val_dice, "seconds_to_best": 0.0,
-                   "epochs_run": 0, "initial_val_dice": val_dice, "initial_val_loss": val_loss}
-        seconds_train = 0.0
-    else:
-        summary, history, seconds_train = _train(config, dist, model, train, val, criterion,
-                                                 precision, state, init, on_epoch_end, show, tqdm)
-        D.barrier(dist)
-        load_weights(model, run_dir / WEIGHTS_FILE)  # score the best epoch's weights
-
-    result = None
-    if dist.main:
-        t_eval = time.perf_counter()
-        metrics = evaluate(config, model=model, device=device, progress=progress, write=True)
-        seconds_eval = time.perf_counter() - t_eval
-        summary.update({
-            "seconds_total": seconds_train + seconds_eval,
-            "seconds_train": seconds_train, "seconds_eval": seconds_eval,
-            "test_dice": float(metrics["dice"].mean()),
-            "precision": precision, "device": str(device), "world_size": dist.world_size,
-            "learning_rate": config.learning_rate, "batch_size": config.global_batch_size,
-            "image_size": spec.image_size, "n_train": len(train) if train is not None else 0,
-            "n_val": len(val), "n_test": len(metrics),
-            "wall_seconds_this_call": time.perf_counter() - t_start,
-            "done": True,
-        })
-        if config.strategy == "zeroshot":
-            write_text_atomic(run_dir / "history.csv", _history_frame(history).to_csv(index=False))
-        write_json_atomic(run_dir / "summary.json", summary)
-        result = RunResult(run_dir, config, summary, _history_frame(history), metrics)
-    D.barrier(dist)
-    return result if result is not None else load_run(run_dir)
+        write_text_atomic(run_dir / HISTORY_FILE, _history_frame(run.history).to_csv(index=False))
+    write_json_atomic(run_dir / SUMMARY_FILE, summary)
+    return RunResult(run_dir, config, summary, _history_frame(run.history), metrics)
 
 
-def _train(config, dist, model, train, val, criterion, precision, state, init, on_epoch_end,
-           show, tqdm):
-    from torch.utils.data import DistributedSampler
-
-    device = dist.device
-    run_dir = config.run_dir
-    params, optimizer, scheduler, scaler = make_optimizer(config, model, device, precision)
-    net = model
-    if dist.active:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        # the vision tower's layers past the deepest extracted one get no gradient
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                  find_unused_parameters=True)
-    if config.compile:
-        net = torch.compile(net)
-
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        history = list(state["history"])
-        best = dict(state["best"])
-        start = int(state["epoch"]) + 1
-        finished = bool(state["finished"])
-    else:
-        val_loss, val_dice = validate(net, val, config, criterion, precision, dist)
-        history = []
-        best = {"best_epoch": 0, "best_val_dice": -math.inf, "seconds_to_best": 0.0,
-                "initial_val_dice": val_dice, "initial_val_loss": val_loss,
-                "initialised_from": str(init) if init is not None else None}
-        start = 1
-        finished = False
-
-    per_rank = max(1, math.ceil(config.global_batch_size / dist.world_size))
-    sampler = DistributedSampler(range(len(train)), num_replicas=dist.world_size,
-                                 rank=dist.rank, shuffle=True, seed=config.seed)
-    bar = tqdm(total=config.epochs, initial=start - 1, desc=config.run_id, unit="epoch",
-               disable=(None if show is None else not show) if dist.main else True)
-    epoch = start - 1
+# -- training -------------------------------------------------------------------------------
+def _train(run: Training, on_epoch_end=None, progress: bool | None = None) -> dict:
+    """Train epoch by epoch until ``config.epochs`` or early stopping; after each epoch the
+    best weights and ``state.pt`` are written (rank 0). Returns the training summary."""
+    config, dist = run.config, run.dist
+    _start_training(run)
+    bar = tqdm(total=config.epochs, initial=run.epoch, desc=config.run_id, unit="epoch",
+               disable=(None if progress is None else not progress) if dist.main else True)
     writer = BackgroundWriter()
     try:
-        while not finished:
-            epoch += 1
-            row = _train_epoch(config, dist, net, train, val, criterion, precision, optimizer,
-                               scheduler, scaler, params, sampler, per_rank, epoch)
-            history.append(row)
-            improved = row["val_dice"] > best["best_val_dice"]
-            if improved:
-                best.update(best_epoch=epoch, best_val_dice=row["val_dice"],
-                            seconds_to_best=sum(r["seconds"] for r in history))
-            finished = epoch >= config.epochs or (
-                config.patience is not None and epoch >= config.min_epochs
-                and epoch - best["best_epoch"] >= config.patience)
-            if dist.main:
-                if improved:
-                    save_weights(model, run_dir / WEIGHTS_FILE)
-                snapshot = cpu_copy({
-                    "epoch": epoch, "finished": finished, "model": unwrap(model).state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "best": dict(best), "history": list(history),
-                    "rng": rng_state(), "config": result_fields(config)})
-                writer.submit(_write_state, run_dir, snapshot)
+        while not run.finished:
+            row = _train_epoch(run, run.epoch + 1)
+            _record_epoch(run, row, writer)
             bar.update(1)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_dice=f"{row['val_dice']:.1f}",
-                            best=f"{best['best_val_dice']:.1f}")
+                            best=f"{run.best['best_val_dice']:.1f}")
             D.barrier(dist)
             if on_epoch_end is not None and dist.main:
-                on_epoch_end(epoch, row)
+                on_epoch_end(run.epoch, row)
     finally:
         writer.wait()
         bar.close()
-    summary = {**best, "epochs_run": len(history)}
-    return summary, history, sum(r["seconds"] for r in history)
+    return {**run.best, "epochs_run": len(run.history)}
+
+
+def _start_training(run: Training) -> None:
+    """Optimizer, scheduler and scaler; the model wrapped for DDP / torch.compile; then the
+    state of an interrupted run, or the initial validation score; the epoch sampler."""
+    config, dist, device = run.config, run.dist, run.device
+    run.params, run.optimizer, run.scheduler, run.scaler = make_optimizer(
+        config, run.model, device, run.precision)
+    run.net = run.model
+    if dist.active:
+        # the vision tower's layers past the deepest extracted one get no gradient
+        run.net = DistributedDataParallel(
+            run.model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
+    if config.compile:
+        run.net = torch.compile(run.net)
+    if run.saved is not None:
+        _resume(run, run.saved)
+    else:
+        val_loss, val_dice = validate(run.net, run.val, config, run.criterion, run.precision,
+                                      dist)
+        run.best = {"best_epoch": 0, "best_val_dice": -math.inf, "seconds_to_best": 0.0,
+                    "initial_val_dice": val_dice, "initial_val_loss": val_loss,
+                    "initialised_from": str(run.init) if run.init is not None else None}
+    run.per_rank = max(1, math.ceil(config.global_batch_size / dist.world_size))
+    run.sampler = DistributedSampler(range(len(run.train)), num_replicas=dist.world_size,
+                                     rank=dist.rank, shuffle=True, seed=config.seed)
+
+
+def _resume(run: Training, state: dict) -> None:
+    """Continue where ``state.pt`` left off: weights, optimizer, scheduler, scaler, random
+    states, history and best score."""
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    run.history = list(state["history"])
+    run.best = dict(state["best"])
+    run.epoch = int(state["epoch"])
+    run.finished = bool(state["finished"])
+
+
+def _record_epoch(run: Training, row: dict, writer: BackgroundWriter) -> None:
+    """Add an epoch's row, update the best score and whether to stop (epochs or early
+    stopping); rank 0 saves improved weights and hands the state to the background writer."""
+    config = run.config
+    epoch = run.epoch = row["epoch"]
+    run.history.append(row)
+    improved = row["val_dice"] > run.best["best_val_dice"]
+    if improved:
+        run.best.update(best_epoch=epoch, best_val_dice=row["val_dice"],
+                        seconds_to_best=sum(r["seconds"] for r in run.history))
+    run.finished = epoch >= config.epochs or (
+        config.patience is not None and epoch >= config.min_epochs
+        and epoch - run.best["best_epoch"] >= config.patience)
+    if run.dist.main:
+        if improved:
+            save_weights(run.model, config.run_dir / WEIGHTS_FILE)
+        writer.submit(_write_state, config.run_dir, _snapshot(run))
+
+
+def _snapshot(run: Training) -> dict:
+    """What ``state.pt`` holds after an epoch, copied to the CPU (written in the background)."""
+    return cpu_copy({
+        "epoch": run.epoch, "finished": run.finished, "model": unwrap(run.model).state_dict(),
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(), "best": dict(run.best), "history": list(run.history),
+        "rng": rng_state(), "config": result_fields(run.config)})
 
 
 def train_step(net, pixel_values, input_ids, attention_mask, masks, criterion, optimizer, scaler,
@@ -429,40 +505,40 @@ def make_optimizer(config: TrainConfig, model, device: torch.device, precision: 
 
 def _write_state(run_dir: Path, state: dict) -> None:
     save_state(run_dir / STATE_FILE, state)
-    write_text_atomic(run_dir / "history.csv", _history_frame(state["history"]).to_csv(index=False))
+    write_text_atomic(run_dir / HISTORY_FILE,
+                      _history_frame(state["history"]).to_csv(index=False))
 
 
-def _train_epoch(config, dist, net, train, val, criterion, precision, optimizer, scheduler,
-                 scaler, params, sampler, per_rank, epoch) -> dict:
+def _train_epoch(run: Training, epoch: int) -> dict:
     """One epoch: batch order, phrasings and dropout drawn from (seed, epoch); then the
     validation loss and Dice, and the plateau scheduler's step. Returns the history row."""
-    device = dist.device
-    spec = unwrap(net).spec
+    config, train, device = run.config, run.train, run.device
+    spec = unwrap(run.net).spec
     t0 = time.perf_counter()
-    sampler.set_epoch(epoch)
-    order = torch.tensor(list(iter(sampler)), dtype=torch.long).to(train.device)
+    run.sampler.set_epoch(epoch)
+    order = torch.tensor(list(iter(run.sampler)), dtype=torch.long).to(train.device)
     phrasing = train.draw_phrasings(torch.Generator().manual_seed(_epoch_seed(config, epoch)))
     phrasing = phrasing.to(train.device)
     torch.manual_seed(_epoch_seed(config, epoch))  # dropout and anything else random
-    net.train()
+    run.net.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     n_seen = 0
-    lr = optimizer.param_groups[0]["lr"]
-    for idx in _batches(order, per_rank):
+    lr = run.optimizer.param_groups[0]["lr"]
+    for idx in _batches(order, run.per_rank):
         images, masks, ids, attn = train.batch(idx, phrasing)
-        x = _inputs(images, spec, config)
-        loss = train_step(net, x, ids, attn, masks, criterion, optimizer, scaler, params,
-                          config.grad_clip, precision)
+        loss = train_step(run.net, _inputs(images, spec, config), ids, attn, masks, run.criterion,
+                          run.optimizer, run.scaler, run.params, config.grad_clip, run.precision)
         loss_sum += loss.detach().double() * len(idx)
         n_seen += len(idx)
     counts = torch.tensor([float(n_seen)], dtype=torch.float64, device=device)
-    D.all_reduce_sum(dist, loss_sum)
-    D.all_reduce_sum(dist, counts)
+    D.all_reduce_sum(run.dist, loss_sum)
+    D.all_reduce_sum(run.dist, counts)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds_train = time.perf_counter() - t0
-    val_loss, val_dice = validate(net, val, config, criterion, precision, dist)
-    scheduler.step(val_loss)
+    val_loss, val_dice = validate(run.net, run.val, config, run.criterion, run.precision,
+                                  run.dist)
+    run.scheduler.step(val_loss)
     seconds = time.perf_counter() - t0
     return {"epoch": epoch, "train_loss": float(loss_sum) / float(counts), "val_loss": val_loss,
             "val_dice": val_dice, "lr": lr, "seconds": seconds,
@@ -496,10 +572,8 @@ def evaluate(config: TrainConfig, weights: str | Path | None = None, model=None,
     The model is ``model`` if given, else built from ``config`` with ``weights`` loaded
     (default: the run's ``model.safetensors``; for ``zeroshot`` the initial, pretrained model).
     """
-    from tqdm import tqdm
-
     if device is None:
-        device = D.resolve_device(config.device)
+        device = resolve_device(config.device)
     device = torch.device(device)
     if model is None:
         model = build(config, device)
@@ -536,5 +610,5 @@ def evaluate(config: TrainConfig, weights: str | Path | None = None, model=None,
     model.train(was_training)
     metrics = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
     if write:
-        write_text_atomic(config.run_dir / "metrics.csv", metrics.to_csv(index=False))
+        write_text_atomic(config.run_dir / METRICS_FILE, metrics.to_csv(index=False))
     return metrics

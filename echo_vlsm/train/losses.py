@@ -36,9 +36,22 @@ class DiceBCELoss(nn.Module):
     Examples::
 
         >>> loss = DiceBCELoss()
-        >>> logits = torch.full((2, 1, 4, 4), -20.0)
-        >>> float(loss(logits, torch.zeros(2, 1, 4, 4))) < 1e-6
+        >>> target = torch.zeros(1, 1, 4, 4)
+        >>> target[..., :2] = 1  # the left half is the structure
+        >>> sure = torch.where(target > 0, 20.0, -20.0)  # confident logits, right everywhere
+        >>> float(loss(sure, target)) < 1e-6
         True
+        >>> round(float(loss(-sure, target)), 2)  # confidently wrong: Dice 1 + 0.25 x BCE 20
+        6.0
+        >>> round(float(loss(torch.zeros_like(target), target)), 3)  # p = 0.5: 0.5 + 0.25 ln 2
+        0.673
+
+        On an empty target the soft Dice is ``smooth / (sum of probabilities + smooth)``, so
+        even confident background logits leave a small loss (16 x 2e-9 against 1e-5 here):
+
+        >>> empty = torch.zeros(1, 1, 4, 4)
+        >>> round(float(loss(torch.full_like(empty, -20.0), empty)), 4)
+        0.0033
     """
 
     def __init__(self, dice_weight: float = 1.0, bce_weight: float = 0.25):

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
+
+from echo_vlsm.device import resolve_device, resolve_precision
+from echo_vlsm.io import read_png
+from echo_vlsm.train import loop
+from echo_vlsm.train.checkpoint import WEIGHTS_FILE, load_weights
+from echo_vlsm.train.metrics import segmentation_metrics
 
 
 def plot_history(history: pd.DataFrame, summary: dict | None = None, ax=None):
@@ -63,14 +71,8 @@ def show_predictions(config, n: int = 6, weights: str | Path | None = None, devi
     """Test images with the ground truth (green) and the prediction (red) of ``n`` triplets,
     titled with the prompt the model read and the sample's Dice. Returns the figure."""
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    from echo_vlsm.io import read_png
-    from echo_vlsm.train import loop
-    from echo_vlsm.train.checkpoint import WEIGHTS_FILE, load_weights
-    from echo_vlsm.train.metrics import segmentation_metrics
-
-    dev = torch.device(device) if device is not None else loop.D.resolve_device(config.device)
+    dev = torch.device(device) if device is not None else resolve_device(config.device)
     model = loop.build(config, dev)
     if weights is None and config.strategy != "zeroshot":
         weights = config.run_dir / WEIGHTS_FILE
@@ -80,7 +82,7 @@ def show_predictions(config, n: int = 6, weights: str | Path | None = None, devi
                            progress=False)
     picked = pick_samples(data.samples, n)
     index = torch.tensor(picked)
-    precision = loop.resolve_precision(config.precision, dev)
+    precision = resolve_precision(config.precision, dev)
     size = tuple(data.full_masks.shape[-2:])
     logits = loop.predict(model, data, index, config, precision, size).cpu()
     cut = float(np.log(model.spec.threshold / (1 - model.spec.threshold)))
@@ -110,6 +112,4 @@ def show_predictions(config, n: int = 6, weights: str | Path | None = None, devi
 
 
 def _wrap(text: str, width: int = 48) -> str:
-    import textwrap
-
     return "\n".join(textwrap.wrap(text, width)) or text

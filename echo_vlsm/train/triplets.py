@@ -26,35 +26,33 @@ import functools
 import hashlib
 import json
 import os
-import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from echo_vlsm.dataset import task_path
+from echo_vlsm.errors import PathError
 from echo_vlsm.io import atomic_path
+from echo_vlsm.prompts import prompt_candidates, read_tasks
 
 CACHE_VERSION = 1
 MAX_MASKS_PER_IMAGE = 8
-_PROMPT_KEY_RE = re.compile(r"^p\d+$")
 
 
-class TripletError(ValueError):
+class TripletError(PathError):
     """A task file or one of the files it names is missing or inconsistent."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
 
 # -- task files and prompts -----------------------------------------------------------------
 def task_file(dataset_dir: str | os.PathLike, split: str) -> Path:
     """``<dataset>/tasks/<split>.json``; a missing file is an error saying how to make it."""
-    path = Path(dataset_dir) / "tasks" / f"{split}.json"
+    path = task_path(dataset_dir, split)
     if not path.is_file():
         have = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.is_dir() else []
         raise TripletError(
@@ -67,55 +65,19 @@ def task_file(dataset_dir: str | os.PathLike, split: str) -> Path:
 
 def _read_tasks(path: Path) -> list[dict]:
     """The task file, checked by ``echo_vlsm.prompts.read_tasks`` (errors name the file)."""
-    from echo_vlsm.prompts import read_tasks
-
     tasks = read_tasks(path)
     if not tasks:
         raise TripletError(path, "holds no tasks (an empty list)")
     return tasks
 
 
-def _prompt_keys() -> tuple[str, ...]:
-    from echo_vlsm.prompts import PROMPT_KEYS
-
-    return tuple(PROMPT_KEYS)
-
-
-def prompt_candidates(task: dict, key: str, where: str | os.PathLike = "task") -> list[str]:
-    """All phrasings a task offers for prompt ``key`` (as ``echo_vlsm.prompts.pick_prompt``
-    reads it): ``p0``..``p7`` (one or two phrasings), ``random`` (every non-empty phrasing of
-    every key, drawn uniformly), or a free text with spaces (that text)."""
-    prompts = task.get("prompts") or {}
-    if key == "random":
-        out = []
-        for k in _prompt_keys():
-            if k in prompts:
-                out.extend(t for t in prompt_candidates(task, k, where) if t)
-        if not out:
-            raise TripletError(where, f"task {task.get('img_name')!r} has no non-empty prompt")
-        return out
-    if isinstance(key, str) and " " in key.strip():
-        return [key]
-    if not _PROMPT_KEY_RE.match(str(key)) or key not in _prompt_keys():
-        raise TripletError(
-            where, f"unknown prompt key {key!r}; expected one of {(*_prompt_keys(), 'random')}"
-        )
-    if key not in prompts:
-        note = "; synthetic tasks have no p7: their P6 carries the shape" if key == "p7" else ""
-        raise TripletError(
-            where,
-            f"task {task.get('img_name')!r} has no prompt {key!r} (it has {sorted(prompts)}){note}",
-        )
-    value = prompts[key]
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise TripletError(
-        where,
-        f"prompt {key!r} of task {task.get('img_name')!r} must be a "
-        f"string or a list of strings, got {value!r}",
-    )
+def _prompt_texts(tasks: list[dict], prompt: str, path: Path) -> list[list[str]]:
+    """Per task, every text ``prompt`` gives (``echo_vlsm.prompts.prompt_candidates``, the
+    rule ``pick_prompt`` draws from); all of them are tokenized once."""
+    try:
+        return [prompt_candidates(t, prompt) for t in tasks]
+    except ValueError as exc:
+        raise TripletError(path, str(exc)) from exc
 
 
 # -- the decoded split ----------------------------------------------------------------------
@@ -244,8 +206,6 @@ def _norm_constants(device: torch.device, mean: tuple, std: tuple):
 
 # -- decoding and caching -------------------------------------------------------------------
 def _imread(path: Path) -> np.ndarray:
-    import cv2
-
     data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
     if data is None:
         raise TripletError(path, "file named in the task file does not exist")
@@ -262,8 +222,8 @@ def _imread(path: Path) -> np.ndarray:
 
 
 def _resize(array: np.ndarray, size: int, mask: bool) -> np.ndarray:
-    import cv2
-
+    # Not echo_vlsm.imaging: masks here are resized with INTER_NEAREST (not _EXACT) and images
+    # with one interpolation chosen by the longer side, so switching would change cached pixels.
     if array.shape == (size, size):
         return array
     if mask:
@@ -295,8 +255,6 @@ def _decode_split(
     progress: bool,
     desc: str,
 ):
-    from tqdm import tqdm
-
     n = len(image_names)
     images = torch.empty((n, size, size), dtype=torch.uint8)
     masks = torch.zeros((n, size, size), dtype=torch.uint8)
@@ -364,7 +322,7 @@ def load_triplets(
     Args:
         dataset_dir: an exported dataset (``images/``, ``masks/``, ``tasks/``).
         split: ``train``, ``val`` or ``test``.
-        prompt: ``p0``..``p7`` or ``random``.
+        prompt: ``p0``..``p7``, ``random``, or a free text (``prompt_candidates``).
         image_size: the model's square input side (``model.spec.image_size``).
         tokenize: ``model.tokenize`` (texts -> ``(input_ids, attention_mask)``).
         cache_dir: where the decoded tensors are cached (default ``<dataset>/.cache``);
@@ -373,96 +331,117 @@ def load_triplets(
         device: move the training tensors there (``None``: stay on the CPU).
         workers: decoding threads (default: up to 8).
 
-    Errors (:class:`TripletError`) name the file: a missing task file, a file it names that
-    is missing or unreadable, a mask whose size differs from its image's, an unknown prompt key.
+    Raises:
+        TripletError: (naming the file) a missing task file, a file it names that is missing
+            or unreadable, a mask whose size differs from its image's, an unknown prompt key.
     """
     root = Path(dataset_dir)
     path = task_file(root, split)
     tasks = _read_tasks(path)
-    texts = [prompt_candidates(t, prompt, path) for t in tasks]
-
-    # unique images, and per image its distinct mask files (one bit each)
-    image_names: list[str] = []
-    masks_of: list[list[str]] = []
-    position: dict[str, int] = {}
-    image_index, mask_bit, samples = [], [], []
-    for task in tasks:
-        img, msk = str(task["img_name"]), str(task["mask_name"])
-        if img not in position:
-            position[img] = len(image_names)
-            image_names.append(img)
-            masks_of.append([])
-        i = position[img]
-        if msk not in masks_of[i]:
-            if len(masks_of[i]) == MAX_MASKS_PER_IMAGE:
-                raise TripletError(
-                    path, f"image {img!r} has more than {MAX_MASKS_PER_IMAGE} mask files"
-                )
-            masks_of[i].append(msk)
-        image_index.append(i)
-        mask_bit.append(masks_of[i].index(msk))
-        attrs = task.get("attributes") or {}
-        samples.append(
-            {
-                "sample": str(attrs.get("stem") or Path(img).stem),
-                "structure": str(task.get("structure") or attrs.get("structure") or ""),
-                "view": str(attrs.get("view") or ""),
-                "phase": str(attrs.get("phase") or ""),
-                "img_name": img,
-                "mask_name": msk,
-            }
-        )
-
-    # cache keys: files (names, sizes, mtimes) + size for the pixels; texts + tokenizer for ids
-    probe_ids, probe_mask = tokenize(["Left ventricular cavity of the heart."])
-    tok_key = _digest([probe_ids.tolist(), probe_mask.tolist(), list(probe_ids.shape)])
-    pix_key = _digest(
-        [
-            CACHE_VERSION,
-            split,
-            image_size,
-            [_stat_key(root / n) for n in image_names],
-            [[_stat_key(root / m) for m in ms] for ms in masks_of],
-        ]
-    )
-    text_key = _digest([CACHE_VERSION, tok_key, texts])
+    texts = _prompt_texts(tasks, prompt, path)
+    index = _index_tasks(tasks, path)
     cache = None if cache_dir is False else Path(cache_dir) if cache_dir else root / ".cache"
-    workers = workers or min(8, os.cpu_count() or 1)
-
-    pix = _cache_load(cache, f"pixels-{split}-{image_size}-{pix_key}.pt")
-    if pix is None or (full_masks and pix.get("full_masks") is None):
-        images, masks, full_t = _decode_split(
-            root,
-            image_names,
-            masks_of,
-            image_size,
-            full_masks,
-            workers,
-            progress,
-            f"decoding {root.name}/{split}",
-        )
-        pix = {"images": images, "masks": masks, "full_masks": full_t}
-        _cache_save(cache, f"pixels-{split}-{image_size}-{pix_key}.pt", pix)
-
-    tok = _cache_load(cache, f"tokens-{split}-{prompt}-{text_key}.pt")
-    if tok is None:
-        tok = _tokenize_all(texts, tokenize)
-        _cache_save(cache, f"tokens-{split}-{prompt}-{text_key}.pt", tok)
-
+    pix = _load_pixels(root, split, index, image_size, full_masks, cache,
+                       workers or min(8, os.cpu_count() or 1), progress)
+    tok = _load_tokens(split, prompt, texts, tokenize, cache)
     data = Triplets(
         images=pix["images"],
         masks=pix["masks"],
-        image_index=torch.tensor(image_index, dtype=torch.long),
-        mask_bit=torch.tensor(mask_bit, dtype=torch.long),
+        image_index=torch.tensor(index.image_index, dtype=torch.long),
+        mask_bit=torch.tensor(index.mask_bit, dtype=torch.long),
         input_ids=tok["input_ids"].long(),
         attention_mask=tok["attention_mask"],
         n_phrasings=tok["n_phrasings"],
-        samples=samples,
+        samples=index.samples,
         texts=texts,
         full_masks=pix["full_masks"] if full_masks else None,
         source={"dataset": str(root), "split": split, "prompt": prompt, "task_file": str(path)},
     )
     return data.to(device) if device is not None else data
+
+
+@dataclass
+class _TaskIndex:
+    """The unique images of a task file, the distinct mask files of each (one bit each), and
+    per task its image, its mask's bit and its sample description."""
+
+    image_names: list[str] = field(default_factory=list)
+    masks_of: list[list[str]] = field(default_factory=list)
+    image_index: list[int] = field(default_factory=list)
+    mask_bit: list[int] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)
+
+
+def _index_tasks(tasks: list[dict], path: Path) -> _TaskIndex:
+    index = _TaskIndex()
+    position: dict[str, int] = {}
+    for task in tasks:
+        img, msk = str(task["img_name"]), str(task["mask_name"])
+        if img not in position:
+            position[img] = len(index.image_names)
+            index.image_names.append(img)
+            index.masks_of.append([])
+        i = position[img]
+        masks = index.masks_of[i]
+        if msk not in masks:
+            if len(masks) == MAX_MASKS_PER_IMAGE:
+                raise TripletError(
+                    path, f"image {img!r} has more than {MAX_MASKS_PER_IMAGE} mask files"
+                )
+            masks.append(msk)
+        index.image_index.append(i)
+        index.mask_bit.append(masks.index(msk))
+        index.samples.append(_sample(task, img, msk))
+    return index
+
+
+def _sample(task: dict, img: str, msk: str) -> dict:
+    """What the tidy metrics say about a triplet: its image stem, structure, view, phase."""
+    attrs = task.get("attributes") or {}
+    return {
+        "sample": str(attrs.get("stem") or Path(img).stem),
+        "structure": str(task.get("structure") or attrs.get("structure") or ""),
+        "view": str(attrs.get("view") or ""),
+        "phase": str(attrs.get("phase") or ""),
+        "img_name": img,
+        "mask_name": msk,
+    }
+
+
+def _load_pixels(root: Path, split: str, index: _TaskIndex, size: int, full: bool,
+                 cache: Path | None, workers: int, progress: bool) -> dict:
+    """The decoded images and packed masks, from the cache when the files (names, sizes,
+    modification times) and the size are those it was made from."""
+    key = _digest([
+        CACHE_VERSION,
+        split,
+        size,
+        [_stat_key(root / n) for n in index.image_names],
+        [[_stat_key(root / m) for m in ms] for ms in index.masks_of],
+    ])  # fmt: skip
+    name = f"pixels-{split}-{size}-{key}.pt"
+    pix = _cache_load(cache, name)
+    if pix is None or (full and pix.get("full_masks") is None):
+        images, masks, full_t = _decode_split(root, index.image_names, index.masks_of, size,
+                                              full, workers, progress,
+                                              f"decoding {root.name}/{split}")
+        pix = {"images": images, "masks": masks, "full_masks": full_t}
+        _cache_save(cache, name, pix)
+    return pix
+
+
+def _load_tokens(split: str, prompt: str, texts: list[list[str]], tokenize,
+                 cache: Path | None) -> dict:
+    """The tokenized phrasings, from the cache when the texts and the tokenizer (probed with
+    one sentence) are those it was made from."""
+    probe_ids, probe_mask = tokenize(["Left ventricular cavity of the heart."])
+    tok_key = _digest([probe_ids.tolist(), probe_mask.tolist(), list(probe_ids.shape)])
+    name = f"tokens-{split}-{prompt}-{_digest([CACHE_VERSION, tok_key, texts])}.pt"
+    tok = _cache_load(cache, name)
+    if tok is None:
+        tok = _tokenize_all(texts, tokenize)
+        _cache_save(cache, name, tok)
+    return tok
 
 
 def _tokenize_all(texts: list[list[str]], tokenize) -> dict:

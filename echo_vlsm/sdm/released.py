@@ -26,6 +26,9 @@ Labels map to the project's: 0 and 2 (outside, tissue) -> 0; 1 -> 1 (LV); 3 -> 2
 Examples::
 
     import_released("data/raw/sdm-camus", "data/camus-synthetic", real_dir="data/camus")
+
+    >>> parse_name("patient0051_2CH_ED_training_3", "2CH_ED", "x.png")
+    {'patient': 'patient0051', 'view': '2CH', 'phase': 'ED', 'k': 3}
 """
 
 from __future__ import annotations
@@ -38,7 +41,18 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from echo_vlsm.dataset import (
+    RECORDS_FILE,
+    image_path,
+    label_path,
+    mask_path,
+    read_records,
+    write_records,
+)
+from echo_vlsm.errors import PathError
+from echo_vlsm.imaging import resize_image, resize_label
 from echo_vlsm.io import read_png, write_png
+from echo_vlsm.sdm.labels import map_path, resize_map
 from echo_vlsm.structures import LABELS, STRUCTURES
 
 SPLIT_NAMES = {"training": "train", "train": "train", "validation": "val", "val": "val"}
@@ -50,12 +64,8 @@ _PATIENT_RE = re.compile(r"(patient\d+)")
 _K_RE = re.compile(r"_(\d+)$")
 
 
-class ReleasedFormatError(ValueError):
+class ReleasedFormatError(PathError):
     """A file of the released set is missing or not as expected; the message names it."""
-
-    def __init__(self, path, problem: str):
-        self.path = Path(path)
-        super().__init__(f"{path}: {problem}")
 
 
 def parse_name(name: str, folder: str, path) -> dict:
@@ -125,58 +135,86 @@ def released_label(annotation: np.ndarray, path) -> np.ndarray:
     return RELEASED_TO_CAMUS[annotation]
 
 
-def import_released(src_dir, out_dir, *, real_dir=None, size: int = 512,
-                    progress: bool = True) -> Path:  # fmt: skip
-    """Convert the released SDM-CAMUS tree ``src_dir`` into an exported dataset ``out_dir``
-    (images, labels, masks, ``sdm_maps``, ``records.csv``) at ``size`` px; resumable (done
-    samples are skipped). Returns ``out_dir``."""
-    from echo_vlsm.data.export import read_records, resize_image, resize_label, write_records
-    from echo_vlsm.sdm.labels import resize_map
+def _assign_stems(items: list[dict]) -> None:
+    """Give each sample its stem (``<patient>_<view>_<phase>_s<k>``) and ``source_stem``.
 
-    out = Path(out_dir)
-    items = scan_released(src_dir)
+    Raises:
+        ReleasedFormatError: two samples of a split give the same stem.
+    """
     seen: dict[tuple[str, str], Path] = {}
     for it in items:
-        it["stem"] = f"{it['patient']}_{it['view']}_{it['phase']}_s{it['k']}"
         it["source_stem"] = f"{it['patient']}_{it['view']}_{it['phase']}"
+        it["stem"] = f"{it['source_stem']}_s{it['k']}"
         key = (it["split"], it["stem"])
         if key in seen:
             raise ReleasedFormatError(it["image"], f"gives the stem {it['stem']} that "
                                       f"{seen[key]} gives too; names must be unique")  # fmt: skip
         seen[key] = it["image"]
+
+
+def _write_sample(out: Path, it: dict, size: int) -> tuple[int, int]:
+    """Write one sample's masks, 5-class map, label map and (last, marking it done) image at
+    ``size`` px; returns the released image's (height, width)."""
+    split, stem = it["split"], it["stem"]
+    image = read_png(it["image"])
+    annotation = read_png(it["annotation"])
+    if image.shape != annotation.shape:
+        raise ReleasedFormatError(it["annotation"], f"shape {annotation.shape} differs "
+                                  f"from its image's {image.shape}")  # fmt: skip
+    label = resize_label(released_label(annotation, it["annotation"]), size)
+    for s in STRUCTURES:
+        write_png(mask_path(out, s, split, stem),
+                  np.where(label == LABELS[s], 255, 0).astype(np.uint8))  # fmt: skip
+    write_png(map_path(out, split, stem), resize_map(annotation, size))
+    write_png(label_path(out, split, stem), label)
+    write_png(image_path(out, split, stem), resize_image(image, size))
+    return image.shape
+
+
+def _record(it: dict, source_size: tuple[int, int], real: dict) -> dict:
+    """The ``records.csv`` row of a sample; sex and age from its real image when known."""
+    h, w = source_size
+    return {
+        "stem": it["stem"], "patient": it["patient"], "view": it["view"],
+        "phase": it["phase"], "split": it["split"], "sex": real.get("sex", ""),
+        "age": real.get("age", pd.NA), "quality": "", "source_height": h, "source_width": w,
+        "spacing_y": "", "spacing_x": "", "source_stem": it["source_stem"],
+    }  # fmt: skip
+
+
+def import_released(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                    real_dir: str | os.PathLike | None = None, size: int = 512,
+                    progress: bool = True) -> Path:  # fmt: skip
+    """Convert the released SDM-CAMUS tree ``src_dir`` into an exported dataset ``out_dir``.
+
+    Writes images, labels, masks, ``sdm_maps`` and ``records.csv`` at ``size`` px; resumable
+    (samples whose image exists are skipped, ``records.csv`` is written last).
+
+    Args:
+        real_dir: an exported real CAMUS dataset to take sex and age from.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        FileNotFoundError: ``src_dir`` does not exist.
+        ReleasedFormatError: a file of the release is missing or not as expected.
+    """
+    out = Path(out_dir)
+    items = scan_released(src_dir)
+    _assign_stems(items)
     facts = {}
     if real_dir is not None:
-        real = read_records(real_dir)
-        facts = {r["stem"]: r for r in real.to_dict("records")}
-
+        facts = {r["stem"]: r for r in read_records(real_dir).to_dict("records")}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "records.csv").unlink(missing_ok=True)
+    (out / RECORDS_FILE).unlink(missing_ok=True)
     rows = []
     for it in tqdm(items, desc="import SDM-CAMUS", unit="img", disable=None if progress else True):
-        split, stem = it["split"], it["stem"]
-        img_out = out / "images" / split / f"{stem}.png"
-        image = annotation = None
-        if not img_out.is_file():
-            image = read_png(it["image"])
-            annotation = read_png(it["annotation"])
-            if image.shape != annotation.shape:
-                raise ReleasedFormatError(it["annotation"], f"shape {annotation.shape} differs "
-                                          f"from its image's {image.shape}")  # fmt: skip
-            label = resize_label(released_label(annotation, it["annotation"]), size)
-            for s in STRUCTURES:
-                write_png(out / "masks" / s / split / f"{stem}.png",
-                          np.where(label == LABELS[s], 255, 0).astype(np.uint8))  # fmt: skip
-            write_png(out / "sdm_maps" / split / f"{stem}.png", resize_map(annotation, size))
-            write_png(out / "labels" / split / f"{stem}.png", label)
-            write_png(img_out, resize_image(image, size))
-        src = facts.get(it["source_stem"], {})
-        h, w = _png_size(it["image"]) if image is None else image.shape
-        rows.append({
-            "stem": stem, "patient": it["patient"], "view": it["view"], "phase": it["phase"],
-            "split": split, "sex": src.get("sex", ""), "age": src.get("age", pd.NA),
-            "quality": "", "source_height": h, "source_width": w,
-            "spacing_y": "", "spacing_x": "", "source_stem": it["source_stem"],
-        })  # fmt: skip
+        if image_path(out, it["split"], it["stem"]).is_file():
+            source_size = _png_size(it["image"])
+        else:
+            source_size = _write_sample(out, it, size)
+        rows.append(_record(it, source_size, facts.get(it["source_stem"], {})))
     write_records(rows, out)
     return out
 

@@ -1,0 +1,160 @@
+"""Figures: strategy differences, freeze differences, learning curves, per structure; each
+saved as PNG and PDF."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from echo_vlsm.analysis.differences import freeze_differences, strategy_differences
+from echo_vlsm.analysis.tables import MODEL_LABELS, STRATEGY_LABELS
+from echo_vlsm.grid import MODELS, PROMPT_KEYS, STRATEGIES
+from echo_vlsm.io import atomic_path
+from echo_vlsm.structures import STRUCTURES
+
+
+def save_figure(fig, out_dir: str | os.PathLike, name: str) -> list[Path]:
+    """Save ``fig`` as ``<name>.png`` (150 dpi) and ``<name>.pdf`` in ``out_dir``, atomically."""
+    out = []
+    for ext in ("png", "pdf"):
+        path = Path(out_dir) / f"{name}.{ext}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+        out.append(path)
+    return out
+
+
+def _prompt_axis(ax, prompts):
+    ax.set_xticks(range(len(prompts)))
+    ax.set_xticklabels([p.upper() for p in prompts])
+    ax.axhline(0, color="0.3", lw=0.8)
+
+
+def _difference_panels(diffs: pd.DataFrame, hue: str, hue_order, title: str, ylabel: str,
+                       facet: str = "model", facet_order=MODELS):
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    facets = [f for f in facet_order if f in set(diffs[facet])] or [None]
+    fig, axes = plt.subplots(1, len(facets), figsize=(4.2 * len(facets), 3.4), squeeze=False,
+                             sharey=True)
+    hues = [h for h in hue_order if h in set(diffs[hue])]
+    palette = dict(zip(hues, sns.color_palette("colorblind", len(hues))))
+    prompts = [p for p in PROMPT_KEYS if p in set(diffs["prompt"])]
+    width = 0.8 / max(len(hues), 1)
+    for ax, f in zip(axes[0], facets):
+        sub = diffs if f is None else diffs[diffs[facet] == f]
+        for j, h in enumerate(hues):
+            s = sub[sub[hue] == h].set_index("prompt").reindex(prompts)
+            x = np.arange(len(prompts)) + (j - (len(hues) - 1) / 2) * width
+            label = STRATEGY_LABELS.get(h, MODEL_LABELS.get(h, h))
+            ax.bar(x, s["diff"], width=width, color=palette[h], label=label)
+            ax.scatter(x, s["paper_diff"], marker="_", s=140, color="black", zorder=3,
+                       label="study" if j == 0 else None)
+        _prompt_axis(ax, prompts)
+        ax.set_title(MODEL_LABELS.get(f, STRATEGY_LABELS.get(f, f)) if f else "")
+        ax.set_xlabel("prompt")
+    axes[0][0].set_ylabel(ylabel)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False,
+               bbox_to_anchor=(0.5, 1.08))
+    fig.suptitle(title, y=1.14)
+    fig.tight_layout()
+    return fig
+
+
+def strategy_difference_figure(summary: pd.DataFrame, out_dir: str | os.PathLike,
+                               name: str = "strategy_difference") -> list[Path]:
+    """The study's main figure: mean dice of each strategy minus ``real`` per prompt and
+    model (bars: this work; black ticks: the study)."""
+    import matplotlib.pyplot as plt
+
+    diffs = strategy_differences(summary)
+    if diffs.empty:
+        raise ValueError("no strategy run next to 'real' for the same model and prompt")
+    fig = _difference_panels(diffs, "strategy", STRATEGIES, "Strategy minus real",
+                             "Δ dice vs real (points)")
+    paths = save_figure(fig, out_dir, name)
+    plt.close(fig)
+    return paths
+
+
+def freeze_difference_figure(df: pd.DataFrame, out_dir: str | os.PathLike,
+                             name: str = "freeze_difference") -> list[Path]:
+    """Frozen minus trained encoders, mean dice per prompt and model, one panel per strategy
+    (bars: this work; black ticks: the study's Table 2 minus Table 1)."""
+    import matplotlib.pyplot as plt
+
+    diffs = freeze_differences(df)
+    if diffs.empty:
+        raise ValueError("no run exists with both frozen and trained encoders")
+    fig = _difference_panels(diffs, "model", MODELS, "Frozen minus trained encoders",
+                             "Δ dice frozen − trained (points)", facet="strategy",
+                             facet_order=STRATEGIES)
+    paths = save_figure(fig, out_dir, name)
+    plt.close(fig)
+    return paths
+
+
+def learning_curve_figure(histories: pd.DataFrame, out_dir: str | os.PathLike,
+                          name: str = "learning_curves", y: str | None = None,
+                          strategies: Iterable[str] = ("real", "synth-pt-real-ft"),
+                          encoders: str = "trained") -> list[Path]:
+    """Validation curves per epoch of ``strategies`` (default real vs synth-pt-real-ft),
+    one panel per model, one line per prompt."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if y is None:
+        y = next((c for c in ("val_dice", "val_loss", "train_loss") if c in histories.columns),
+                 None)
+    if y is None or y not in histories.columns:
+        raise ValueError(f"history has no column {y!r}; columns: {list(histories.columns)}")
+    h = histories[histories["strategy"].isin(list(strategies))
+                  & (histories["encoders"] == encoders)]
+    if h.empty:
+        raise ValueError(f"no history of strategies {list(strategies)} with {encoders} encoders")
+    models = [m for m in MODELS if m in set(h["model"])]
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], models):
+        sns.lineplot(data=h[h["model"] == m], x="epoch", y=y, hue="strategy", style="prompt",
+                     ax=ax, errorbar=None)
+        ax.set_title(MODEL_LABELS[m])
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    paths = save_figure(fig, out_dir, name)
+    plt.close(fig)
+    return paths
+
+
+def per_structure_figure(df: pd.DataFrame, out_dir: str | os.PathLike,
+                         name: str = "per_structure", encoders: str = "trained") -> list[Path]:
+    """Mean dice per structure (LV cavity, myocardium, LA) for each strategy and model,
+    averaged over prompts P1..P7 (P0 names no structure)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sel = df[((df["encoders"] == encoders) | (df["strategy"] == "zeroshot"))
+             & (df["prompt"] != "p0")]
+    if sel.empty:
+        raise ValueError(f"no metrics with {encoders} encoders and a prompt other than P0")
+    models = [m for m in MODELS if m in set(sel["model"])]
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.2), squeeze=False,
+                             sharey=True)
+    order = [s for s in STRATEGIES if s in set(sel["strategy"])]
+    for ax, m in zip(axes[0], models):
+        sns.barplot(data=sel[sel["model"] == m], x="strategy", y="dice", hue="structure",
+                    order=order, hue_order=[s for s in STRUCTURES if s in set(sel["structure"])],
+                    errorbar=("ci", 95), ax=ax, palette="colorblind")
+        ax.set_title(MODEL_LABELS[m])
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels([STRATEGY_LABELS[s] for s in order], rotation=20, fontsize=7)
+        ax.set_ylabel("dice (%)")
+    fig.tight_layout()
+    paths = save_figure(fig, out_dir, name)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,162 @@
+"""Reading what the runs left: tidy ``metrics.csv`` files, summaries, histories, and the
+study's published Tables 1 and 2 (``paper/paper_results.csv``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from echo_vlsm.errors import PathError
+from echo_vlsm.grid import (
+    ENCODERS,
+    HISTORY_FILE,
+    METRIC_COLUMNS,
+    METRICS_FILE,
+    MODELS,
+    STRATEGIES,
+    SUMMARY_FILE,
+    parse_run_id,
+)
+from echo_vlsm.structures import STRUCTURES
+
+# paper_results.csv names the encoders of Table 1 "unfrozen".
+_PAPER_ENCODERS = {"unfrozen": "trained", "frozen": "frozen"}
+PAPER_RESULTS = Path(__file__).resolve().parents[2] / "paper" / "paper_results.csv"
+
+
+class MetricsFormatError(PathError):
+    """A metrics or history file that does not have the tidy format."""
+
+
+def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
+    """Read one tidy ``metrics.csv`` and check its columns and values."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype={"sample": str, "prompt": str, "view": str, "phase": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise MetricsFormatError(path, f"not a readable CSV ({exc})") from exc
+    missing = [c for c in METRIC_COLUMNS if c not in df.columns]
+    if missing:
+        raise MetricsFormatError(
+            path, f"missing columns {missing}; a tidy metrics file has {list(METRIC_COLUMNS)}"
+        )
+    if df.empty:
+        raise MetricsFormatError(path, "has a header but no rows")
+    vocab = {"model": MODELS, "encoders": ENCODERS, "strategy": STRATEGIES,
+             "structure": STRUCTURES}
+    for col, allowed in vocab.items():
+        bad = sorted(set(df[col].astype(str)) - set(allowed))
+        if bad:
+            raise MetricsFormatError(
+                path, f"column {col!r} has values {bad}; accepted: {list(allowed)}"
+            )
+    for col in ("dice", "iou", "hd95"):
+        values = pd.to_numeric(df[col], errors="coerce")
+        if col != "hd95" and values.isna().any():
+            raise MetricsFormatError(path, f"column {col!r} has non-numeric or empty values")
+        df[col] = values.astype(float)
+    for col in ("dice", "iou"):
+        if ((df[col] < 0) | (df[col] > 100)).any():
+            raise MetricsFormatError(
+                path, f"column {col!r} has values outside 0..100 (it is in percent)"
+            )
+    return df[list(METRIC_COLUMNS)]
+
+
+def metrics_files(root: str | os.PathLike) -> list[Path]:
+    """Every ``metrics.csv`` under ``root``, sorted."""
+    return sorted(Path(root).rglob(METRICS_FILE))
+
+
+def load_metrics(root: str | os.PathLike) -> pd.DataFrame:
+    """All ``metrics.csv`` files under ``root`` as one tidy table (one row per test sample
+    and structure). Errors name the offending file."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder of runs")
+    files = metrics_files(root)
+    if not files:
+        raise FileNotFoundError(f"{root}: holds no metrics.csv (run notebook 04 first)")
+    return pd.concat([read_metrics(f) for f in files], ignore_index=True)
+
+
+def paper_results(path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The study's Tables 1 and 2 with this project's names: columns ``table, encoders,
+    strategy, model, prompt, paper_mean, paper_std`` (``encoders`` trained | frozen,
+    ``model`` clipseg | cris)."""
+    path = Path(path) if path is not None else PAPER_RESULTS
+    df = pd.read_csv(path)
+    need = {"table", "encoders", "strategy", "model", "prompt", "dice_mean", "dice_std"}
+    if need - set(df.columns):
+        raise MetricsFormatError(path, f"missing columns {sorted(need - set(df.columns))}")
+    df = df.assign(
+        encoders=df["encoders"].map(_PAPER_ENCODERS),
+        model=df["model"].str.lower(),
+        prompt=df["prompt"].str.lower(),
+    ).rename(columns={"dice_mean": "paper_mean", "dice_std": "paper_std"})
+    if df["encoders"].isna().any():
+        raise MetricsFormatError(path, f"encoders must be one of {list(_PAPER_ENCODERS)}")
+    return df[["table", "encoders", "strategy", "model", "prompt", "paper_mean", "paper_std"]]
+
+
+def _run_dirs(root: Path) -> list[Path]:
+    out = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        try:
+            parse_run_id(d.name)
+        except ValueError:
+            continue
+        out.append(d)
+    return out
+
+
+def load_summaries(root: str | os.PathLike) -> pd.DataFrame:
+    """``summary.json`` of every run folder under ``root`` (named by run id) as one table:
+    model, strategy, encoders, prompt, best_epoch, best_val_dice, seconds_to_best,
+    epochs_run, seconds_total, done."""
+    rows = []
+    for d in _run_dirs(Path(root)):
+        f = d / SUMMARY_FILE
+        if not f.is_file():
+            continue
+        try:
+            s = json.loads(f.read_text())
+        except json.JSONDecodeError as exc:
+            raise MetricsFormatError(f, f"not valid JSON ({exc})") from exc
+        missing = [k for k in ("best_epoch", "seconds_to_best") if k not in s]
+        if missing:
+            raise MetricsFormatError(f, f"missing keys {missing}")
+        rows.append({**parse_run_id(d.name).as_dict(), "run_id": d.name, **s})
+    cols = ["run_id", "model", "strategy", "encoders", "prompt", "best_epoch", "best_val_dice",
+            "seconds_to_best", "epochs_run", "seconds_total", "done"]
+    out = pd.DataFrame(rows)
+    for c in cols:
+        if c not in out.columns:
+            out[c] = np.nan
+    return out[cols]
+
+
+def load_histories(root: str | os.PathLike) -> pd.DataFrame:
+    """``history.csv`` of every run folder under ``root`` as one long table, with the run's
+    model, strategy, encoders and prompt, and ``epoch`` (1-based if absent)."""
+    frames = []
+    for d in _run_dirs(Path(root)):
+        f = d / HISTORY_FILE
+        if not f.is_file():
+            continue
+        h = pd.read_csv(f)
+        if h.empty:
+            continue
+        if "epoch" not in h.columns:
+            h.insert(0, "epoch", np.arange(1, len(h) + 1))
+        for k, v in parse_run_id(d.name).as_dict().items():
+            h[k] = v
+        h["run_id"] = d.name
+        frames.append(h)
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "model", "strategy", "encoders", "prompt", "epoch"])
+    return pd.concat(frames, ignore_index=True)

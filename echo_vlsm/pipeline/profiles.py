@@ -1,0 +1,132 @@
+"""Profiles: ``notebooks/params/<name>.yaml``, the papermill parameters of each numbered
+notebook and the part of the study's grid to run (see ``notebooks/params/demo.yaml``).
+
+Examples::
+
+    prof = load_profile("demo")
+    prof.runs[0].id, prof.run_parameters(prof.runs[0])["epochs"]
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from echo_vlsm.grid import MODELS, Run
+from echo_vlsm.paths import resolve
+from echo_vlsm.pipeline.errors import ProfileError
+from echo_vlsm.pipeline.selection import select_grid
+
+PREPARE_STEPS = ("01_data_preparation", "02_sdm_synthesis", "03_prompt_generation")
+TRAIN_NOTEBOOK = "04_train_vlsm"
+ANALYSIS_STEPS = ("05_freeze_ablation", "06_dice_difference_plots")
+STAGES = ("prepare", "runs", "analysis")
+PROFILE_KEYS = {"profile", "description", "runs_root", "env", "kernel", "execution_timeout",
+                "steps", "train", "models", "grid"}
+
+
+@dataclass
+class Profile:
+    """A parsed profile file: per-step papermill parameters and the selected runs."""
+
+    name: str
+    path: Path
+    runs_root: str
+    steps: dict[str, dict]
+    train: dict
+    models: dict[str, dict]
+    runs: list[Run]
+    env: dict[str, str] = field(default_factory=dict)
+    kernel: str = "python3"
+    execution_timeout: int | None = None
+
+    def run_parameters(self, run: Run) -> dict[str, Any]:
+        """Papermill parameters of ``04_train_vlsm`` for ``run``."""
+        params = {**self.train, **self.models.get(run.model, {})}
+        params.update(run.as_dict(), runs_root=self.runs_root)
+        return params
+
+    def step_parameters(self, step: str) -> dict[str, Any]:
+        """Papermill parameters of a prepare or analysis step (the analysis steps learn the
+        profile's name and runs folder unless the profile sets them)."""
+        params = dict(self.steps.get(step) or {})
+        if step in ANALYSIS_STEPS:
+            params.setdefault("profile", self.name)
+            params.setdefault("runs_root", self.runs_root)
+        return params
+
+
+def profile_path(profile: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """A profile name (``demo``) means ``notebooks/params/<name>.yaml``; a path is used as is."""
+    p = Path(profile)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        return resolve(p, root)
+    return resolve(Path("notebooks") / "params" / f"{profile}.yaml", root)
+
+
+def load_profile(profile: str | os.PathLike, root: str | os.PathLike | None = None) -> Profile:
+    """Read and check a profile file.
+
+    Raises:
+        ProfileError: no such file, not YAML, an unknown key, step, model or grid value.
+    """
+    path = profile_path(profile, root)
+    data = _read_yaml(path)
+    steps = data.get("steps") or {}
+    known_steps = set(PREPARE_STEPS) | set(ANALYSIS_STEPS)
+    bad = set(steps) - known_steps
+    if bad:
+        raise ProfileError(path, f"steps {sorted(bad)} unknown; accepted: {sorted(known_steps)} "
+                                 f"({TRAIN_NOTEBOOK} takes its parameters from 'train')")
+    for key in ("train", "models", "env", "steps"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise ProfileError(path, f"'{key}' must be a mapping")
+    models = data.get("models") or {}
+    bad = set(models) - set(MODELS)
+    if bad:
+        raise ProfileError(path, f"models {sorted(bad)} unknown; accepted: {list(MODELS)}")
+    name = str(data.get("profile") or path.stem)
+    return Profile(
+        name=name,
+        path=path,
+        runs_root=str(data.get("runs_root") or f"runs/{name}"),
+        steps={k: dict(v or {}) for k, v in steps.items()},
+        train=dict(data.get("train") or {}),
+        models={k: dict(v or {}) for k, v in models.items()},
+        runs=select_grid(_grid_blocks(data.get("grid"), path), path),
+        env={str(k): str(v) for k, v in (data.get("env") or {}).items()},
+        kernel=str(data.get("kernel") or "python3"),
+        execution_timeout=data.get("execution_timeout"),
+    )
+
+
+def _read_yaml(path: Path) -> dict:
+    """The profile's top-level mapping, with only known keys."""
+    if not path.is_file():
+        avail = sorted(q.stem for q in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        raise ProfileError(path, f"no such profile; available: {avail}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ProfileError(path, f"not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ProfileError(path, "expected a mapping at the top level")
+    unknown = set(data) - PROFILE_KEYS
+    if unknown:
+        raise ProfileError(path, f"unknown keys {sorted(unknown)}; accepted: {sorted(PROFILE_KEYS)}")
+    return data
+
+
+def _grid_blocks(grid, path: Path) -> list:
+    """``grid:`` as a list of filters (a single mapping is one filter; none selects no run)."""
+    if grid is None:
+        return []
+    if isinstance(grid, dict):
+        return [grid]
+    if not isinstance(grid, list):
+        raise ProfileError(path, "'grid' must be a list of filters (models, strategies, ...)")
+    return grid

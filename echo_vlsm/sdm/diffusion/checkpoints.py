@@ -1,0 +1,192 @@
+"""The files of an SDM run directory: writing them while training, reading them back.
+
+A run directory holds::
+
+    config.json          the SDMConfig (+ dataset and UNet spec)
+    model.safetensors    ``model.<name>`` and ``ema.<name>`` weights; metadata: config, spec, step
+    state.pt             everything to resume: weights, EMA, optimizer, step, random states,
+                         history
+    history.csv          step, loss, lr, seconds
+    samples/step_<n>.png sample grids (label map, sample, real image)
+    summary.json         steps, seconds, final loss, ``"done": true`` when training ended
+
+Each file is written atomically; ``load_sdm`` reads ``model.safetensors`` into an ``SDM``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from echo_vlsm.device import autocast_dtype, resolve_device
+from echo_vlsm.errors import PathError
+from echo_vlsm.io import atomic_path, write_json_atomic, write_text_atomic
+from echo_vlsm.sdm.diffusion.config import ARCH_FIELDS, SDMConfig, resolve_sdm_precision
+from echo_vlsm.sdm.diffusion.ema import EMA
+from echo_vlsm.sdm.diffusion.sampling import SDM
+from echo_vlsm.sdm.diffusion.schedule import EpsilonModel
+from echo_vlsm.sdm.unet import build_unet
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+HISTORY_FILE = "history.csv"
+SUMMARY_FILE = "summary.json"
+SAMPLES_DIR = "samples"
+WEIGHTS = ("ema", "model")
+
+
+def sample_grid_path(run_dir: Path, step: int) -> Path:
+    return run_dir / SAMPLES_DIR / f"step_{step:06d}.png"
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_config(run_dir: Path, config: SDMConfig, dataset_dir) -> None:
+    write_json_atomic(run_dir / CONFIG_FILE, {**config.to_dict(), "dataset": str(dataset_dir),
+                                              "spec": config.spec.to_dict()})  # fmt: skip
+
+
+def save_weights(run_dir: Path, model: torch.nn.Module, ema: EMA, config: SDMConfig,
+                 step: int) -> None:  # fmt: skip
+    """``model.safetensors``: raw and EMA weights, the config and the step in its metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v.contiguous().cpu() for k, v in ema.state_dict().items()})
+    meta = {"config": json.dumps(config.to_dict()), "spec": json.dumps(config.spec.to_dict()),
+            "step": str(step)}  # fmt: skip
+    with atomic_path(run_dir / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def save_state(run_dir: Path, model: torch.nn.Module, ema: EMA, opt: torch.optim.Optimizer,
+               step: int, gen: torch.Generator, history: list[dict]) -> None:  # fmt: skip
+    """``state.pt``: what a resumed run needs to continue as if never stopped."""
+    state = {
+        "step": step,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "ema": {k: v.cpu() for k, v in ema.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "history": history,
+    }
+    with atomic_path(run_dir / STATE_FILE) as tmp:
+        torch.save(state, tmp)
+
+
+def write_history(run_dir: Path, history: list[dict]) -> None:
+    lines = ["step,loss,lr,seconds"]
+    lines += [f"{h['step']},{h['loss']:.6f},{h['lr']:.3g},{h['seconds']:.2f}" for h in history]
+    write_text_atomic(run_dir / HISTORY_FILE, "\n".join(lines) + "\n")
+
+
+def write_summary(run_dir: Path, step: int, history: list[dict], done: bool) -> None:
+    tail = [h["loss"] for h in history[-50:]]
+    write_json_atomic(run_dir / SUMMARY_FILE, {
+        "steps": step,
+        "seconds_total": round(history[-1]["seconds"], 2) if history else 0.0,
+        "final_loss": float(np.mean(tail)) if tail else math.nan,
+        "done": done,
+    })  # fmt: skip
+
+
+def checkpoint(run_dir: Path, model, ema: EMA, opt, config: SDMConfig, step: int,
+               gen: torch.Generator, history: list[dict]) -> None:  # fmt: skip
+    """Weights, resume state and history of ``step``."""
+    save_weights(run_dir, model, ema, config, step)
+    save_state(run_dir, model, ema, opt, step, gen, history)
+    write_history(run_dir, history)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_resume_state(run_dir: Path, config: SDMConfig) -> dict | None:
+    """The ``state.pt`` of an earlier run in ``run_dir`` (None when there is none).
+
+    Raises:
+        PathError: the earlier run's ``config.json`` differs in a field that changes the
+            network or its data (``ARCH_FIELDS``).
+    """
+    state_file = run_dir / STATE_FILE
+    if not state_file.is_file():
+        return None
+    state = torch.load(state_file, map_location="cpu", weights_only=True)
+    old = json.loads((run_dir / CONFIG_FILE).read_text())
+    for key in ARCH_FIELDS:
+        new_v = json.loads(json.dumps(config.to_dict()[key]))
+        if old.get(key) != new_v:
+            raise PathError(run_dir / CONFIG_FILE,
+                            f"{key}={old.get(key)!r} differs from the requested {new_v!r}; "
+                            f"resume with the same {key} or choose a new run directory")  # fmt: skip
+    return state
+
+
+def read_history(run_dir: str | os.PathLike) -> list[dict]:
+    """Rows of ``history.csv`` (step, loss, lr, seconds)."""
+    import pandas as pd
+
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training history; train the SDM first")
+    return pd.read_csv(path).to_dict("records")
+
+
+def epsilon_model(config: SDMConfig, state: dict[str, torch.Tensor], device: torch.device,
+                  channels_last: bool, source: str | os.PathLike) -> EpsilonModel:  # fmt: skip
+    """The network of ``config`` with the weights ``state``, on ``device``, in eval mode.
+
+    Raises:
+        PathError: the weights (from ``source``) do not fit the network.
+    """
+    net = build_unet(config.spec)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise PathError(source, f"weights do not fit the {config.size} SDM "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")  # fmt: skip
+    net = net.to(device).eval()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return EpsilonModel(net, config.parameterization).to(device).eval()
+
+
+def load_sdm(path: str | os.PathLike, device: str = "auto", weights: str = "ema",
+             precision: str = "auto") -> SDM:  # fmt: skip
+    """Load a trained SDM from a run directory or its ``model.safetensors``.
+
+    Args:
+        weights: ``ema`` (default, what sampling should use) or ``model`` (the raw weights).
+        precision: ``auto`` (bf16 on a GPU that supports it, else fp32), ``bf16`` or ``fp32``.
+
+    Raises:
+        FileNotFoundError: no checkpoint there.
+        PathError: a file that is not an SDM checkpoint, or weights that do not fit.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    file = path / WEIGHTS_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no SDM checkpoint; train one (train_sdm, notebook 02) "
+                                "or pass a run directory holding model.safetensors")  # fmt: skip
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights {weights!r}: expected 'ema' or 'model'")
+    with safe_open(str(file), framework="pt") as f:
+        meta = f.metadata() or {}
+        if "config" not in meta:
+            raise PathError(file, "lacks the SDM config in its metadata; not an SDM checkpoint")
+        config = SDMConfig.from_dict(json.loads(meta["config"]))
+        prefix = f"{weights}."
+        state = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    dev = resolve_device(device)
+    model = epsilon_model(config, state, dev, config.uses_channels_last, file)
+    dtype = autocast_dtype(resolve_sdm_precision(precision, dev))
+    return SDM(model, config, dev, dtype, config.uses_channels_last, int(meta.get("step", 0)))
