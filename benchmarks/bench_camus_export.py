@@ -56,7 +56,7 @@ def write_tree(root: Path, n: int, seed: int = 0) -> Path:
     split.mkdir(parents=True, exist_ok=True)
     k = len(names)
     parts = {"training": names[: k * 8 // 10], "validation": names[k * 8 // 10 : k * 9 // 10],
-             "testing": names[k * 9 // 10 :]}  # fmt: skip
+             "testing": names[k * 9 // 10 :]}
     for key, members in parts.items():
         (split / f"subgroup_{key}.txt").write_text("".join(m + "\n" for m in members))
     return root
@@ -104,7 +104,7 @@ def main() -> None:
         f"| `export_dataset` size {args.size}, {args.workers} workers | {m} records | "
         f"{t_export:.2f} | {1000 * t_export / m:.1f} |",
         f"| second run (all skipped) | {m} records | {t_again:.2f} | {1000 * t_again / m:.2f} |",
-    ])  # fmt: skip
+    ])
     print(md)
     if not args.no_write:
         update_section("camus_export", md)

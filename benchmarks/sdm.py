@@ -66,7 +66,7 @@ def sampler_rows(size: str, device: torch.device, images: int) -> list[dict]:
     cfg = SDMConfig(size=size, device=str(device))
     net = build_unet(cfg.spec).to(device).eval().to(memory_format=torch.channels_last)
     sdm = SDM(EpsilonModel(net, cfg.parameterization).to(device).eval(), cfg, device,
-              autocast_dtype(resolve_sdm_precision("auto", device)), True)  # fmt: skip
+              autocast_dtype(resolve_sdm_precision("auto", device)), True)
     maps = _maps(images, cfg.spec.image_size)
     sdm.sample(maps, sampler="dpm++", steps=2)  # warm-up
     df = time_samplers(sdm, maps, (("ddpm", 1000), ("ddim", 50), ("dpm++", 20)))
@@ -77,7 +77,7 @@ def sampler_rows(size: str, device: torch.device, images: int) -> list[dict]:
 
 
 def training_row(size: str, device: torch.device, batch: int, steps: int, compile: bool,
-                 workdir: Path) -> dict:  # fmt: skip
+                 workdir: Path) -> dict:
     spec = unet_spec(size)
     s = spec.image_size
     n = max(4 * batch, 32)
@@ -85,9 +85,9 @@ def training_row(size: str, device: torch.device, batch: int, steps: int, compil
     data = TrainingData(
         torch.from_numpy(rng.integers(0, 256, (n, s, s), dtype=np.uint8)),
         torch.from_numpy(_maps(n, s)), torch.zeros(n, dtype=torch.long), [str(i) for i in range(n)],
-    )  # fmt: skip
+    )
     cfg = SDMConfig(size=size, train_steps=steps, batch_size=batch, device=str(device),
-                    compile=compile, checkpoint_every=10**9)  # fmt: skip
+                    compile=compile, checkpoint_every=10**9)
     run = workdir / f"train_{size}"
     shutil.rmtree(run, ignore_errors=True)
     train_sdm(workdir, run, cfg, data=data, progress=False)
@@ -99,7 +99,7 @@ def training_row(size: str, device: torch.device, batch: int, steps: int, compil
     its = (steps - warm) / secs
     return {"size": size, "batch": batch, "compile": compile, "steps_timed": steps - warm,
             "it_per_s": its, "img_per_s": its * batch,
-            "precision": str(autocast_dtype(resolve_sdm_precision("auto", device)) or "fp32")}  # fmt: skip
+            "precision": str(autocast_dtype(resolve_sdm_precision("auto", device)) or "fp32")}
 
 
 def demo_budget(workdir: Path, n_per_map: int = 3) -> dict:
@@ -120,7 +120,7 @@ def demo_budget(workdir: Path, n_per_map: int = 3) -> dict:
     fid = fidelity(out)
     return {"train_s": t1 - t0, "synth_s": t2 - t1, "total_s": t2 - t0, "steps": cfg.train_steps,
             "batch": cfg.batch_size, "n_per_map": n_per_map, "threads": torch.get_num_threads(), "load_before": load0,
-            "load_after": os.getloadavg()[0], **fid}  # fmt: skip
+            "load_after": os.getloadavg()[0], **fid}
 
 
 def main(argv=None) -> None:
@@ -169,7 +169,7 @@ def main(argv=None) -> None:
     ]
     for r in samp:
         lines.append(f"| {r['size']} | {r['sampler']} | {r['steps']} | {r['images']} | "
-                     f"{r['seconds']:.2f} | {r['images_per_s']:.3f} | {r['speedup']:.1f}x |")  # fmt: skip
+                     f"{r['seconds']:.2f} | {r['images_per_s']:.3f} | {r['speedup']:.1f}x |")
     dpm = [r for r in samp if r["sampler"] == "dpm++"]
     ok = all(r["speedup"] >= 40 for r in dpm)
     speedups = ", ".join(f"{r['speedup']:.0f}x" for r in dpm)
@@ -177,10 +177,10 @@ def main(argv=None) -> None:
               f"{'met' if ok else 'NOT met'} ({speedups}).",
               "", "Training (`train_sdm`, AdamW, EMA, v-parameterised epsilon model):", "",
               "| size | batch | precision | compile | steps timed | it/s | images/s |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
+              "|---|---|---|---|---|---|---|"]
     for r in train:
         lines.append(f"| {r['size']} | {r['batch']} | {r['precision']} | {r['compile']} | "
-                     f"{r['steps_timed']} | {r['it_per_s']:.2f} | {r['img_per_s']:.1f} |")  # fmt: skip
+                     f"{r['steps_timed']} | {r['it_per_s']:.2f} | {r['img_per_s']:.1f} |")
     if demo:
         met = demo["total_s"] <= 180 and demo["lv_darker_than_myo"] >= 0.9 and \
             demo["outside_bright_images"] == 0
@@ -198,7 +198,7 @@ def main(argv=None) -> None:
             f"{demo['outside_bright_images']:.0%} | {demo['mean_outside']:.1f} | "
             f"{demo['mean_lv']:.1f} | {demo['mean_myo']:.1f} |",
             "", f"Targets (<= 180 s, >= 90 %, 0 %): {'met' if met else 'NOT met'} on this run.",
-        ]  # fmt: skip
+        ]
     md = "\n".join(lines)
     print(md)
     if not args.no_write:

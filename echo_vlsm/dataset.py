@@ -41,7 +41,7 @@ from echo_vlsm.structures import STRUCTURES, check_structure
 RECORD_COLUMNS: tuple[str, ...] = (
     "stem", "patient", "view", "phase", "split", "sex", "age", "quality",
     "source_height", "source_width", "spacing_y", "spacing_x",
-)  # fmt: skip
+)
 OPTIONAL_COLUMNS: tuple[str, ...] = ("source_stem",)
 RECORDS_FILE = "records.csv"
 TASKS_DIR = "tasks"

@@ -54,11 +54,11 @@ STRATEGY_PROMPTS: dict[str, tuple[str, ...]] = {
 METRIC_COLUMNS: tuple[str, ...] = (
     "model", "strategy", "encoders", "prompt", "sample", "structure", "view", "phase",
     "dice", "iou", "hd95",
-)  # fmt: skip
+)
 #: Columns of a run's ``history.csv``: one row per epoch.
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "images_per_s",
-)  # fmt: skip
+)
 
 # The files of a run folder ``<runs_root>/<run_id>/``.
 CONFIG_FILE = "config.json"

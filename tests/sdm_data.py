@@ -58,14 +58,14 @@ def write_echo_dataset(root: Path, n_patients: int = 5, size: int = 64, seed: in
                 write_png(label_path(root, split, stem), label)
                 for s, v in (("lv", 1), ("myo", 2), ("la", 3)):
                     write_png(mask_path(root, s, split, stem),
-                              np.where(label == v, 255, 0).astype(np.uint8))  # fmt: skip
+                              np.where(label == v, 255, 0).astype(np.uint8))
                 rows.append({
                     "stem": stem, "patient": f"patient{p:04d}", "view": view, "phase": phase,
                     "split": split, "sex": "MF"[p % 2], "age": 40 + p,
                     "quality": ("Good", "Medium", "Poor")[p % 3],
                     "source_height": 2 * size, "source_width": size,
                     "spacing_y": 0.3, "spacing_x": 0.15,
-                })  # fmt: skip
+                })
     write_records(rows, root)
     return root
 
@@ -85,7 +85,7 @@ def write_release_tree(root: Path, size: int = 64) -> Path:
         image, label = echo_pair(size, rng)
         write_png(root / view / "images" / split / f"{name}.png", image)
         write_png(root / view / "annotations" / split / f"{name}.png",
-                  to_sdm_map(label, sector_mask(image)))  # fmt: skip
+                  to_sdm_map(label, sector_mask(image)))
     image, label = echo_pair(size, rng)
     write_png(root / "2CH_ED" / "images" / "testing" / "patient0001_2CH_ED_testing.png", image)
     write_png(root / "2CH_ED" / "annotations" / "testing" / "patient0001_2CH_ED_testing.png", label)

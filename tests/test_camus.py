@@ -55,7 +55,7 @@ def test_read_2023_records_metadata_and_pixels(tree23):
     assert {r.patient: r.split for r in records} == {
         "patient0001": "train", "patient0002": "train", "patient0003": "val",
         "patient0004": "test",
-    }  # fmt: skip
+    }
     assert not any("sequence" in r.image_path.name for r in records)
     rec = next(r for r in records if r.stem == "patient0003_4CH_ES")
     assert rec.image_path.name == "patient0003_4CH_ES.nii.gz"
@@ -164,7 +164,7 @@ def test_user_splits_choose_and_drop_patients(tree23):
     records = read_camus(tree23, splits={"train": [1, "patient0002"], "test": ["0004"]})
     assert {r.patient: r.split for r in records} == {
         "patient0001": "train", "patient0002": "train", "patient0004": "test",
-    }  # fmt: skip
+    }
     assert len(records) == 12
 
 
@@ -267,7 +267,7 @@ BAD_METADATA = {
     "several slices": (lambda d: sitk.WriteImage(
         sitk.GetImageFromArray(np.zeros((3, 40, 30), np.uint8)),
         str(d / "patient0002_2CH_ED.nii.gz")), "patient0002_2CH_ED.nii.gz", "3-D with one slice"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", list(BAD_METADATA))
@@ -445,7 +445,7 @@ def test_fast_header_reading_agrees_with_simpleitk(tmp_path, kind):
     else:
         ext = ".nii" if "nii-3d" in kind else ".nii.gz"
         root = write_2023(tmp_path / "t", train=(8,), val=(), test=(), ext=ext,
-                          three_d="3d" in kind)  # fmt: skip
+                          three_d="3d" in kind)
     files = [p for p in root.rglob("*") if p.name.endswith((".mhd", ".nii", ".nii.gz"))]
     files = [p for p in files if "sequence" not in p.name]
     assert len(files) == 8

@@ -109,7 +109,7 @@ def test_second_run_skips_and_changed_sources_are_redone(tree23, tmp_path):
     label[:, :] = 0
     label[5:15, 5:25] = 2
     write_image(tree23 / "database_nifti/patient0002/patient0002_4CH_ED_gt.nii.gz", label,
-                spacing_of(2))  # fmt: skip
+                spacing_of(2))
     export_dataset(read_camus(tree23), out, size=32, workers=0)
     now = _mtimes(out)
     changed = sorted(p.relative_to(out).as_posix() for p in now if now[p] != first[p])
@@ -171,7 +171,7 @@ def test_process_pool_matches_serial_and_reports_errors(tree23, tmp_path):
     bad = make_label()
     bad[1, 1] = 4
     write_image(tree23 / "database_nifti/patient0001/patient0001_4CH_ES_gt.nii.gz", bad,
-                spacing_of(1))  # fmt: skip
+                spacing_of(1))
     with pytest.raises(CamusFormatError, match=r"patient0001_4CH_ES_gt\.nii\.gz.*outside 0\.\.3"):
         export_dataset(read_camus(tree23), tmp_path / "pool2", size=40, workers=2)
 
@@ -193,7 +193,7 @@ def test_records_round_trip_with_unknowns(tmp_path):
          "phase": "ED", "split": "train", "sex": "M", "age": None, "quality": None,
          "source_height": 512, "source_width": 512, "spacing_y": None, "spacing_x": None,
          "source_stem": "patient0001_2CH_ED"},
-    ]  # fmt: skip
+    ]
     path = write_records(rows, tmp_path)
     assert path == tmp_path / "records.csv"
     table = read_records(tmp_path)

@@ -13,6 +13,7 @@ def masks(shape=(3, 40, 40)):
     return torch.zeros(shape, dtype=torch.bool), torch.zeros(shape, dtype=torch.bool)
 
 
+@pytest.mark.slow
 def test_overlapping_squares_known_dice_and_iou():
     pred, truth = masks((1, 40, 40))
     pred[0, 10:20, 10:20] = True  # 100 px

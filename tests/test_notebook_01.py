@@ -17,7 +17,7 @@ def test_notebook_01_phantom(run_notebook, tmp_path, layout):
         "01_data_preparation.ipynb",
         {"source": "phantom", "n_patients": 3, "seed": 0, "layout": layout,
          "raw_dir": str(raw), "out_dir": str(out), "size": 64, "workers": 0},
-    )  # fmt: skip
+    )
     assert (raw / "phantom.json").is_file()
     table = read_records(out)
     assert len(table) == 3 * 4
@@ -32,7 +32,7 @@ def test_notebook_01_phantom(run_notebook, tmp_path, layout):
     assert len(list(out.glob(label_name("*", "*")))) == 12
     # figures were drawn and the last cell says where things went
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]  # fmt: skip
+              if "image/png" in o.get("data", {})]
     assert len(images) >= 3
     last = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     assert str(out) in last and str(raw) in last
@@ -46,6 +46,6 @@ def test_notebook_01_reads_a_camus_folder(run_notebook, tmp_path, phantom_root):
         "01_data_preparation.ipynb",
         {"source": str(phantom_root), "raw_dir": str(tmp_path / "unused"),
          "out_dir": str(out), "size": 32, "workers": 0},
-    )  # fmt: skip
+    )
     assert not (tmp_path / "unused").exists()
     assert len(read_records(out)) == 6 * 4

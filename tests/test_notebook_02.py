@@ -17,14 +17,14 @@ def test_notebook_02_trains_synthesizes_and_reports(run_notebook, tmp_path, monk
         "real_dir": str(real), "out_dir": str(out), "sdm_dir": str(tmp_path / "sdm"),
         "size": "tiny", "train_steps": 3, "sampling_steps": 2, "n_per_map": 2, "max_maps": 2,
         "guidance_scale": 1.5, "timing_samplers": ["ddim", "dpm++"],
-    })  # fmt: skip
+    })
     rec = read_records(out)
     assert len(rec) == 4 and rec["source_stem"].nunique() == 2
     assert (tmp_path / "sdm" / "model.safetensors").is_file()
     text = "\n".join(
         o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
         for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-    )  # fmt: skip
+    )
     assert "4 synthetic images" in text
     assert "lv_darker_than_myo" in text and "images_per_s" in text
     figures = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
@@ -40,8 +40,8 @@ def test_notebook_02_imports_the_released_set(run_notebook, tmp_path, monkeypatc
     nb = run_notebook("02_sdm_synthesis.ipynb", {
         "real_dir": str(real), "out_dir": str(out), "sdm_dir": str(tmp_path / "sdm"),
         "released_dir": str(src),
-    })  # fmt: skip
+    })
     assert len(read_records(out)) == 5
     assert not (tmp_path / "sdm").exists()  # nothing trained
     assert any("lv_darker_than_myo" in str(o.get("data", {}).get("text/plain", ""))
-               for c in nb.cells for o in c.get("outputs", []))  # fmt: skip
+               for c in nb.cells for o in c.get("outputs", []))

@@ -63,7 +63,7 @@ def test_notebook_03_without_synthetic_set_and_vqa(run_notebook, exported_datase
     model = write_tiny_vilt(tmp_path / "tiny-vilt", labels)
     missing = tmp_path / "no-synthetic"
     nb = run_notebook(NB, {"real_dir": str(real), "synthetic_dir": str(missing),
-                           "shape_backend": "vqa", "vqa_model": str(model)})  # fmt: skip
+                           "shape_backend": "vqa", "vqa_model": str(model)})
     text = _texts(nb)
     assert f"No synthetic dataset at {missing}" in text and "skipped" in text
     assert not missing.exists()

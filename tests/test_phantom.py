@@ -189,7 +189,7 @@ def test_global_threshold_does_not_segment_the_lv(patients):
         overlap[0] = 0
         picked.append(_dice(comp == overlap.argmax(), lv) if n else 0.0)
     print(f"Otsu LV dice: whole {np.mean(whole):.3f}, fan {np.mean(fan):.3f}, "
-          f"fan + best component {np.mean(picked):.3f} (max {np.max(picked):.3f})")  # fmt: skip
+          f"fan + best component {np.mean(picked):.3f} (max {np.max(picked):.3f})")
     assert max(whole) < 0.8 and max(fan) < 0.8
     assert np.mean(picked) < 0.8
 
@@ -225,7 +225,7 @@ def test_2019_numbering_follows_the_study_rule():
     assert [f for _, _, f in small] == [
         "training/patient0001", "training/patient0051", "training/patient0052",
         "training/patient0053", "training/patient0054", "testing/patient0055",
-    ]  # fmt: skip
+    ]
 
 
 def test_2023_tree_reads_with_splits(phantom_root):
@@ -236,7 +236,7 @@ def test_2023_tree_reads_with_splits(phantom_root):
     assert splits == {
         "patient0001": "val", "patient0002": "train", "patient0003": "train",
         "patient0004": "train", "patient0005": "train", "patient0006": "test",
-    }  # fmt: skip
+    }
     lines = (phantom_root / "database_split" / "subgroup_training.txt").read_text().split()
     assert lines == ["patient0002", "patient0003", "patient0004", "patient0005"]
     cfg = (phantom_root / "database_nifti" / "patient0003" / "Info_2CH.cfg").read_text()
@@ -258,7 +258,7 @@ def test_2019_tree_reads_with_the_study_split(tmp_path):
     assert {(r.patient, r.split, r.release) for r in records} == {
         ("patient0001", "val", "2019"), ("patient0051", "train", "2019"),
         ("patient0052", "train", "2019"), ("patient0053", "test", "2019"),
-    }  # fmt: skip
+    }
     folder = root / "training" / "patient0051"
     assert (folder / "patient0051_2CH_ED.raw").is_file()
     cfg = (folder / "Info_4CH.cfg").read_text()
@@ -288,7 +288,7 @@ def test_rewrite_resume_and_refusal(tmp_path, monkeypatch):
     assert f1.stat().st_mtime_ns == mtime
     manifest = json.loads((root / "phantom.json").read_text())
     assert manifest == {"version": ph.PHANTOM_VERSION, "seed": SEED, "layout": "2023",
-                        "n_patients": 2}  # fmt: skip
+                        "n_patients": 2}
     assert validate(root) == []
     ph.write_phantom(root, n_patients=2, seed=SEED)  # nothing to do
     assert f1.stat().st_mtime_ns == mtime
@@ -331,17 +331,17 @@ def _tiny_patient(seed, number):
         labels = {f: rng.integers(0, 4, (6, 5), dtype=np.uint8) for f in ("ED", "ES")}
         views[view] = ph.PhantomView(view, "Good", 0.25 + 0.01 * number, images, labels)
     return ph.PhantomPatient(number, "MF"[number % 2], 30 + number, 50.0, 20, views,
-                             100.0 + number, 50.0, 50.0 - number / 10)  # fmt: skip
+                             100.0 + number, 50.0, 50.0 - number / 10)
 
 
 def test_another_number_of_patients_gives_the_fresh_tree_2019(tmp_path):
     # 2 -> 3 patients: the validation split appears, so every 2019 folder name moves
     grown = ph.write_phantom(tmp_path / "grown", n_patients=2, seed=SEED, layout="2019",
-                             workers=0)  # fmt: skip
+                             workers=0)
     assert (grown / "training" / "patient0051" / "patient0051_2CH_ED.mhd").is_file()
     ph.write_phantom(grown, n_patients=3, seed=SEED, layout="2019", workers=0)
     fresh = ph.write_phantom(tmp_path / "fresh", n_patients=3, seed=SEED, layout="2019",
-                             workers=0)  # fmt: skip
+                             workers=0)
     assert _tree(grown) == _tree(fresh)
     marker = json.loads((grown / "training" / "patient0051" / ph.PATIENT_MARKER).read_text())
     assert marker["number"] == 2  # patient 1 moved to training/patient0001 (validation)
@@ -365,7 +365,7 @@ def test_resizing_a_tree_rewrites_moved_patients_and_split_files(tmp_path, monke
     for n in (15, 14):
         ph.write_phantom(root, n_patients=n, seed=SEED, layout=layout, workers=0)
         fresh = ph.write_phantom(tmp_path / f"fresh{n}", n_patients=n, seed=SEED,
-                                 layout=layout, workers=0)  # fmt: skip
+                                 layout=layout, workers=0)
         assert _tree(root) == _tree(fresh), n
         markers = [json.loads(m.read_text()) for m in root.rglob(ph.PATIENT_MARKER)]
         assert sorted(m["number"] for m in markers) == list(range(1, n + 1))
@@ -392,7 +392,7 @@ def test_a_folder_with_a_foreign_or_missing_marker_is_rewritten(tmp_path, monkey
     "kwargs, match",
     [({"layout": "2020"}, "layout"), ({"n_patients": 0}, "n_patients"),
      ({"n_patients": 2.5}, "n_patients")],
-)  # fmt: skip
+)
 def test_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         ph.write_phantom(tmp_path / "x", **kwargs)

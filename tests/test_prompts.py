@@ -91,7 +91,7 @@ def test_other_structures_views_phases_and_quality_lower_case():
         (21, "twenty-one-year-old"),
         (73, "seventy-three-year-old"),
         (100, "one hundred-year-old"),
-    ],  # fmt: skip
+    ],
 )
 def test_ages_in_words(age, words):
     assert age_words(age) == words
@@ -210,11 +210,11 @@ def test_prompt_keys_and_requirements():
 # --------------------------------------------------------------------------- pick_prompt
 
 TASK = {"img_name": "images/train/x.png", "mask_name": "masks/lv/train/x.png",
-        "prompts": make_prompts(LV)}  # fmt: skip
+        "prompts": make_prompts(LV)}
 SYNTH_TASK = {
     "img_name": "images/train/x_s0.png", "mask_name": "masks/lv/train/x_s0.png",
     "prompts": make_prompts(Attributes("lv", "4CH", "ES", "F", 56, shape="circle"), "synthetic"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("rng_factory", [np.random.default_rng, random.Random])

@@ -154,11 +154,12 @@ def test_ema_warms_up_and_tracks():
     assert torch.allclose(ema.shadow["weight"], 0.999 * w1 + 0.001, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_train_checkpoint_resume_matches_uninterrupted(dataset, data, tmp_path):
     cfg = SDMConfig(train_steps=4, batch_size=2, checkpoint_every=2, seed=3)
     full = train_sdm(dataset, tmp_path / "full", cfg, data=data, progress=False)
     part = train_sdm(dataset, tmp_path / "part", SDMConfig(**{**cfg.__dict__, "train_steps": 2}),
-                     data=data, progress=False)  # fmt: skip
+                     data=data, progress=False)
     assert json.loads((part / "summary.json").read_text())["steps"] == 2
     train_sdm(dataset, part, cfg, data=data, progress=False)  # resume 2 -> 4
     for name in ("model.safetensors",):
@@ -181,7 +182,7 @@ def test_train_checkpoint_resume_matches_uninterrupted(dataset, data, tmp_path):
     # changing the architecture of a run is refused, naming the key
     with pytest.raises(ValueError, match="view_phase"):
         train_sdm(dataset, part, SDMConfig(**{**cfg.__dict__, "view_phase": True}), data=data,
-                  progress=False)  # fmt: skip
+                  progress=False)
     sdm = load_sdm(part)
     assert sdm.step == 4 and sdm.image_size == 64
     imgs = sdm.sample(data.maps[:2].numpy(), steps=2, seeds=[0, 1])

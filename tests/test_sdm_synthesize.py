@@ -25,7 +25,7 @@ def run(real, tmp_path_factory):
 
 def test_synthesize_writes_a_dataset_records_describe(real, run):
     out = synthesize(run, real, n_per_map=2, steps=2, max_maps=3, size=96, batch_size=4,
-                     progress=False)  # fmt: skip
+                     progress=False)
     assert out == synthetic_dir_for(real) == real.with_name("echo-synthetic")
     rec = read_records(out)
     src = read_records(real).set_index("stem")

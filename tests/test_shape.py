@@ -34,7 +34,7 @@ def draw(kind: str, size: int, angle: float, canvas: int = 256, center=(110, 140
             (cx + r * math.cos(math.radians(angle + 90 + 120 * k)),
              cy + r * math.sin(math.radians(angle + 90 + 120 * k)))
             for k in range(3)
-        ]  # fmt: skip
+        ]
     else:
         raise ValueError(kind)
     return cv2.fillPoly(img, [np.round(np.asarray(pts)).astype(np.int32)], 255)
@@ -303,4 +303,4 @@ def test_vqa_errors(tmp_path, echo, tiny_vilt):
     vqa_mod.load_vqa.cache_clear()
     with pytest.raises(OSError, match="hub id 'nobody/no-such-vqa-model'"):
         shape_of(mask, "vqa", model="nobody/no-such-vqa-model", structure="lv", image=image,
-                 cache_dir=False)  # fmt: skip
+                 cache_dir=False)

@@ -14,12 +14,12 @@ def test_import_released_tree(tmp_path):
     src = write_release_tree(tmp_path / "release")
     real = write_echo_dataset(tmp_path / "real", n_patients=3, size=64)
     out = import_released(src, tmp_path / "camus-synthetic", real_dir=real, size=128,
-                          progress=False)  # fmt: skip
+                          progress=False)
     rec = read_records(out).set_index("stem")
     assert sorted(rec.index) == [
         "patient0001_2CH_ED_s0", "patient0001_2CH_ED_s1", "patient0002_4CH_ES_s2",
         "patient0003_2CH_ED_s4", "patient0099_4CH_ES_s7",
-    ]  # fmt: skip
+    ]
     assert rec.loc["patient0003_2CH_ED_s4", "split"] == "val"
     assert rec.loc["patient0001_2CH_ED_s1", "split"] == "train"
     assert rec.loc["patient0001_2CH_ED_s1", "source_stem"] == "patient0001_2CH_ED"

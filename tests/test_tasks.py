@@ -74,7 +74,7 @@ def test_write_tasks_schema_and_prompts(dataset):
             assert t["prompts"] == make_prompts(attrs, "camus")
             assert list(t["prompts"]) == list(PROMPT_KEYS)
     myo = [t["attributes"]["shape"] for path in paths.values()
-           for t in json.loads(path.read_text()) if t["structure"] == "myo"]  # fmt: skip
+           for t in json.loads(path.read_text()) if t["structure"] == "myo"]
     assert len(set(myo)) > 1  # the wall's outer shape, not one arbitrary word for every U
     # the study's P7 wording appears with the phantom's attributes
     t = json.loads(paths["train"].read_text())[0]
@@ -194,7 +194,7 @@ def test_read_tasks_errors(tmp_path):
     tasks_dir.mkdir()
     path = tasks_dir / "train.json"
     good = {"img_name": "images/train/a.png", "mask_name": "masks/lv/train/a.png",
-            "prompts": {"p0": "", "p1": ["A.", "B."]}}  # fmt: skip
+            "prompts": {"p0": "", "p1": ["A.", "B."]}}
     cases = [
         ("[{", "not valid JSON"),
         ('{"img_name": 1}', "expected a JSON list of tasks, got dict"),
@@ -234,7 +234,7 @@ def test_vqa_backend_writes_and_caches(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(vqa_mod, "load_vqa", no_model)
     shutil.rmtree(dataset / "tasks")
     assert write_tasks(dataset, "camus", shape_backend="vqa", vqa_model=model,
-                       splits=["test"])["test"].read_bytes() == first  # fmt: skip
+                       splits=["test"])["test"].read_bytes() == first
     assert set(STRUCTURES) == {t["structure"] for t in tasks}
 
 

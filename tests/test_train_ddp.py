@@ -16,6 +16,7 @@ def dataset(task_dataset):
     return task_dataset
 
 
+@pytest.mark.ddp
 def test_two_processes_write_one_complete_run(dataset, tmp_path):
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

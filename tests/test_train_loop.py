@@ -43,6 +43,7 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.mark.slow
 def test_fit_learns_writes_a_complete_run_and_resumes_exactly(dataset, tmp_path, monkeypatch,
                                                               one_thread):
     cfg = config(dataset, tmp_path / "a")

@@ -27,7 +27,7 @@ def write_tiny_vilt(folder, labels, seed=0):
         image_size=64, patch_size=32, max_position_embeddings=40,
         vocab_size=tokenizer.vocab_size, id2label=dict(enumerate(labels)),
         label2id={w: i for i, w in enumerate(labels)},
-    )  # fmt: skip
+    )
     torch.manual_seed(seed)
     ViltForQuestionAnswering(config).save_pretrained(folder)
     processor = ViltProcessor(

@@ -79,4 +79,4 @@ __all__ = [
     "prompt_gap", "prompt_gap_verdict", "read_metrics", "report_sections", "save_figure",
     "select", "speedup_summary", "strategy_difference_figure", "strategy_differences",
     "study_tests", "summary_table", "to_latex", "to_markdown", "write_report", "write_table",
-]  # fmt: skip
+]

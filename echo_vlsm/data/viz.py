@@ -24,11 +24,11 @@ from echo_vlsm.io import read_png
 from echo_vlsm.structures import LABELS, PHASES, QUALITIES, SPLITS, STRUCTURES, VIEWS
 
 COLORS: dict[str, tuple[int, int, int]] = {"lv": (230, 60, 60), "myo": (60, 200, 90),
-                                           "la": (70, 130, 240)}  # fmt: skip
+                                           "la": (70, 130, 240)}
 
 
 def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.35,
-            outline: bool = True) -> np.ndarray:  # fmt: skip
+            outline: bool = True) -> np.ndarray:
     """An (H, W, 3) uint8 picture of a gray image with its label map blended in (``alpha``)
     and each structure's border drawn in full colour."""
     image, label = np.asarray(image), np.asarray(label)
@@ -65,7 +65,7 @@ def pick_patients(records: Sequence, n: int = 3) -> list[str]:
 
 
 def show_examples(records: Sequence, patients: Sequence[str] | None = None, n: int = 3,
-                  size: float = 2.6):  # fmt: skip
+                  size: float = 2.6):
     """A figure: one row per patient, columns 2CH ED, 2CH ES, 4CH ED, 4CH ES, each the
     image with its label overlay; titles carry view, phase and image quality."""
     import matplotlib.pyplot as plt
@@ -74,7 +74,7 @@ def show_examples(records: Sequence, patients: Sequence[str] | None = None, n: i
     index = {(r.patient, r.view, r.phase): r for r in records}
     cols = [(v, p) for v in VIEWS for p in PHASES]
     fig, axes = plt.subplots(len(patients), len(cols), squeeze=False,
-                             figsize=(size * len(cols), size * 1.15 * len(patients)))  # fmt: skip
+                             figsize=(size * len(cols), size * 1.15 * len(patients)))
     for i, patient in enumerate(patients):
         for j, (view, phase) in enumerate(cols):
             ax = axes[i, j]
@@ -86,7 +86,7 @@ def show_examples(records: Sequence, patients: Sequence[str] | None = None, n: i
             ax.imshow(overlay(image, label), aspect="equal")
             who = f"{rec.sex or '?'}, {rec.age if rec.age is not None else '?'} y"
             ax.set_title(f"{patient} {view} {phase}\n{rec.quality or '-'} quality, {who}",
-                         fontsize=8)  # fmt: skip
+                         fontsize=8)
     fig.legend(handles=_legend(), loc="lower center", ncol=3, frameon=False, fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
@@ -107,12 +107,12 @@ def count_table(records: pd.DataFrame | Sequence) -> pd.DataFrame:
         df = records.copy()
     else:
         df = pd.DataFrame([{"split": r.split, "view": r.view, "phase": r.phase,
-                            "quality": r.quality} for r in records])  # fmt: skip
+                            "quality": r.quality} for r in records])
     if df.empty:
         raise ValueError("no records to count")
     df["quality"] = df["quality"].fillna("").replace("", "unknown")
     table = pd.crosstab([df["split"], df["quality"]], [df["view"], df["phase"]],
-                        margins=True, margins_name="total")  # fmt: skip
+                        margins=True, margins_name="total")
     order = {s: i for i, s in enumerate((*SPLITS, "total"))}
     qorder = {q: i for i, q in enumerate((*QUALITIES, "unknown", ""))}
     rows = sorted(table.index, key=lambda k: (order.get(k[0], 9), qorder.get(k[1], 9), k))
@@ -120,7 +120,7 @@ def count_table(records: pd.DataFrame | Sequence) -> pd.DataFrame:
 
 
 def show_exported(dataset_dir: str | os.PathLike, split: str = "train", n: int = 4,
-                  size: float = 2.6):  # fmt: skip
+                  size: float = 2.6):
     """A figure of ``n`` exported images of ``split`` with their label maps, read back from
     the PNG files (what training will see)."""
     import matplotlib.pyplot as plt

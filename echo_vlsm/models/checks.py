@@ -1,7 +1,7 @@
 """Checks of the models themselves, run by the notebooks: which parts learn.
 
 transformers runs CLIPSeg's CLIP encoders under ``torch.no_grad()``, so the study's
-"unfrozen" CLIPSeg never trained them (Known defects). :func:`encoder_gradient_check` shows
+"unfrozen" CLIPSeg never trained them (docs/known-defects.md). :func:`encoder_gradient_check` shows
 it in one backward pass, next to this project's forward, which lets gradients reach them.
 """
 

@@ -48,4 +48,4 @@ __all__ = [
     "components", "execute_notebook", "filter_runs", "load_profile", "parse_shard",
     "pretrain_source", "profile_path", "read_failure", "reproduce", "run_complete", "run_dir",
     "select_grid", "shard_runs", "status", "steps_dir", "study_grid", "with_dependencies",
-]  # fmt: skip
+]

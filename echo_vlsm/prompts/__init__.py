@@ -34,4 +34,4 @@ __all__ = [
     "build_tasks", "geometric_shape", "make_prompts", "phrasings_of", "pick_prompt",
     "prompt_candidates", "prompt_keys", "read_tasks", "required_attributes", "shape_measures",
     "shape_of", "task_path", "write_tasks",
-]  # fmt: skip
+]

@@ -68,4 +68,4 @@ def shape_of(
     return vqa.vqa_shape(
         mask, image=image, structure=structure, model=model, cache_dir=cache_dir,
         unmatched=unmatched, device=device,
-    )  # fmt: skip
+    )

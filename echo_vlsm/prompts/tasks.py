@@ -46,7 +46,7 @@ from echo_vlsm.structures import SPLITS, STRUCTURES
 __all__ = [
     "ON_EMPTY", "REQUIRED_KEYS", "TaskFileError", "build_tasks", "detect_kind", "dumps_tasks",
     "pick_prompt", "prompt_candidates", "read_tasks", "task_path", "write_tasks",
-]  # fmt: skip
+]
 
 REQUIRED_KEYS: tuple[str, ...] = ("img_name", "mask_name", "prompts")
 ON_EMPTY: tuple[str, ...] = ("error", "skip")
@@ -195,7 +195,7 @@ def _image_tasks(build: _Build, split: str, row, bar) -> list[dict]:
             shape = shape_of(
                 mask, "vqa", model=build.vqa_model, structure=structure, image=image,
                 cache_dir=build.cache_dir, unmatched=build.unmatched, device=build.device,
-            )  # fmt: skip
+            )
         else:
             shape = shape_of(mask, structure=structure)
         entries.append(_task_entry(build, row, img_name, name, structure, shape))
@@ -231,7 +231,7 @@ def _task_entry(build: _Build, row, img_name: str, name: str, structure: str,
             structure=structure, view=str(row.view), phase=str(row.phase), sex=_text(row.sex),
             age=None if _text(row.age) is None else int(row.age), quality=_text(row.quality),
             shape=shape,
-        )  # fmt: skip
+        )
         prompts = make_prompts(attrs, build.kind)
     except ValueError as exc:
         raise ValueError(f"{build.csv}: record {stem!r}: {exc}") from exc
@@ -239,9 +239,9 @@ def _task_entry(build: _Build, row, img_name: str, name: str, structure: str,
         "stem": stem, "structure": structure, "view": attrs.view, "phase": attrs.phase,
         "sex": attrs.sex, "age": attrs.age,
         "quality": attrs.quality if build.kind == "camus" else None, "shape": attrs.shape,
-    }  # fmt: skip
+    }
     return {"img_name": img_name, "mask_name": name, "structure": structure,
-            "attributes": attributes, "prompts": prompts}  # fmt: skip
+            "attributes": attributes, "prompts": prompts}
 
 
 def dumps_tasks(tasks: list[dict]) -> str:
@@ -291,17 +291,17 @@ def write_tasks(
 def _check_prompts(path: Path, i: int, prompts) -> None:
     if not isinstance(prompts, Mapping):
         raise TaskFileError(path, f"task {i}: 'prompts' must be an object of p0..p7, got "
-                                  f"{type(prompts).__name__}")  # fmt: skip
+                                  f"{type(prompts).__name__}")
     for key, value in prompts.items():
         if key not in PROMPT_KEYS:
             raise TaskFileError(path, f"task {i}: unknown prompt key {key!r}; expected "
-                                      f"{list(PROMPT_KEYS)}")  # fmt: skip
+                                      f"{list(PROMPT_KEYS)}")
         ok = isinstance(value, str) or (
             isinstance(value, list) and value and all(isinstance(v, str) for v in value)
         )
         if not ok:
             raise TaskFileError(path, f"task {i}: prompt {key!r} must be a string or a "
-                                      f"non-empty list of strings, got {value!r}")  # fmt: skip
+                                      f"non-empty list of strings, got {value!r}")
 
 
 def read_tasks(dataset_dir: str | os.PathLike, split: str | None = None) -> list[dict]:
@@ -341,7 +341,7 @@ def read_tasks(dataset_dir: str | os.PathLike, split: str | None = None) -> list
             raise TaskFileError(
                 path, f"task {i} lacks {missing}; a task has img_name, mask_name, prompts "
                 "(and structure, attributes)"
-            )  # fmt: skip
+            )
         _check_prompts(path, i, task["prompts"])
     return tasks
 
@@ -398,7 +398,7 @@ def _phrasings(task: Mapping, key: str) -> list[str]:
     )
     if not ok:
         raise ValueError(f"prompt {key!r} of task {task.get('img_name')!r} must be a string or "
-                         f"a list of strings, got {value!r}")  # fmt: skip
+                         f"a list of strings, got {value!r}")
     return phrasings_of(value)
 
 

@@ -39,7 +39,7 @@ _NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
     "camus": {"p4": ("sex",), "p5": ("sex", "age"), "p6": ("sex", "age", "quality"),
               "p7": ("sex", "age", "quality", "shape")},
     "synthetic": {"p4": ("sex",), "p5": ("sex", "age"), "p6": ("sex", "age", "shape")},
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)

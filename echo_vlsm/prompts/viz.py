@@ -106,10 +106,10 @@ def plot_token_lengths(lengths: pd.DataFrame, limit: int = 77):
     keys = [k for k in PROMPT_KEYS if k in set(lengths["key"])]
     fig, ax = plt.subplots(figsize=(8, 3.6))
     sns.boxplot(data=lengths, x="key", y="tokens", hue="group", order=keys, ax=ax,
-                fliersize=2, linewidth=0.8)  # fmt: skip
+                fliersize=2, linewidth=0.8)
     ax.axhline(limit, color="crimson", linestyle="--", linewidth=1)
     ax.text(len(keys) - 0.5, limit, f" context limit {limit}", color="crimson",
-            va="bottom", ha="right", fontsize=8)  # fmt: skip
+            va="bottom", ha="right", fontsize=8)
     ax.set_ylim(0, max(limit, int(lengths["tokens"].max())) * 1.1)
     ax.set_xlabel("prompt")
     ax.set_ylabel("CLIP tokens (with start/end)")
@@ -125,7 +125,7 @@ def shape_table(tasks_by_group: Mapping[str, Sequence[Mapping]]) -> pd.DataFrame
         a = task.get("attributes") or {}
         split = str(task["img_name"]).split("/")[1] if "/" in str(task["img_name"]) else ""
         rows.append((group, split, task.get("structure"), a.get("view"), a.get("phase"),
-                     a.get("shape")))  # fmt: skip
+                     a.get("shape")))
     return pd.DataFrame(rows, columns=["group", "split", "structure", "view", "phase", "shape"])
 
 
@@ -141,7 +141,7 @@ def shape_counts(shapes: pd.DataFrame) -> pd.DataFrame:
     counts = counts.sort_values(
         ["group", "structure", "view"], key=lambda s: s.map(order) if s.name == "structure" else s
     )
-    return counts.set_index(["group", "structure", "view"])  # fmt: skip
+    return counts.set_index(["group", "structure", "view"])
 
 
 def plot_shapes(shapes: pd.DataFrame):
@@ -155,7 +155,7 @@ def plot_shapes(shapes: pd.DataFrame):
         data=shapes, x="shape", hue="view", col="structure", row="group", kind="count",
         order=words, hue_order=[v for v in VIEWS if v in set(shapes["view"])],
         col_order=structures, height=2.6, aspect=1.15, sharey=False,
-    )  # fmt: skip
+    )
     grid.set_titles("{row_name} - {col_name}")
     grid.set_xticklabels(rotation=30)
     grid.figure.suptitle("Shape words per structure and view", y=1.02)

@@ -56,7 +56,7 @@ SYNONYMS: dict[str, str] = {
     "triangles": "triangle", "triangular": "triangle", "cone": "triangle",
     "squares": "square", "cube": "square",
     "rectangles": "rectangle", "rectangular": "rectangle", "oblong": "rectangle",
-}  # fmt: skip
+}
 
 
 def question_for(structure: str) -> str:
@@ -108,7 +108,7 @@ def _looks_like_path(name: str) -> bool:
     return (
         os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name
         or name.count("/") > 1 or name.endswith("/")
-    )  # fmt: skip
+    )
 
 
 def resolve_model(model) -> tuple[str, str]:
@@ -190,7 +190,7 @@ class VQAModel:
             where = (
                 f"folder {source}" if kind == "local"
                 else f"hub id {source!r}{' (HF_HUB_OFFLINE is set)' if offline else ''}"
-            )  # fmt: skip
+            )
             raise OSError(
                 f"cannot load a visual-question-answering model from the {where}: {exc}. "
                 "Give a local folder with the model and its processor (save_pretrained), or "
@@ -204,7 +204,7 @@ class VQAModel:
         from PIL import Image
 
         inputs = self.processor(images=Image.fromarray(image_rgb), text=question,
-                                return_tensors="pt")  # fmt: skip
+                                return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         with torch.inference_mode():
             if self.generative:
@@ -282,7 +282,7 @@ def _vqa_answer(mask, image, structure, resolved: tuple[str, str], cache_dir, de
 
 
 def vqa_shape(mask, image=None, structure=None, model=None, cache_dir=None,
-              unmatched: str = "keep", device=None) -> str:  # fmt: skip
+              unmatched: str = "keep", device=None) -> str:
     """The shape word from the VQA model's answer (see the module docstring)."""
     if unmatched not in UNMATCHED:
         raise ValueError(f"unmatched={unmatched!r}; expected one of {list(UNMATCHED)}")

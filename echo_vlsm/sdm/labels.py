@@ -123,7 +123,7 @@ def resize_map(sdm_map: np.ndarray, size: int) -> np.ndarray:
     votes = np.stack(
         [cv2.resize((sdm_map == c).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
          for c in range(n)]
-    )  # fmt: skip
+    )
     return votes.argmax(0).astype(np.uint8)
 
 

@@ -60,7 +60,7 @@ def _affine(sdm_map: np.ndarray, rng: np.random.Generator, cfg: PerturbConfig) -
     offset = centre + np.array([0.0, ty]) - lin @ centre
     matrix = np.hstack([lin, offset[:, None]]).astype(np.float64)
     return cv2.warpAffine(sdm_map, matrix, (w, h), flags=cv2.INTER_NEAREST,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # fmt: skip
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def _bspline_weights(n_pixels: int, n_points: int) -> np.ndarray:
@@ -85,7 +85,7 @@ def _elastic(sdm_map: np.ndarray, rng: np.random.Generator, cfg: PerturbConfig) 
     dx = (wy @ grid[1] @ wx.T).astype(np.float32)
     rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
     return cv2.remap(sdm_map, cols + dx, rows + dy, interpolation=cv2.INTER_NEAREST,
-                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # fmt: skip
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def clean_map(warped: np.ndarray, sector: np.ndarray) -> np.ndarray:
@@ -129,7 +129,7 @@ def perturb_map(
 def perturb_maps(
     sdm_map: np.ndarray, n: int = 5, seed: int | np.random.SeedSequence | list = 0,
     config: PerturbConfig = PerturbConfig(),
-) -> list[np.ndarray]:  # fmt: skip
+) -> list[np.ndarray]:
     """``n`` new maps from one real map (the study makes 5 per real map); deterministic."""
     rng = np.random.default_rng(seed)
     return [perturb_map(sdm_map, rng, config) for _ in range(n)]

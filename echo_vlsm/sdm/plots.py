@@ -37,13 +37,13 @@ def plot_perturbations(sdm_map: np.ndarray, maps: Sequence[np.ndarray], title: s
 
 def plot_real_vs_synthetic(real_dir, sdm, stems: Sequence[tuple[str, str]], *,
                            sampler: str = "dpm++", steps: int | None = 20,
-                           guidance_scale: float = 1.0, seed: int = 0):  # fmt: skip
+                           guidance_scale: float = 1.0, seed: int = 0):
     """For each (split, stem): the real image, its 5-class map, and an SDM sample from that
     same (unperturbed) map at the SDM's size."""
     pairs = [real_sdm_map(real_dir, split, stem) for split, stem in stems]
     maps = np.stack([m for _, m in pairs])
     synth = sdm.sample(maps, sampler=sampler, steps=steps, guidance_scale=guidance_scale,
-                       seeds=[seed + i for i in range(len(maps))])  # fmt: skip
+                       seeds=[seed + i for i in range(len(maps))])
     fig, axes = _axes(len(stems), 3)
     for r, ((img, m), (_, stem), fake) in enumerate(zip(pairs, stems, synth)):
         axes[r, 0].imshow(resize_image(img, sdm.image_size), cmap="gray", vmin=0, vmax=255)

@@ -76,16 +76,16 @@ def parse_name(name: str, folder: str, path) -> dict:
         raise ReleasedFormatError(
             path, "cannot find the patient in the name; expected names like "
             "'patient0051_2CH_ED_training_3.png'"
-        )  # fmt: skip
+        )
     vp = _VIEW_RE.search(name) or _VIEW_RE.search(folder)
     if vp is None:
         raise ReleasedFormatError(
             path, "cannot tell view and phase from the name or the folder; expected a folder "
             "such as '2CH_ED' or a name containing '_2CH_ED_'"
-        )  # fmt: skip
+        )
     k = _K_RE.search(name)
     return {"patient": patient.group(1), "view": vp.group(1), "phase": vp.group(2),
-            "k": int(k.group(1)) if k else 0}  # fmt: skip
+            "k": int(k.group(1)) if k else 0}
 
 
 def scan_released(root) -> list[dict]:
@@ -94,7 +94,7 @@ def scan_released(root) -> list[dict]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder; download the SDM-CAMUS release "
-                                "(Zenodo record 7921055) and unpack it there")  # fmt: skip
+                                "(Zenodo record 7921055) and unpack it there")
     items = []
     for view_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         img_root = view_dir / "images"
@@ -107,19 +107,19 @@ def scan_released(root) -> list[dict]:
                 raise ReleasedFormatError(
                     split_dir, f"unknown split folder; expected one of {sorted(SPLIT_NAMES)} "
                     f"(or {list(SKIPPED_SPLITS)}, skipped)"
-                )  # fmt: skip
+                )
             for img in sorted(split_dir.glob("*.png")):
                 ann = view_dir / "annotations" / split_dir.name / img.name
                 if not ann.is_file():
                     raise ReleasedFormatError(ann, f"missing: the annotation of {img}")
                 info = parse_name(img.stem, view_dir.name, img)
                 items.append({**info, "split": SPLIT_NAMES[split_dir.name],
-                              "image": img, "annotation": ann})  # fmt: skip
+                              "image": img, "annotation": ann})
     if not items:
         raise ReleasedFormatError(
             root, "holds no released samples; expected <view>/images/<split>/<name>.png "
             "with <view> like 2CH_ED and <split> training or validation"
-        )  # fmt: skip
+        )
     return items
 
 
@@ -131,7 +131,7 @@ def released_label(annotation: np.ndarray, path) -> np.ndarray:
         raise ReleasedFormatError(
             path, f"unexpected label values {bad} (found {values.tolist()}); a released "
             "annotation holds 0 outside, 1 LV, 2 tissue, 3 myocardium, 4 LA"
-        )  # fmt: skip
+        )
     return RELEASED_TO_CAMUS[annotation]
 
 
@@ -148,7 +148,7 @@ def _assign_stems(items: list[dict]) -> None:
         key = (it["split"], it["stem"])
         if key in seen:
             raise ReleasedFormatError(it["image"], f"gives the stem {it['stem']} that "
-                                      f"{seen[key]} gives too; names must be unique")  # fmt: skip
+                                      f"{seen[key]} gives too; names must be unique")
         seen[key] = it["image"]
 
 
@@ -160,11 +160,11 @@ def _write_sample(out: Path, it: dict, size: int) -> tuple[int, int]:
     annotation = read_png(it["annotation"])
     if image.shape != annotation.shape:
         raise ReleasedFormatError(it["annotation"], f"shape {annotation.shape} differs "
-                                  f"from its image's {image.shape}")  # fmt: skip
+                                  f"from its image's {image.shape}")
     label = resize_label(released_label(annotation, it["annotation"]), size)
     for s in STRUCTURES:
         write_png(mask_path(out, s, split, stem),
-                  np.where(label == LABELS[s], 255, 0).astype(np.uint8))  # fmt: skip
+                  np.where(label == LABELS[s], 255, 0).astype(np.uint8))
     write_png(map_path(out, split, stem), resize_map(annotation, size))
     write_png(label_path(out, split, stem), label)
     write_png(image_path(out, split, stem), resize_image(image, size))
@@ -179,12 +179,12 @@ def _record(it: dict, source_size: tuple[int, int], real: dict) -> dict:
         "phase": it["phase"], "split": it["split"], "sex": real.get("sex", ""),
         "age": real.get("age", pd.NA), "quality": "", "source_height": h, "source_width": w,
         "spacing_y": "", "spacing_x": "", "source_stem": it["source_stem"],
-    }  # fmt: skip
+    }
 
 
 def import_released(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                     real_dir: str | os.PathLike | None = None, size: int = 512,
-                    progress: bool = True) -> Path:  # fmt: skip
+                    progress: bool = True) -> Path:
     """Convert the released SDM-CAMUS tree ``src_dir`` into an exported dataset ``out_dir``.
 
     Writes images, labels, masks, ``sdm_maps`` and ``records.csv`` at ``size`` px; resumable

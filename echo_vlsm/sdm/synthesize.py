@@ -89,13 +89,13 @@ def _outputs(split: str, stem: str) -> list[str]:
 
 
 def _write_one(out: Path, split: str, stem: str, image: np.ndarray, sdm_map: np.ndarray,
-               size: int) -> None:  # fmt: skip
+               size: int) -> None:
     sdm_big = resize_map(sdm_map, size)
     label = to_camus_label(sdm_big)
     # masks, map and label first: the image marks the sample as done
     for structure in STRUCTURES:
         write_png(mask_path(out, structure, split, stem),
-                  np.where(label == LABELS[structure], 255, 0).astype(np.uint8))  # fmt: skip
+                  np.where(label == LABELS[structure], 255, 0).astype(np.uint8))
     write_png(map_path(out, split, stem), sdm_big)
     write_png(label_path(out, split, stem), label)
     write_png(image_path(out, split, stem), resize_image(image, size))
@@ -135,9 +135,9 @@ def synthesize(
         raise ValueError(f"n_per_map must be >= 1, got {n_per_map}")
     rows = _source_rows(real_dir, splits, max_maps)
     items = [(row, k, f"{row['stem']}_s{k}") for row in rows.to_dict("records")
-             for k in range(n_per_map)]  # fmt: skip
+             for k in range(n_per_map)]
     todo = [it for it in items
-            if not all((out / rel).is_file() for rel in _outputs(it[0]["split"], it[2]))]  # fmt: skip
+            if not all((out / rel).is_file() for rel in _outputs(it[0]["split"], it[2]))]
     out.mkdir(parents=True, exist_ok=True)
     if todo:
         (out / RECORDS_FILE).unlink(missing_ok=True)  # present again only when complete
@@ -145,10 +145,10 @@ def synthesize(
         settings = {"sampler": sampler, "steps": steps, "guidance_scale": guidance_scale,
                     "n_per_map": n_per_map, "seed": seed, "size": size,
                     "sdm_size": model.config.size, "sdm_step": model.step,
-                    "real_dir": str(real_dir)}  # fmt: skip
+                    "real_dir": str(real_dir)}
         write_json_atomic(out / "synthesis.json", settings)
         bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="synthesize",
-                   unit="img", disable=None if progress else True)  # fmt: skip
+                   unit="img", disable=None if progress else True)
         cache: dict[str, np.ndarray] = {}
         try:
             for i in range(0, len(todo), batch_size):
@@ -157,7 +157,7 @@ def synthesize(
                 small = np.stack([resize_map(m, model.image_size) for m in maps])
                 images = model.sample(small, sampler=sampler, steps=steps,
                                       guidance_scale=guidance_scale, seeds=seeds,
-                                      view_phase=vps, batch_size=batch_size)  # fmt: skip
+                                      view_phase=vps, batch_size=batch_size)
                 for (row, _, stem), img, m in zip(chunk, images, maps):
                     _write_one(out, row["split"], stem, img, m, size)
                 bar.update(len(chunk))
@@ -185,7 +185,7 @@ def _source_rows(real_dir: Path, splits: Sequence[str], max_maps: int | None) ->
 
 
 def _perturbed(chunk: list[tuple], real_dir: Path, seed: int,
-               cache: dict[str, np.ndarray]) -> tuple[list, list[int], list[int]]:  # fmt: skip
+               cache: dict[str, np.ndarray]) -> tuple[list, list[int], list[int]]:
     """The perturbed maps, sampling seeds and view/phase of a chunk of (row, k, stem); both
     the map and the seed come from the generator of (seed, source stem, k). ``cache`` keeps
     the last real map (a chunk holds its ``n_per_map`` samples side by side)."""
@@ -205,7 +205,7 @@ def _perturbed(chunk: list[tuple], real_dir: Path, seed: int,
 def _record(row: dict, stem: str) -> dict:
     """The ``records.csv`` row of a synthetic image: its source's facts, no quality."""
     rec = {c: row[c] for c in ("patient", "view", "phase", "split", "sex", "age",
-                               "source_height", "source_width", "spacing_y", "spacing_x")}  # fmt: skip
+                               "source_height", "source_width", "spacing_y", "spacing_x")}
     rec.update(stem=stem, quality="", source_stem=row["stem"])
     return rec
 
@@ -230,7 +230,7 @@ def _sector_and_map(dataset_dir: Path, split: str, stem: str, image: np.ndarray,
 
 
 def fidelity(dataset_dir, *, bright: int = 64, margin: float = 0.02,
-             max_images: int | None = None) -> dict:  # fmt: skip
+             max_images: int | None = None) -> dict:
     """Does each image follow its label map? Returns
 
     - ``n_images``;
@@ -282,17 +282,17 @@ def fidelity(dataset_dir, *, bright: int = 64, margin: float = 0.02,
 
 
 def time_samplers(sdm, maps, samplers: Sequence[tuple[str, int]] = (("ddpm", 1000), ("ddim", 50),
-                  ("dpm++", 20)), guidance_scale: float = 1.0, seed: int = 0) -> pd.DataFrame:  # fmt: skip
+                  ("dpm++", 20)), guidance_scale: float = 1.0, seed: int = 0) -> pd.DataFrame:
     """Wall-clock seconds and images/s of each (sampler, steps) on the same maps and model."""
     maps = np.asarray(maps)
     rows = []
     for name, steps in samplers:
         t0 = time.perf_counter()
         sdm.sample(maps, sampler=name, steps=steps, guidance_scale=guidance_scale,
-                   seeds=[seed + i for i in range(len(maps))], batch_size=len(maps))  # fmt: skip
+                   seeds=[seed + i for i in range(len(maps))], batch_size=len(maps))
         sec = time.perf_counter() - t0
         rows.append({"sampler": name, "steps": steps, "images": len(maps),
-                     "seconds": round(sec, 3), "images_per_s": len(maps) / sec})  # fmt: skip
+                     "seconds": round(sec, 3), "images_per_s": len(maps) / sec})
     df = pd.DataFrame(rows)
     base = df["images_per_s"].iloc[0]
     df["speedup"] = df["images_per_s"] / base

@@ -147,7 +147,7 @@ class ResBlock(nn.Module):
         return norm(x, seg, cache) if self.spade else norm(x)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, seg: torch.Tensor | None,
-                cache: dict | None = None):  # fmt: skip
+                cache: dict | None = None):
         h = self.conv1(F.silu(self._norm(self.norm1, x, seg, cache)))
         scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
         h = self._norm(self.norm2, h, seg, cache) * (1 + scale) + shift

@@ -29,7 +29,7 @@ from echo_vlsm.io import atomic_path
 __all__ = [
     "STATE_FILE", "WEIGHTS_FILE", "BackgroundWriter", "cpu_copy", "load_state", "load_weights",
     "rng_state", "save_state", "save_weights", "set_rng_state", "unwrap",
-]  # fmt: skip
+]
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -71,7 +71,7 @@ from echo_vlsm.train.triplets import Triplets, load_triplets, normalise
 __all__ = [
     "MissingRunError", "RunResult", "Training", "build", "evaluate", "fit", "is_complete",
     "load_run", "load_split", "make_optimizer", "predict", "train_step", "validate",
-]  # fmt: skip
+]
 
 _EVAL_SEED_OFFSET = 7919  # phrasing draw of validation and test sets (fixed over epochs)
 

@@ -1,7 +1,7 @@
 """The training loss of the study: Dice + 0.25 x binary cross-entropy, on logits.
 
 MONAI's ``DiceCELoss`` changed its cross-entropy for a single channel in recent versions, and
-feeding it sigmoid outputs applies the sigmoid twice (Known defects). Here the sigmoid is taken
+feeding it sigmoid outputs applies the sigmoid twice (docs/known-defects.md). Here the sigmoid is taken
 once, inside the loss: BCE uses ``binary_cross_entropy_with_logits`` (numerically stable) and
 the soft Dice uses ``sigmoid(logits)``.
 """

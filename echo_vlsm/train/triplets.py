@@ -418,7 +418,7 @@ def _load_pixels(root: Path, split: str, index: _TaskIndex, size: int, full: boo
         size,
         [_stat_key(root / n) for n in index.image_names],
         [[_stat_key(root / m) for m in ms] for ms in index.masks_of],
-    ])  # fmt: skip
+    ])
     name = f"pixels-{split}-{size}-{key}.pt"
     pix = _cache_load(cache, name)
     if pix is None or (full and pix.get("full_masks") is None):

@@ -140,7 +140,7 @@ class _Acquisition:
         tgc_knots = vrng.uniform(-2.0, 2.0, 8)
         return cls(hetero, dropout, haze_field, near_field, near_depth, layer_period,
                    layer_phase, layer_depth, shadow_u, shadow_c, shadow_w, shadow_z, beam,
-                   sigma_ax_rel, tgc_knots)  # fmt: skip
+                   sigma_ax_rel, tgc_knots)
 
 
 def _acquisition(g: dict, polar: _Polar) -> _Acquisition:
@@ -298,7 +298,7 @@ def _simulate_frame(g: dict, f: dict, view: str, quality: str, rng, stages=None)
     db, img = _log_compress(env, g)
     if stages is not None:
         stages.update(classes=cls, reflectivity=refl, envelope_db=db, log_compressed=img,
-                      depth_mm=polar.R, half_angle=polar.alpha)  # fmt: skip
+                      depth_mm=polar.R, half_angle=polar.alpha)
     X, Z = _image_grid(g)
     bmode, sector = _scan_convert(img, X, Z, g, polar, dr_env)
     label = _labels_of(_anatomy_grid(X, Z, f, view))

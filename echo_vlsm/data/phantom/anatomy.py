@@ -96,7 +96,7 @@ def _chambers(f: dict) -> _Chambers:
     # the LA's top spans the annulus, which narrows far less than the cavity in systole
     la_b = max(la_b, f["ann_ed"] / math.sqrt(1 - 0.8**2) * 1.05)
     return _Chambers(L=L, b=b, d=d, a=a, w=f["wall"], ann=ann, la_a=la_a, la_b=la_b,
-                     la_cu=-la_a * 0.8)  # fmt: skip
+                     la_cu=-la_a * 0.8)
 
 
 def _long_axis_frame(x: np.ndarray, z: np.ndarray, f: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +202,7 @@ def _paint_leaflets(cls, u, v, f: dict, c: _Chambers) -> None:
 
 
 def _anatomy(x: np.ndarray, z: np.ndarray, f: dict, view: str, jitter=None,
-             echo: bool = False) -> np.ndarray:  # fmt: skip
+             echo: bool = False) -> np.ndarray:
     """Tissue class (``_TISSUE`` .. ``_PAPILLARY``) at points (x, z) in mm of one frame.
 
     For the echo simulation (``echo=True``) ``jitter`` (same shape, in units of the

@@ -78,7 +78,7 @@ def _draw_patient(rng: np.random.Generator) -> dict:
     q2 = QUALITIES[rng.choice(3, p=[0.35, 0.45, 0.20])]
     q4 = q2 if rng.random() < 0.6 else QUALITIES[rng.choice(3, p=[0.35, 0.45, 0.20])]
     return dict(sex=sex, age=age, body=body, ef=ef, frame_rate=frame_rate,
-                nb_frames=nb_frames, quality={"2CH": q2, "4CH": q4})  # fmt: skip
+                nb_frames=nb_frames, quality={"2CH": q2, "4CH": q4})
 
 
 def _draw_view(rng: np.random.Generator, view: str, patient: dict) -> dict:
@@ -132,7 +132,7 @@ def _draw_view(rng: np.random.Generator, view: str, patient: dict) -> dict:
         (rng.uniform(0.2, 0.45), sgn * rng.uniform(0.55, 0.8), rng.uniform(5.0, 9.0),
          rng.uniform(2.5, 4.5))
         for sgn in rng.permutation([-1.0, 1.0])[:n_pap]
-    ] or None  # fmt: skip
+    ] or None
     g["la_harm"] = rng.normal(0.0, 0.03, size=(3, 2))  # shape harmonics of the LA
     g["texture_seed"] = int(rng.integers(2**63))  # acquisition: shared by ED and ES
     _fit_in_fan(g)
@@ -200,7 +200,7 @@ def simulate_patient(seed: int, number: int) -> PhantomPatient:
     patient = PhantomPatient(
         number=int(number), sex=p["sex"], age=p["age"], frame_rate=p["frame_rate"],
         nb_frames=p["nb_frames"], views=views,
-    )  # fmt: skip
+    )
     patient.lv_edv, patient.lv_esv, patient.ef = _biplane_volumes(patient)
     return patient
 

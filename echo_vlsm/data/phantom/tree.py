@@ -176,7 +176,7 @@ def _up_to_date(folder: Path, layout: str, marker: dict) -> bool:
         return False
     ext = ".nii.gz" if layout == "2023" else ".mhd"
     names = [f"{folder.name}_{v}_{p}{s}{ext}" for v in VIEWS for p in PHASES
-             for s in ("", "_gt")] + [f"Info_{v}.cfg" for v in VIEWS]  # fmt: skip
+             for s in ("", "_gt")] + [f"Info_{v}.cfg" for v in VIEWS]
     return all((folder / n).is_file() for n in names)
 
 
@@ -222,7 +222,7 @@ def write_phantom(
     write_text_atomic(root / PARTIAL, manifest_text)  # marks the folder as ours meanwhile
 
     todo = [(seed, n, str(root / rel), layout) for n, _, rel in plan
-            if not _up_to_date(root / rel, layout, _marker(seed, n, layout))]  # fmt: skip
+            if not _up_to_date(root / rel, layout, _marker(seed, n, layout))]
     if workers is None:  # a pool pays off from a few patients per process on
         workers = min(4, os.cpu_count() or 1) if len(todo) >= 8 else 0
     run_jobs(_write_one, todo, workers, total=len(plan), desc="phantom", unit="patient")

@@ -58,4 +58,4 @@ __all__ = [
     "epsilon_model", "guidance_inputs", "guided_eps", "load_sdm", "load_training_data",
     "make_scheduler", "read_history", "resolve_sdm_precision", "sample", "sample_grid",
     "to_uint8", "train_sdm", "training_alphas_cumprod",
-]  # fmt: skip
+]

@@ -50,24 +50,24 @@ def sample_grid_path(run_dir: Path, step: int) -> Path:
 
 def write_config(run_dir: Path, config: SDMConfig, dataset_dir) -> None:
     write_json_atomic(run_dir / CONFIG_FILE, {**config.to_dict(), "dataset": str(dataset_dir),
-                                              "spec": config.spec.to_dict()})  # fmt: skip
+                                              "spec": config.spec.to_dict()})
 
 
 def save_weights(run_dir: Path, model: torch.nn.Module, ema: EMA, config: SDMConfig,
-                 step: int) -> None:  # fmt: skip
+                 step: int) -> None:
     """``model.safetensors``: raw and EMA weights, the config and the step in its metadata."""
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v.contiguous().cpu() for k, v in ema.state_dict().items()})
     meta = {"config": json.dumps(config.to_dict()), "spec": json.dumps(config.spec.to_dict()),
-            "step": str(step)}  # fmt: skip
+            "step": str(step)}
     with atomic_path(run_dir / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
 def save_state(run_dir: Path, model: torch.nn.Module, ema: EMA, opt: torch.optim.Optimizer,
-               step: int, gen: torch.Generator, history: list[dict]) -> None:  # fmt: skip
+               step: int, gen: torch.Generator, history: list[dict]) -> None:
     """``state.pt``: what a resumed run needs to continue as if never stopped."""
     state = {
         "step": step,
@@ -95,11 +95,11 @@ def write_summary(run_dir: Path, step: int, history: list[dict], done: bool) -> 
         "seconds_total": round(history[-1]["seconds"], 2) if history else 0.0,
         "final_loss": float(np.mean(tail)) if tail else math.nan,
         "done": done,
-    })  # fmt: skip
+    })
 
 
 def checkpoint(run_dir: Path, model, ema: EMA, opt, config: SDMConfig, step: int,
-               gen: torch.Generator, history: list[dict]) -> None:  # fmt: skip
+               gen: torch.Generator, history: list[dict]) -> None:
     """Weights, resume state and history of ``step``."""
     save_weights(run_dir, model, ema, config, step)
     save_state(run_dir, model, ema, opt, step, gen, history)
@@ -126,7 +126,7 @@ def read_resume_state(run_dir: Path, config: SDMConfig) -> dict | None:
         if old.get(key) != new_v:
             raise PathError(run_dir / CONFIG_FILE,
                             f"{key}={old.get(key)!r} differs from the requested {new_v!r}; "
-                            f"resume with the same {key} or choose a new run directory")  # fmt: skip
+                            f"resume with the same {key} or choose a new run directory")
     return state
 
 
@@ -141,7 +141,7 @@ def read_history(run_dir: str | os.PathLike) -> list[dict]:
 
 
 def epsilon_model(config: SDMConfig, state: dict[str, torch.Tensor], device: torch.device,
-                  channels_last: bool, source: str | os.PathLike) -> EpsilonModel:  # fmt: skip
+                  channels_last: bool, source: str | os.PathLike) -> EpsilonModel:
     """The network of ``config`` with the weights ``state``, on ``device``, in eval mode.
 
     Raises:
@@ -151,7 +151,7 @@ def epsilon_model(config: SDMConfig, state: dict[str, torch.Tensor], device: tor
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise PathError(source, f"weights do not fit the {config.size} SDM "
-                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")  # fmt: skip
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     net = net.to(device).eval()
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -159,7 +159,7 @@ def epsilon_model(config: SDMConfig, state: dict[str, torch.Tensor], device: tor
 
 
 def load_sdm(path: str | os.PathLike, device: str = "auto", weights: str = "ema",
-             precision: str = "auto") -> SDM:  # fmt: skip
+             precision: str = "auto") -> SDM:
     """Load a trained SDM from a run directory or its ``model.safetensors``.
 
     Args:
@@ -176,7 +176,7 @@ def load_sdm(path: str | os.PathLike, device: str = "auto", weights: str = "ema"
     file = path / WEIGHTS_FILE if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no SDM checkpoint; train one (train_sdm, notebook 02) "
-                                "or pass a run directory holding model.safetensors")  # fmt: skip
+                                "or pass a run directory holding model.safetensors")
     if weights not in WEIGHTS:
         raise ValueError(f"weights {weights!r}: expected 'ema' or 'model'")
     with safe_open(str(file), framework="pt") as f:

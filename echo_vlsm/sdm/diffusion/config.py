@@ -84,14 +84,14 @@ class SDMConfig:
         """The study's SDM training (Echo from Noise): 256 px, lr 1e-4, batch 96, 50k steps,
         EMA 0.9999."""
         base = dict(size="paper", train_steps=50_000, batch_size=96, lr=1e-4, warmup_steps=0,
-                    ema_decay=0.9999, checkpoint_every=2_000, sample_every=5_000)  # fmt: skip
+                    ema_decay=0.9999, checkpoint_every=2_000, sample_every=5_000)
         base.update(overrides)
         return cls(**base)
 
     @property
     def spec(self) -> UNetSpec:
         return unet_spec(self.size, view_phase_classes=4 if self.view_phase else 0,
-                         **dict(self.unet))  # fmt: skip
+                         **dict(self.unet))
 
     @property
     def uses_channels_last(self) -> bool:

@@ -35,7 +35,7 @@ class TrainingData:
 
 def load_training_data(dataset_dir: str | os.PathLike, image_size: int,
                        splits: Sequence[str] = ("train",),
-                       progress: bool = True) -> TrainingData:  # fmt: skip
+                       progress: bool = True) -> TrainingData:
     """Read an exported dataset's images of ``splits`` with their SDM maps at ``image_size``.
 
     Raises:
@@ -47,7 +47,7 @@ def load_training_data(dataset_dir: str | os.PathLike, image_size: int,
         raise ValueError(f"{dataset_dir}/records.csv: no images in the splits {list(splits)}")
     images, maps, vps, stems = [], [], [], []
     for row in tqdm(list(rows.itertuples()), desc="load", unit="img",
-                    disable=None if progress else True):  # fmt: skip
+                    disable=None if progress else True):
         img = read_png(image_path(dataset_dir, row.split, row.stem))
         lbl_file = label_path(dataset_dir, row.split, row.stem)
         lbl = read_png(lbl_file)
@@ -59,4 +59,4 @@ def load_training_data(dataset_dir: str | os.PathLike, image_size: int,
         vps.append(VIEW_PHASE.get((row.view, row.phase), NULL_VIEW_PHASE))
         stems.append(row.stem)
     return TrainingData(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(maps)),
-                        torch.tensor(vps, dtype=torch.long), stems)  # fmt: skip
+                        torch.tensor(vps, dtype=torch.long), stems)

@@ -45,7 +45,7 @@ def make_scheduler(sampler: str = "dpm++", steps: int | None = None):
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
     common = dict(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule=SCHEDULE,
-                  prediction_type="epsilon")  # fmt: skip
+                  prediction_type="epsilon")
     if sampler == "ddpm":
         sched = DDPMScheduler(**common, variance_type="fixed_small", clip_sample=True)
     elif sampler == "ddim":
@@ -54,7 +54,7 @@ def make_scheduler(sampler: str = "dpm++", steps: int | None = None):
         sched = DPMSolverMultistepScheduler(
             **common, algorithm_type="dpmsolver++", solver_order=2, thresholding=True,
             sample_max_value=1.0, dynamic_thresholding_ratio=0.995,
-        )  # fmt: skip
+        )
     else:
         raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
     steps = DEFAULT_STEPS[sampler] if steps is None else int(steps)
@@ -83,7 +83,7 @@ def guidance_inputs(seg: torch.Tensor, view_phase: torch.Tensor | None, guidance
 
 def guided_eps(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, seg: torch.Tensor,
                view_phase: torch.Tensor | None = None, guidance_scale: float = 1.0,
-               spade_cache: dict | None = None, prepared: bool = False) -> torch.Tensor:  # fmt: skip
+               spade_cache: dict | None = None, prepared: bool = False) -> torch.Tensor:
     """Classifier-free guidance: ``eps_u + s * (eps_c - eps_u)`` in one batch of two passes;
     ``s = 1`` is one plain pass. ``prepared``: ``seg``/``view_phase`` already come from
     ``guidance_inputs``."""
@@ -143,7 +143,7 @@ def sample(
     vp = None
     if model.spec.view_phase_classes:
         vp = (torch.full((b,), NULL_VIEW_PHASE, dtype=torch.long) if view_phase is None
-              else torch.as_tensor(view_phase, dtype=torch.long)).to(device)  # fmt: skip
+              else torch.as_tensor(view_phase, dtype=torch.long)).to(device)
     memory = torch.channels_last if channels_last else torch.contiguous_format
     seg, vp = guidance_inputs(seg, vp, guidance_scale)
     seg = seg.contiguous(memory_format=memory)
@@ -176,7 +176,7 @@ class SDM:
 
     def sample(self, maps, *, sampler: str = "dpm++", steps: int | None = None,
                guidance_scale: float = 1.0, view_phase=None, seeds=None,
-               batch_size: int = 64, progress: bool = False) -> np.ndarray:  # fmt: skip
+               batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """uint8 images (B, S, S) for 5-class maps (B, H, W) of any size (resized to S)."""
         maps = np.asarray(maps)
         if maps.ndim == 2:
@@ -192,6 +192,6 @@ class SDM:
                        guidance_scale=guidance_scale, seeds=seeds[i : i + batch_size],
                        view_phase=None if vp is None else vp[i : i + batch_size],
                        device=self.device, dtype=self.dtype, channels_last=self.channels_last,
-                       progress=progress)  # fmt: skip
+                       progress=progress)
             out.append(to_uint8(x))
         return np.concatenate(out) if out else np.zeros((0, s, s), np.uint8)

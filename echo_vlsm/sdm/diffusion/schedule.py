@@ -30,7 +30,7 @@ def training_alphas_cumprod() -> torch.Tensor:
     from diffusers import DDPMScheduler
 
     sched = DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule=SCHEDULE,
-                          prediction_type="epsilon")  # fmt: skip
+                          prediction_type="epsilon")
     return sched.alphas_cumprod.clone().float()
 
 

@@ -43,12 +43,12 @@ from echo_vlsm.sdm.unet import build_unet, one_hot
 
 
 def sample_grid(sdm_model, data: TrainingData, path: Path, n: int = 4, device=None, dtype=None,
-                channels_last: bool = False) -> np.ndarray:  # fmt: skip
+                channels_last: bool = False) -> np.ndarray:
     """A PNG of ``n`` columns: label map (gray levels), DPM-Solver++ sample, real image."""
     idx = np.linspace(0, len(data.stems) - 1, min(n, len(data.stems))).round().astype(int)
     maps = data.maps[idx]
     x = sample(sdm_model, maps, sampler="dpm++", steps=20, seeds=list(range(len(idx))),
-               device=device, dtype=dtype, channels_last=channels_last)  # fmt: skip
+               device=device, dtype=dtype, channels_last=channels_last)
     rows = [
         np.concatenate(list((maps.numpy() * 60).astype(np.uint8)), axis=1),
         np.concatenate(list(to_uint8(x)), axis=1),
@@ -95,7 +95,7 @@ def _start(config: SDMConfig, state: dict | None) -> _Run:
                EMA(model, config.ema_decay),
                torch.optim.AdamW(model.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay),
-               torch.Generator().manual_seed(config.seed))  # fmt: skip
+               torch.Generator().manual_seed(config.seed))
     if state is not None:
         model.load_state_dict(state["model"])
         run.ema.load_state_dict(state["ema"])
@@ -148,10 +148,10 @@ def _optimize(run: _Run, forward, batch, alphas: torch.Tensor) -> float:
         loss = diffusion_loss(forward, x0.contiguous(memory_format=memory),
                               seg.contiguous(memory_format=memory), t, noise, alphas,
                               vp if cfg.spec.view_phase_classes else None,
-                              cfg.parameterization, cfg.min_snr_gamma)  # fmt: skip
+                              cfg.parameterization, cfg.min_snr_gamma)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"SDM loss is {loss.item()} at step {run.step}; lower lr "
-                                 f"(now {cfg.lr}) or use precision='fp32'")  # fmt: skip
+                                 f"(now {cfg.lr}) or use precision='fp32'")
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip:
@@ -164,11 +164,11 @@ def _optimize(run: _Run, forward, batch, alphas: torch.Tensor) -> float:
 def _write_grid(run_dir: Path, run: _Run, data: TrainingData) -> None:
     """Sample grid from the EMA weights (the model and the random state are left untouched)."""
     net = epsilon_model(run.config, run.ema.state_dict(), run.device,
-                        run.config.uses_channels_last, run_dir)  # fmt: skip
+                        run.config.uses_channels_last, run_dir)
     rng_state = torch.get_rng_state()
     sample_grid(net, data, sample_grid_path(run_dir, run.step), device=run.device,
                 dtype=autocast_dtype(run.precision),
-                channels_last=run.config.uses_channels_last)  # fmt: skip
+                channels_last=run.config.uses_channels_last)
     torch.set_rng_state(rng_state)
 
 
@@ -183,12 +183,12 @@ def _train_loop(run_dir: Path, run: _Run, data: TrainingData, progress: bool) ->
     forward = torch.compile(run.model) if cfg.compile else run.model
     alphas = training_alphas_cumprod().to(run.device)
     on_device = _OnDevice(data.images.to(run.device), data.maps.to(run.device),
-                          data.view_phase.to(run.device))  # fmt: skip
+                          data.view_phase.to(run.device))
     t_start = time.perf_counter() - (run.history[-1]["seconds"] if run.history else 0.0)
     last_ckpt = run.step
     running = None
     bar = tqdm(total=cfg.train_steps, initial=run.step, desc="SDM", unit="step",
-               disable=None if progress else True)  # fmt: skip
+               disable=None if progress else True)
     run.model.train()
     try:
         while run.step < cfg.train_steps:
@@ -196,7 +196,7 @@ def _train_loop(run_dir: Path, run: _Run, data: TrainingData, progress: bool) ->
             run.step += 1
             running = loss if running is None else 0.95 * running + 0.05 * loss
             run.history.append({"step": run.step, "loss": loss, "lr": run.lr_at(run.step - 1),
-                                "seconds": time.perf_counter() - t_start})  # fmt: skip
+                                "seconds": time.perf_counter() - t_start})
             bar.update()
             bar.set_postfix(loss=f"{running:.4f}")
             if cfg.sample_every and run.step % cfg.sample_every == 0:
@@ -213,12 +213,12 @@ def _check_size(data: TrainingData, config: SDMConfig) -> None:
     spec = config.spec
     if data.images.shape[-1] != spec.image_size:
         raise ValueError(f"training data are {data.images.shape[-1]} px; the {spec.name} SDM "
-                         f"needs {spec.image_size} px")  # fmt: skip
+                         f"needs {spec.image_size} px")
 
 
 def train_sdm(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike,
               config: SDMConfig = SDMConfig(), *, progress: bool = True,
-              data: TrainingData | None = None) -> Path:  # fmt: skip
+              data: TrainingData | None = None) -> Path:
     """Train the SDM on an exported dataset's (image, 5-class map) pairs.
 
     Resumes from ``run_dir/state.pt`` when present; more ``train_steps`` continue a
@@ -238,7 +238,7 @@ def train_sdm(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike,
     run_dir.mkdir(parents=True, exist_ok=True)
     state = read_resume_state(run_dir, config)
     if (state is not None and state["step"] >= config.train_steps
-            and (run_dir / WEIGHTS_FILE).is_file()):  # fmt: skip
+            and (run_dir / WEIGHTS_FILE).is_file()):
         write_summary(run_dir, state["step"], state["history"], done=True)
         return run_dir
     write_config(run_dir, config, dataset_dir)
