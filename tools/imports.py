@@ -5,8 +5,9 @@
     python tools/imports.py --check    # exit 1 with one line per import that breaks the layers
     python tools/imports.py --sizes    # the largest modules and functions (lines)
 
-The rule (``ARCHITECTURE.md``): notebooks -> pipeline/analysis -> train -> models, data,
-prompts, sdm -> floor 1 (grid, structures, io, paths, parallel, dataset, imaging). A package
+The rule (``ARCHITECTURE.md``): notebooks -> pipeline/analysis/inference -> train -> models,
+data, prompts, sdm -> floor 1 (grid, structures, io, paths, parallel, dataset, imaging,
+device, errors, environment). A package
 imports only what is on a lower floor or inside itself (floor-1 modules may import each
 other); ``data``, ``prompts``, ``sdm`` and ``models`` do not import each other; no two modules
 import each other, directly or around a loop, even through function-local imports.
@@ -23,10 +24,10 @@ PACKAGE = "echo_vlsm"
 #: Floors, lowest first; a module may import its own package and anything on a lower floor.
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("grid", "structures", "io", "paths", "parallel", "dataset", "imaging", "errors",
-     "device", "tables", "__init__"),
+     "device", "environment", "__init__"),
     ("data", "prompts", "sdm", "models"),
     ("train",),
-    ("pipeline", "analysis"),
+    ("pipeline", "analysis", "inference"),
     ("cli", "__main__"),
 )
 
