@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= demo
+# Jobs at once for `make demo` (the 2 cores of a laptop; one job per GPU: JOBS=auto).
+JOBS ?= 2
 # Two test workers on a 2-core machine; one BLAS thread each to avoid oversubscription.
 PYTEST_ARGS ?= -n 2
 
@@ -22,7 +24,7 @@ install: $(STAMP)
 
 ## The whole chain on the built-in echo phantom, tiny models, CPU.
 demo: $(STAMP)
-	$(BIN)/echo-vlsm reproduce --profile $(PROFILE)
+	$(BIN)/echo-vlsm reproduce --profile $(PROFILE) --jobs $(JOBS)
 
 ## Unit tests and notebook tests.
 test: $(STAMP)

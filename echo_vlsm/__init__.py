@@ -6,3 +6,12 @@ and both. The notebooks in ``notebooks/`` tell the story; every piece of logic l
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``echo_vlsm.segment`` without importing torch at ``import echo_vlsm``."""
+    if name == "segment":
+        from echo_vlsm.inference import segment
+
+        return segment
+    raise AttributeError(f"module 'echo_vlsm' has no attribute {name!r}")

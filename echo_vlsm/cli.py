@@ -1,8 +1,9 @@
 """The ``echo-vlsm`` command: ``reproduce`` runs a profile's notebooks, ``status`` shows them.
 
-    echo-vlsm reproduce --profile demo            # the whole chain, resumable
-    echo-vlsm reproduce --profile paper --shard 2/4 --keep-going
-    echo-vlsm reproduce --profile demo --only 'cris_*_p1' --dry-run
+    echo-vlsm reproduce --profile demo --jobs 2   # the whole chain, two jobs at once
+    echo-vlsm reproduce --profile paper --jobs auto --keep-going   # one job per GPU
+    echo-vlsm reproduce --profile paper --launcher slurm --partition gpu --gpus-per-job 1
+    echo-vlsm reproduce --profile demo --only 'cris_*_p1' --dry-run   # the graph
     echo-vlsm status --profile demo
 """
 
@@ -14,13 +15,30 @@ import sys
 from echo_vlsm import __version__, pipeline
 
 
+def _slurm_options(args: argparse.Namespace) -> dict:
+    extra = {}
+    for item in args.slurm_extra or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--slurm-extra {item!r}: expected KEY=VALUE")
+        extra[key] = value
+    options = {"partition": args.partition, "gpus_per_job": args.gpus_per_job,
+               "cpus_per_job": args.cpus_per_job, "mem": args.mem, "time": args.time,
+               "account": args.account, "extra": extra or None}
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def _reproduce(args: argparse.Namespace) -> int:
-    shard = pipeline.parse_shard(args.shard) if args.shard else None
-    stages = args.stage or pipeline.STAGES
     try:
+        shard = pipeline.parse_shard(args.shard) if args.shard else None
+        stages = args.stage or pipeline.STAGES
+        jobs = args.jobs if args.jobs == "auto" else int(args.jobs)
+        gpus = args.gpus.split(",") if args.gpus else None
         out = pipeline.reproduce(
             args.profile, notebooks_dir=args.notebooks, shard=shard, only=args.only,
-            keep_going=args.keep_going, stages=stages, dry_run=args.dry_run,
+            keep_going=args.keep_going, stages=stages, dry_run=args.dry_run, jobs=jobs,
+            gpus=gpus, keep_stale=args.keep_stale, launcher=args.launcher,
+            slurm=_slurm_options(args), wait=args.wait,
         )
     except pipeline.PipelineError as exc:
         print(f"echo-vlsm reproduce: {exc}", file=sys.stderr)
@@ -49,7 +67,70 @@ def _status(args: argparse.Namespace) -> int:
                            "display.width", 200):
         print(table.to_string(index=False) if len(table) else "(nothing)")
     counts = full["state"].value_counts()
-    print(", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "started", "pending", "failed")))
+    shown = [f"{counts.get(s, 0)} {s}" for s in ("done", "started", "pending", "failed")]
+    shown += [f"{counts[s]} {s}" for s in counts.index
+              if s not in ("done", "started", "pending", "failed")]
+    print(", ".join(shown))
+    return 0
+
+
+def _parse_attributes(items: list[str] | None) -> dict | None:
+    """``["view=2CH", "age=61"]`` -> ``{"view": "2CH", "age": 61}`` (``None`` without any)."""
+    if not items:
+        return None
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--attr {item!r}: expected KEY=VALUE, e.g. view=2CH")
+        value = value.strip()
+        out[key.strip()] = int(value) if key.strip() == "age" and value.isdigit() else value
+    return out
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from echo_vlsm import inference
+
+    out_dir = Path(args.out) if args.out else None
+    try:
+        attributes = _parse_attributes(args.attr)
+        model = inference.load_model(args.model, device=args.device)
+    except (ValueError, FileNotFoundError, TypeError) as exc:
+        print(f"echo-vlsm segment: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for image in args.images:
+        try:
+            result = inference.segment(model, image, args.prompt, attributes=attributes,
+                                       phrasing=args.phrasing)
+            folder = out_dir if out_dir is not None else Path(image).parent
+            written = inference.write_result(result, folder, inference.stem_of(image),
+                                             with_overlay=args.overlay)
+        except (ValueError, FileNotFoundError, TypeError, OSError) as exc:
+            print(f"echo-vlsm segment: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        h, w = result.mask.shape
+        print(f"{image}: {w}x{h}, prompt {result.prompt!r}, mask {100 * result.area:.1f}% "
+              f"-> {', '.join(str(p) for p in written)}")
+    return 1 if failed else 0
+
+
+def _export_model(args: argparse.Namespace) -> int:
+    from echo_vlsm import inference
+
+    try:
+        out = inference.export_model(args.run_dir, args.out_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"echo-vlsm export-model: {exc}", file=sys.stderr)
+        return 2
+    print(f"Exported {args.run_dir} -> {out} "
+          f"({', '.join(sorted(p.name for p in out.iterdir() if not p.name.startswith('.')))})")
+    if args.push:
+        url = inference.push_model(out, args.push, private=args.private)
+        print(f"Pushed to https://huggingface.co/{args.push} ({url})")
     return 0
 
 
@@ -71,14 +152,62 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--stage", action="append", choices=("prepare", "runs", "analysis"),
                      help="only these stages (repeatable; default all)")
     rep.add_argument("--notebooks", default=None, help="folder of the notebooks (default notebooks/)")
-    rep.add_argument("--dry-run", action="store_true", help="list what would run")
+    rep.add_argument("--dry-run", action="store_true",
+                     help="print the graph: each job that would run and what it waits for")
+    rep.add_argument("--jobs", "-j", default="1", metavar="N",
+                     help="jobs at once (default 1; 'auto': one per visible GPU)")
+    rep.add_argument("--gpus", metavar="0,1,3", help="the GPUs to pin jobs to (default: all)")
+    rep.add_argument("--keep-stale", action="store_true",
+                     help="keep finished runs whose inputs changed (flagged in the report)")
+    rep.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                     help="run here (default) or submit each job to Slurm")
+    slurm = rep.add_argument_group("Slurm (with --launcher slurm; or a 'slurm:' key in the "
+                                   "profile)")
+    slurm.add_argument("--partition")
+    slurm.add_argument("--gpus-per-job", type=int)
+    slurm.add_argument("--cpus-per-job", type=int)
+    slurm.add_argument("--mem", help="e.g. 32G")
+    slurm.add_argument("--time", type=int, help="minutes per job")
+    slurm.add_argument("--account")
+    slurm.add_argument("--slurm-extra", action="append", metavar="KEY=VALUE",
+                       help="any other sbatch option (repeatable)")
+    slurm.add_argument("--wait", action="store_true",
+                       help="stay until the submitted jobs have finished")
     rep.set_defaults(func=_reproduce)
 
     st = sub.add_parser("status", help="table of a profile's steps and runs: done, pending, failed")
     st.add_argument("--profile", default="demo")
     st.add_argument("--state", action="append",
-                    choices=("done", "started", "pending", "failed"), help="only these states")
+                    choices=("done", "started", "pending", "failed", "stale", "damaged",
+                             "running", "queued"), help="only these states")
     st.set_defaults(func=_status)
+
+    seg = sub.add_parser("segment", help="segment images with a trained model and a prompt")
+    seg.add_argument("model", metavar="RUN_OR_MODEL",
+                     help="a run folder (runs/<profile>/<run_id>) or an exported model folder")
+    seg.add_argument("images", metavar="IMAGE", nargs="+",
+                     help="PNG/JPEG, CAMUS .mhd/.nii.gz, or 2-D DICOM (with pydicom)")
+    seg.add_argument("--prompt", required=True,
+                     help="a free text, or a key p0..p7 together with --attr")
+    seg.add_argument("--attr", action="append", metavar="KEY=VALUE",
+                     help="an attribute for a prompt key (structure, view, phase, sex, age, "
+                          "quality, shape; repeatable)")
+    seg.add_argument("--phrasing", type=int, default=0, choices=(0, 1),
+                     help="which of a key's two phrasings (default 0: '... of the heart.')")
+    seg.add_argument("--out", metavar="DIR",
+                     help="where <stem>_mask.png goes (default: next to each image)")
+    seg.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
+    seg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    seg.set_defaults(func=_segment)
+
+    exp = sub.add_parser("export-model",
+                         help="write a run as a shareable model folder (Hugging Face layout)")
+    exp.add_argument("run_dir", metavar="RUN_DIR", help="a complete run folder")
+    exp.add_argument("out_dir", metavar="OUT_DIR", help="a new or empty folder")
+    exp.add_argument("--push", metavar="REPO",
+                     help="then upload it to this Hugging Face hub repository (needs a token)")
+    exp.add_argument("--private", action="store_true", help="create the hub repository private")
+    exp.set_defaults(func=_export_model)
     return parser
 
 

@@ -29,6 +29,7 @@ Examples::
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -47,6 +48,7 @@ RECORDS_FILE = "records.csv"
 TASKS_DIR = "tasks"
 _INT_COLUMNS = ("age", "source_height", "source_width")
 _FLOAT_COLUMNS = ("spacing_y", "spacing_x")
+_STEM_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
 # --------------------------------------------------------------------------- names and paths
@@ -175,4 +177,19 @@ def read_records(dataset_dir: str | os.PathLike) -> pd.DataFrame:
                 f"{path}: column {col!r} row {i + 1} holds {df[col].iloc[i]!r}; expected a number"
             )
         df[col] = num.astype("float64")
+    _check_stems(path, df)
     return df
+
+
+def _check_stems(path: Path, df: pd.DataFrame) -> None:
+    """Every ``stem`` (and ``source_stem``) is a plain file name: no folder, no ``..``, so
+    the paths built from it stay inside the dataset folder."""
+    for col in ("stem", *(c for c in OPTIONAL_COLUMNS if c in df.columns)):
+        for i, stem in enumerate(df[col]):
+            if col != "stem" and stem == "":
+                continue
+            if not _STEM_RE.fullmatch(stem) or stem in (".", ".."):
+                raise ValueError(
+                    f"{path}: column {col!r} row {i + 1} holds {stem!r}; a stem is a plain "
+                    "file name (letters, digits, '_', '-', '.'), without a folder or '..'"
+                )

@@ -1,7 +1,22 @@
 """Small I/O helpers shared by every step: atomic writes and 8-bit PNG files.
 
 Every file the project writes goes through a temporary file in the same folder and an
-``os.replace``, so an interrupted run never leaves a half-written file behind.
+``os.replace``, so an interrupted run never leaves a half-written file behind. A run killed
+mid-write (SIGKILL: no ``finally`` runs) leaves the temporary file ``.<name>.<random>.tmp``;
+``clean_temp_files`` removes such files, and each job calls it when it starts again.
+The final file gets the mode a plain ``open(path, "w")`` would give (``0o666`` less the
+umask), not the ``0o600`` of a temporary file, so a shared project folder stays readable.
+
+Examples::
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> write_text_atomic(folder / "a.txt", "hi")
+    >>> _ = (folder / ".a.txt.x1y2z3.tmp").write_text("left by a kill")
+    >>> [p.name for p in clean_temp_files(folder)]
+    ['.a.txt.x1y2z3.tmp']
+    >>> sorted(p.name for p in folder.iterdir())
+    ['a.txt']
 """
 
 from __future__ import annotations
@@ -9,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +33,28 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+#: The name of an atomic write's temporary file: ``.<name>.<pid>-<random>.tmp``; files of
+#: older versions lack the ``<pid>-``.
+TEMP_PATTERN = re.compile(r"^\..+\.(?:(?P<pid>\d+)-)?[A-Za-z0-9_]{6,}\.tmp$")
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it; set back at once
+    os.umask(mask)
+    return mask
+
+
+def default_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: ``0o666`` less the umask."""
+    return 0o666 & ~_umask()
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
+
+    The temporary file is ``.<name>.<pid>-<random>.tmp`` (``TEMP_PATTERN``; a kill leaves
+    it, ``clean_temp_files`` removes it); the final file has ``default_mode()``.
 
     Examples::
 
@@ -29,15 +63,55 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
+                               dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():  # a writer may have replaced the file: chmod what is there
+            os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2**31  # another user's process, or not a pid at all
+    return True
+
+
+def clean_temp_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Remove the temporary files of atomic writes (``.<name>.<pid>-<random>.tmp``) that a
+    killed run left in ``folder`` (and its subfolders with ``recursive``); returns them.
+
+    A file whose writing process still runs on this machine is left alone (a write in
+    progress), a file of this very process too; files of older versions (no pid) go. Each
+    job calls it when it starts: export, phantom writing, SDM training and synthesis, a
+    training run's folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")
+    removed = []
+    for p in sorted(found):
+        m = TEMP_PATTERN.match(p.name)
+        if m is None or not (p.is_file() or p.is_symlink()):
+            continue
+        pid = m.group("pid")
+        if pid is not None and (int(pid) == os.getpid() or _alive(int(pid))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+    return removed
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -12,6 +12,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 
 
+def _encrypted_kernel() -> dict:
+    """papermill keyword arguments that encrypt the kernel's connection with CurveZMQ keys
+    provisioned by jupyter_client (>= 8.10, pyzmq with curve): the kernel then no longer logs
+    "Kernel is running over TCP without encryption" for every notebook. Nothing otherwise."""
+    import zmq
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    if "transport_encryption" not in KernelManager.class_traits() or not zmq.has("curve"):
+        return {}
+    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
+
+
 @pytest.fixture
 def run_notebook(tmp_path):
     """Execute ``notebooks/<name>`` with papermill and the given parameters; return the
@@ -30,6 +43,7 @@ def run_notebook(tmp_path):
             kernel_name="python3",
             progress_bar=False,
             execution_timeout=timeout,
+            **_encrypted_kernel(),
         )
         return nbformat.read(out, as_version=4)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from micro import _notebook, executions, make_micro
 
 from echo_vlsm import pipeline as P
 from echo_vlsm.cli import main
@@ -113,78 +114,15 @@ def test_load_profile_errors_name_the_file(tmp_path):
 
 # ------------------------------------------------------------------ the runner
 
-TRAIN_SRC = '''
-import json, pathlib
-root = pathlib.Path(runs_root)
-run = f"{model}_{strategy}_{encoders}_{prompt}"
-with open(root.parent / "executions.log", "a") as f:
-    f.write(run + "\\n")
-if strategy == "synth-pt-real-ft":
-    src = "p6" if prompt == "p7" else prompt
-    assert (root / f"{model}_synthetic_{encoders}_{src}" / "summary.json").is_file()
-'''
-TRAIN_FAIL = '''
-if strategy == fail_strategy:
-    raise ValueError(f"deliberate failure in {run}")
-'''
-TRAIN_WRITE = '''
-d = root / run
-d.mkdir(parents=True, exist_ok=True)
-(d / "metrics.csv").write_text("model,strategy\\n" + f"{model},{strategy}\\n")
-(d / "summary.json").write_text(json.dumps({"best_epoch": 1, "best_val_dice": 0.5,
-    "seconds_to_best": 1.0, "epochs_run": 1, "seconds_total": 1.0, "done": True}))
-'''
-
-
-def _notebook(path, params, *cells):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    p = nbformat.v4.new_code_cell(params)
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [p] + [nbformat.v4.new_code_cell(c) for c in cells]
-    nbformat.write(nb, path)
-
-
 @pytest.fixture
 def micro(tmp_path):
     """A folder of small notebooks and a profile factory (absolute paths in tmp)."""
-    nbs = tmp_path / "nbs"
-    nbs.mkdir()
-    _notebook(nbs / "01_data_preparation.ipynb", 'out_dir = "x"',
-              'import pathlib\np = pathlib.Path(out_dir)\np.mkdir(parents=True, exist_ok=True)\n'
-              'with open(p / "prepared.log", "a") as f:\n    f.write("prepared\\n")')
-    _notebook(nbs / "04_train_vlsm.ipynb",
-              'model = strategy = encoders = prompt = runs_root = fail_strategy = ""',
-              TRAIN_SRC, TRAIN_FAIL, TRAIN_WRITE)
-    _notebook(nbs / "06_dice_difference_plots.ipynb",
-              'profile = ""\nruns_root = ""\nfigures_dir = ""\ntables_dir = ""',
-              'import pathlib\nruns = sorted(p.parent.name for p in '
-              'pathlib.Path(runs_root).glob("*/summary.json"))\n'
-              't = pathlib.Path(tables_dir)\nt.mkdir(parents=True, exist_ok=True)\n'
-              '(t / "report.md").write_text(profile + ": " + " ".join(runs))')
-
-    def make(grid, train=None, analysis=True):
-        prof = {
-            "profile": "micro",
-            "runs_root": str(tmp_path / "runs" / "micro"),
-            "steps": {"01_data_preparation": {"out_dir": str(tmp_path / "data")}},
-            "train": {"fail_strategy": None, **(train or {})},
-            "grid": grid,
-        }
-        if analysis:
-            prof["steps"]["06_dice_difference_plots"] = {
-                "figures_dir": str(tmp_path / "figures"), "tables_dir": str(tmp_path / "paper")}
-        path = tmp_path / "micro.yaml"
-        path.write_text(yaml.safe_dump(prof))
-        return path
-
-    return tmp_path, nbs, make
+    return make_micro(tmp_path)
 
 
 def _executions(tmp_path):
-    log = tmp_path / "runs" / "executions.log"
-    return log.read_text().split() if log.exists() else []
+    return executions(tmp_path)
+
 
 
 @pytest.mark.notebook
@@ -212,10 +150,19 @@ def test_reproduce_runs_in_order_keeps_notebooks_and_resumes(micro):
     assert (tmp / "data" / "prepared.log").read_text() == "prepared\n"
     assert _executions(tmp) == ["clipseg_real_trained_p0", "clipseg_real_trained_p1"]
 
-    # an incomplete run is redone, and the analysis follows the new results
+    # an incomplete run is redone, and the analysis after it
     (runs / "clipseg_real_trained_p1" / "summary.json").unlink()
+    assert P.status(prof, root=tmp).set_index("name").loc[
+        "clipseg_real_trained_p1", "state"] == "damaged"
     third = P.reproduce(prof, notebooks_dir=nbs, root=tmp, log=quiet)
     assert third.executed == ["clipseg_real_trained_p1", "06_dice_difference_plots"]
+    # the analysis follows the runs' results: other metrics make it stale, and it is redone
+    with open(runs / "clipseg_real_trained_p0" / "metrics.csv", "a") as f:
+        f.write("clipseg,real\n")
+    assert P.status(prof, root=tmp).set_index("name").loc[
+        "06_dice_difference_plots", "state"] == "stale"
+    fourth = P.reproduce(prof, notebooks_dir=nbs, root=tmp, log=quiet)
+    assert fourth.executed == ["06_dice_difference_plots"]
 
     table = P.status(prof, root=tmp)
     assert table.set_index("name")["state"].to_dict() == {
@@ -296,3 +243,162 @@ def test_only_brings_incomplete_dependencies_along_in_a_dry_run(micro):
                                       "steps": {"05_freeze_ablation": {}}}))
     with pytest.raises(FileNotFoundError, match="05_freeze_ablation.ipynb: notebook missing"):
         P.reproduce(with05, notebooks_dir=nbs, root=tmp, log=lambda m: None)
+
+
+# ------------------------------------------------------------------ graph, staleness, locks
+
+
+def _micro_with_prompts(micro, n_runs_prompts=("p0", "p1")):
+    """The micro profile with steps 02 and 03 too (03 runs once per dataset)."""
+    tmp, nbs, make = micro
+    _notebook(nbs / "02_sdm_synthesis.ipynb", 'out_dir = "x"\nsampler = "dpm++"',
+              'import pathlib\np = pathlib.Path(out_dir)\np.mkdir(parents=True, exist_ok=True)\n'
+              'with open(p / "sdm.log", "a") as f:\n    f.write(sampler + "\\n")')
+    _notebook(nbs / "03_prompt_generation.ipynb", 'real_dir = ""\ndatasets = "both"',
+              'import pathlib\nwith open(pathlib.Path(real_dir) / f"tasks-{datasets}.log", "a")'
+              ' as f:\n    f.write("written\\n")')
+    path = make([{"models": ["clipseg"], "strategies": ["real", "synthetic"],
+                  "prompts": list(n_runs_prompts), "encoders": ["trained"]}])
+    prof = yaml.safe_load(path.read_text())
+    prof["steps"]["02_sdm_synthesis"] = {"out_dir": str(tmp / "synthetic")}
+    prof["steps"]["03_prompt_generation"] = {"real_dir": str(tmp / "data")}
+    path.write_text(yaml.safe_dump(prof))
+    return path
+
+
+def test_the_graph_lets_real_runs_start_before_the_sdm(micro):
+    tmp, nbs, _ = micro
+    prof = P.load_profile(_micro_with_prompts(micro), tmp)
+    needs = {j.name: j.needs for j in P.build_graph(prof, tmp)}
+    assert needs["02_sdm_synthesis"] == ("01_data_preparation",)
+    assert needs["03_prompt_generation:real"] == ("01_data_preparation",)
+    assert needs["03_prompt_generation:synthetic"] == ("02_sdm_synthesis",)
+    assert needs["clipseg_real_trained_p0"] == ("03_prompt_generation:real",)
+    assert needs["clipseg_synthetic_trained_p0"] == (
+        "03_prompt_generation:synthetic", "03_prompt_generation:real")
+    assert set(needs["06_dice_difference_plots"]) == {
+        "clipseg_real_trained_p0", "clipseg_real_trained_p1", "clipseg_synthetic_trained_p0",
+        "clipseg_synthetic_trained_p1"}
+
+
+@pytest.mark.notebook
+def test_an_upstream_change_makes_what_is_below_stale_and_only_that_is_redone(micro):
+    tmp, nbs, _ = micro
+    path = _micro_with_prompts(micro)
+    quiet = lambda msg: None  # noqa: E731
+    first = P.reproduce(path, notebooks_dir=nbs, root=tmp, log=quiet, jobs=2)
+    assert first.ok and len(first.executed) == 9  # 01, 02, 03 x 2, 4 runs, 06
+    # the SDM's sampler changes: 02, the synthetic task files and runs, the analysis redo
+    prof = yaml.safe_load(path.read_text())
+    prof["steps"]["02_sdm_synthesis"]["sampler"] = "ddim"
+    path.write_text(yaml.safe_dump(prof))
+    table = P.status(path, root=tmp).set_index("name")["state"]
+    stale = {"02_sdm_synthesis", "03_prompt_generation:synthetic", "clipseg_synthetic_trained_p0",
+             "clipseg_synthetic_trained_p1", "06_dice_difference_plots"}
+    assert set(table[table == "stale"].index) == stale
+    assert set(table[table == "done"].index) == set(table.index) - stale
+    again = P.reproduce(path, notebooks_dir=nbs, root=tmp, log=quiet)
+    assert set(again.executed) == stale
+    assert (tmp / "synthetic" / "sdm.log").read_text() == "dpm++\nddim\n"
+    assert (tmp / "data" / "tasks-real.log").read_text() == "written\n"  # not redone
+    assert _executions(tmp).count("clipseg_real_trained_p0") == 1
+    assert _executions(tmp).count("clipseg_synthetic_trained_p0") == 2
+    assert set(P.status(path, root=tmp)["state"]) == {"done"}
+    # each call's timings are kept
+    lines = (tmp / "runs" / "micro" / "reproduce_timings.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and "01_data_preparation" in json.loads(lines[0])["seconds"]
+
+
+@pytest.mark.notebook
+def test_keep_stale_keeps_finished_runs_and_says_so(micro):
+    tmp, nbs, make = micro
+    path = make([{"models": ["cris"], "strategies": ["real"], "prompts": ["p1"],
+                  "encoders": ["trained"]}], analysis=False)
+    P.reproduce(path, notebooks_dir=nbs, root=tmp, log=lambda m: None)
+    prof = yaml.safe_load(path.read_text())
+    prof["steps"]["01_data_preparation"]["out_dir"] = str(tmp / "data2")
+    path.write_text(yaml.safe_dump(prof))
+    lines = []
+    out = P.reproduce(path, notebooks_dir=nbs, root=tmp, log=lines.append, keep_stale=True)
+    assert out.executed == ["01_data_preparation"] and out.stale_kept == ["cris_real_trained_p1"]
+    assert any("stale (inputs changed: 01_data_preparation to be redone), kept" in ln
+               for ln in lines)
+    from echo_vlsm.analysis import stale_note
+
+    note = stale_note(tmp / "runs" / "micro")  # what notebook 06 puts into the report
+    assert len(note) == 1 and "`cris_real_trained_p1`" in note[0] and "--keep-stale" in note[0]
+    P.reproduce(path, notebooks_dir=nbs, root=tmp, log=lambda m: None)  # redone this time
+    assert stale_note(tmp / "runs" / "micro") == []
+    assert _executions(tmp) == ["cris_real_trained_p1"] * 2
+
+
+def test_parameters_are_checked_against_the_notebooks_before_anything_runs(micro):
+    tmp, nbs, make = micro
+    path = make([{"models": ["cris"], "strategies": ["real"], "prompts": ["p1"]}])
+    prof = yaml.safe_load(path.read_text())
+    prof["steps"]["01_data_preparation"]["out_dri"] = "typo"
+    path.write_text(yaml.safe_dump(prof))
+    with pytest.raises(P.ProfileError, match=r"micro\.yaml: 01_data_preparation: unknown "
+                                             r"parameter 'out_dri'; did you mean 'out_dir'\?"):
+        P.reproduce(path, notebooks_dir=nbs, root=tmp, log=lambda m: None)
+    del prof["steps"]["01_data_preparation"]["out_dri"]
+    prof["train"]["x = __import__('os').system('touch pwned') #"] = 1
+    path.write_text(yaml.safe_dump(prof))
+    with pytest.raises(P.ProfileError, match="is not a Python name"):
+        P.reproduce(path, notebooks_dir=nbs, root=tmp, log=lambda m: None)
+    assert not (tmp / "pwned").exists() and not (tmp / "data").exists()
+    assert _executions(tmp) == []
+
+
+REPRODUCE = """
+import sys
+from echo_vlsm import pipeline as P
+P.reproduce(sys.argv[1], notebooks_dir=sys.argv[2], root=sys.argv[3],
+            shard=None if sys.argv[4] == "-" else P.parse_shard(sys.argv[4]))
+"""
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("shards", [("-", "-"), ("1/2", "2/2")])
+def test_two_runners_started_together_run_every_job_once(micro, shards):
+    """Two processes on one profile at the same moment (or two shards): every job runs once,
+    the prepare steps included, and both finish with the same results as one process."""
+    import subprocess
+    import sys
+
+    tmp, nbs, make = micro
+    path = make([{"models": ["clipseg", "cris"], "strategies": ["real"], "prompts": ["p0", "p1"],
+                  "encoders": ["trained"]}])
+    procs = [subprocess.Popen([sys.executable, "-c", REPRODUCE, str(path), str(nbs), str(tmp), s],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for s in shards]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs
+    assert not any("BLOCKED" in log or "FAILED" in log for log in logs), logs
+    assert sorted(_executions(tmp)) == ["clipseg_real_trained_p0", "clipseg_real_trained_p1",
+                                        "cris_real_trained_p0", "cris_real_trained_p1"], logs
+    assert (tmp / "data" / "prepared.log").read_text() == "prepared\n"  # 01 ran once
+    assert (tmp / "paper" / "report.md").read_text() == (
+        "micro: clipseg_real_trained_p0 clipseg_real_trained_p1 cris_real_trained_p0 "
+        "cris_real_trained_p1")
+    assert set(P.status(path, root=tmp)["state"]) == {"done"}
+
+
+def test_a_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / ".job.lock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from echo_vlsm.pipeline import JobLock\n"
+        f"lock = JobLock({str(path)!r}); assert lock.acquire(); print('held', flush=True)\n"
+        "time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    mine = P.JobLock(path)
+    assert not mine.acquire()
+    assert P.lock_holder(path)["pid"] == holder.pid
+    holder.kill()
+    holder.wait()
+    assert P.lock_holder(path) is None  # the kernel released it with its dead holder
+    assert mine.acquire() and P.lock_holder(path)["pid"] != holder.pid
+    mine.release()

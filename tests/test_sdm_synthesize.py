@@ -72,6 +72,28 @@ def test_synthesize_resumes_and_is_deterministic(real, run, tmp_path):
     assert len(read_records(out)) == 4
 
 
+def test_other_settings_resample_and_what_is_no_longer_made_goes(real, run, tmp_path):
+    import json
+
+    out = tmp_path / "syn"
+    kw = dict(steps=2, max_maps=2, size=64, batch_size=4, progress=False)
+    synthesize(run, real, out, n_per_map=2, sampler="dpm++", **kw)
+    rec = read_records(out)
+    before = {s: read_png(out / "images" / sp / f"{s}.png") for s, sp in zip(rec.stem, rec.split)}
+    # another sampler: every image is sampled again, and synthesis.json says how
+    synthesize(run, real, out, n_per_map=2, sampler="ddim", **kw)
+    assert json.loads((out / "synthesis.json").read_text())["sampler"] == "ddim"
+    after = {s: read_png(out / "images" / sp / f"{s}.png") for s, sp in zip(rec.stem, rec.split)}
+    assert set(after) == set(before) and any(
+        not np.array_equal(before[s], after[s]) for s in before)
+    # fewer images per map: the ones no longer made are removed, in every folder
+    synthesize(run, real, out, n_per_map=1, sampler="ddim", **kw)
+    assert len(read_records(out)) == 2
+    for folder in ("images", "labels", "masks", "sdm_maps"):
+        stems = {p.stem for p in (out / folder).rglob("*.png")}
+        assert stems and all(s.endswith("_s0") for s in stems), folder
+
+
 def test_synthesize_refuses_bad_arguments(real, run):
     with pytest.raises(ValueError, match="overwrite the real one"):
         synthesize(run, real, real)
@@ -110,4 +132,8 @@ def test_time_samplers_reports_speedups(run, real):
     df = time_samplers(sdm, maps, samplers=(("ddim", 6), ("dpm++", 2)))
     assert list(df["sampler"]) == ["ddim", "dpm++"] and list(df["steps"]) == [6, 2]
     assert (df["images"] == 2).all() and (df["seconds"] > 0).all()
-    assert df["speedup"].iloc[0] == 1.0 and df["speedup"].iloc[1] > 1.0
+    # the speed-up is the first sampler's time over each one's (not asserted to exceed 1:
+    # wall time on a shared machine is a benchmark's business, benchmarks/sdm.py)
+    assert df["speedup"].iloc[0] == 1.0
+    assert df["speedup"].iloc[1] == pytest.approx(
+        df["images_per_s"].iloc[1] / df["images_per_s"].iloc[0])

@@ -47,6 +47,8 @@ from echo_vlsm.analysis.loading import (
     metrics_files,
     paper_results,
     read_metrics,
+    stale_note,
+    stale_runs,
 )
 from echo_vlsm.analysis.paired import (
     STUDY_TESTS,
@@ -77,6 +79,6 @@ __all__ = [
     "load_histories", "load_metrics", "load_summaries", "markdown_table", "metrics_files",
     "paired_test", "paper_freeze_effect", "paper_results", "per_structure_figure",
     "prompt_gap", "prompt_gap_verdict", "read_metrics", "report_sections", "save_figure",
-    "select", "speedup_summary", "strategy_difference_figure", "strategy_differences",
+    "select", "speedup_summary", "stale_note", "stale_runs", "strategy_difference_figure", "strategy_differences",
     "study_tests", "summary_table", "to_latex", "to_markdown", "write_report", "write_table",
 ]

@@ -160,3 +160,22 @@ def load_histories(root: str | os.PathLike) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["run_id", "model", "strategy", "encoders", "prompt", "epoch"])
     return pd.concat(frames, ignore_index=True)
+
+
+def stale_runs(root: str | os.PathLike) -> list[str]:
+    """The runs under ``root`` that the runner kept although their inputs changed
+    (``echo-vlsm reproduce --keep-stale``; ``stale_runs.json``)."""
+    try:
+        return list(json.loads((Path(root) / "stale_runs.json").read_text()).get("runs", []))
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def stale_note(root: str | os.PathLike) -> list[str]:
+    """A report note naming the stale runs kept under ``root`` (none when there are none)."""
+    runs = stale_runs(root)
+    if not runs:
+        return []
+    return [f"**Stale runs kept** ({len(runs)}, `--keep-stale`): their inputs or parameters "
+            f"changed after they ran, so they do not match the current profile: "
+            f"{', '.join(f'`{r}`' for r in runs)}."]

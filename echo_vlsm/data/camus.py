@@ -161,13 +161,17 @@ def cfg_attributes(path: str | Path, cfg: Mapping[str, str] | None = None) -> di
         raise CamusFormatError(path, f"Sex is {lower['sex']!r}; expected 'M' or 'F'")
     try:
         age_f = float(lower["age"])
-        if not age_f.is_integer() or age_f < 0:
+        if not age_f.is_integer():
             raise ValueError
         age = int(age_f)
     except ValueError:
         raise CamusFormatError(
             path, f"Age is {lower['age']!r}; expected a whole number of years"
         ) from None
+    if not 0 <= age <= MAX_AGE:
+        raise CamusFormatError(
+            path, f"Age is {lower['age']!r}; expected a whole number of years in 0..{MAX_AGE}"
+        )
     quality = lower["imagequality"].strip().capitalize()
     if quality not in QUALITIES:
         raise CamusFormatError(
@@ -250,13 +254,22 @@ def _list_patients(root: Path, release: str) -> list[_Patient]:
     return out
 
 
+MAX_AGE = 120  # years: an Age above it is a typo (or a wrong field), not a patient
+
+
 def _find_file(folder: Path, base: str, release: str) -> Path | None:
+    """The one image file named ``base`` (``.mhd``; ``.nii.gz`` or ``.nii``), None if none.
+
+    Raises:
+        CamusFormatError: both ``base.nii.gz`` and ``base.nii``: which one is the image?
+    """
     exts = (".mhd",) if release == "2019" else (".nii.gz", ".nii")
-    for ext in exts:
-        p = folder / f"{base}{ext}"
-        if p.is_file():
-            return p
-    return None
+    found = [folder / f"{base}{ext}" for ext in exts if (folder / f"{base}{ext}").is_file()]
+    if len(found) > 1:
+        raise CamusFormatError(
+            found[-1], f"a second file of the image {base}, beside {found[0].name}; one image "
+            "per name: remove one of them")
+    return found[0] if found else None
 
 
 def normalize_patient(patient: str | int) -> str:
@@ -385,8 +398,12 @@ def _patient_records(
             problems.add(exc)
         for phase in PHASES:
             base = f"{patient.name}_{view}_{phase}"
-            image_path = _find_file(patient.folder, base, release)
-            label_path = _find_file(patient.folder, base + "_gt", release)
+            try:
+                image_path = _find_file(patient.folder, base, release)
+                label_path = _find_file(patient.folder, base + "_gt", release)
+            except CamusFormatError as exc:
+                problems.add(exc)
+                continue
             ext = ".mhd" if release == "2019" else ".nii.gz"
             if image_path is None:
                 problems.add(CamusFormatError(patient.folder / f"{base}{ext}", "missing image"))

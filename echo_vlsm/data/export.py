@@ -44,7 +44,7 @@ from echo_vlsm.dataset import (
     write_records,
 )
 from echo_vlsm.imaging import resize_image, resize_label
-from echo_vlsm.io import write_json_atomic, write_png
+from echo_vlsm.io import clean_temp_files, write_json_atomic, write_png
 from echo_vlsm.parallel import run_jobs
 from echo_vlsm.structures import LABELS, SPLITS, STRUCTURES
 
@@ -154,7 +154,8 @@ def export_dataset(
     as the study's 512 x 512 CAMUS set. ``workers`` processes (default ``min(4, cpus)``;
     0 or 1 runs in this process) share the work. Images whose sources and size are unchanged
     since the last export into ``out_dir`` are skipped; outputs of records no longer passed
-    are removed, so the folder always mirrors ``records``. Returns ``out_dir``.
+    are removed, so the folder always mirrors ``records``; temporary files a killed export
+    left are removed first. Returns ``out_dir``.
     """
     out = Path(out_dir)
     size = _check_size(size)
@@ -162,6 +163,7 @@ def export_dataset(
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
     out.mkdir(parents=True, exist_ok=True)
+    clean_temp_files(out, recursive=True)  # what a killed export left mid-write
 
     manifest = _load_manifest(out)
     sigs = {_key(rec): _signature(rec, size) for rec in records}

@@ -69,8 +69,22 @@ def _check_meta_data_file(path: Path) -> dict[str, str]:
     data_file = fields.get("elementdatafile")
     if not data_file:
         raise CamusFormatError(path, "MetaImage header lacks 'ElementDataFile'")
-    if data_file.upper() == "LOCAL" or "%" in data_file or data_file.upper() == "LIST":
+    _check_meta_spacing(path, fields)
+    if data_file.upper() == "LOCAL":
         return fields
+    if data_file.upper().startswith("LIST") or "%" in data_file:
+        raise CamusFormatError(
+            path, f"ElementDataFile is {data_file!r}: a list or pattern of data files; a CAMUS "
+            f"header names one data file beside it, '{path.stem}.raw'")
+    name = Path(data_file.replace("\\", "/"))
+    if name.is_absolute() or len(name.parts) != 1 or name.name in (".", ".."):
+        raise CamusFormatError(
+            path, f"ElementDataFile is {data_file!r}: the data file must lie beside its "
+            f"header, named without a folder ('{path.stem}.raw')")
+    if name.stem != path.stem:
+        raise CamusFormatError(
+            path, f"ElementDataFile is {data_file!r}: the data file must carry the header's own "
+            f"name ('{path.stem}.raw'); another image's data would be read")
     raw = path.parent / data_file
     if not raw.is_file():
         raise CamusFormatError(raw, f"missing data file named by {path.name}")
@@ -97,7 +111,37 @@ def _check_meta_data_file(path: Path) -> dict[str, str]:
     have = raw.stat().st_size
     if have < need:
         raise CamusFormatError(raw, f"truncated data file: {have} bytes, header needs {need}")
+    if have > need and header_size != -1:
+        raise CamusFormatError(
+            raw, f"data file is {have} bytes, {have - need} more than {path.name} needs ({need}: "
+            f"DimSize {fields['dimsize']}, {fields['elementtype']}); the header's DimSize or "
+            "ElementType does not describe this file")
     return fields
+
+
+def _check_meta_spacing(path: Path, fields: Mapping[str, str]) -> None:
+    """ElementSpacing (or ElementSize) of a MetaImage header: numbers, finite and > 0."""
+    for key in ("elementspacing", "elementsize"):
+        text = fields.get(key)
+        if text is None:
+            continue
+        try:
+            values = [float(v) for v in text.split()][:2]  # x, y: what the pixel size is
+        except ValueError:
+            values = []
+        if not values or not all(math.isfinite(v) and v > 0 for v in values):
+            label = "ElementSpacing" if key == "elementspacing" else "ElementSize"
+            raise CamusFormatError(
+                path, f"{label} is {text!r}; pixel spacing must be finite numbers > 0 (mm)")
+
+
+def check_spacing(path: Path, spacing_xy, field: str = "spacing") -> None:
+    """Raise ``CamusFormatError`` naming ``path`` unless every spacing is finite and > 0."""
+    shown = tuple(float(v) for v in spacing_xy)
+    if not shown or not all(math.isfinite(v) and v > 0 for v in shown):
+        raise CamusFormatError(
+            path, f"{field} is {', '.join(f'{v:g}' for v in shown)} (x, y); pixel spacing must "
+            "be finite and > 0 mm")
 
 
 _MET_BYTES = {
@@ -234,6 +278,20 @@ def _nifti_geometry(head: bytes):
     return size, tuple(v * scale for v in spacing)
 
 
+def _check_nifti_spacing(path: Path, head: bytes) -> None:
+    """pixdim[1], pixdim[2] of a NIfTI header (the row and column spacing): finite and > 0.
+    SimpleITK reads NaN or zero as 1.0 mm and a negative value as its size: either would
+    become the image's pixel size without a word."""
+    h = _parse_nifti(head)
+    if h is None:
+        return  # not NIfTI: SimpleITK judges the file
+    values = [float(v) for v in h.pixdim[1:3]]
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise CamusFormatError(
+            path, f"pixdim[1:3] (pixel spacing x, y) is {', '.join(f'{v:g}' for v in values)}; "
+            "pixel spacing must be finite and > 0 mm")
+
+
 def _read_head(path: Path, n: int = 540) -> bytes:
     try:
         if path.name.lower().endswith(".gz"):
@@ -255,7 +313,9 @@ def read_header(path: str | Path) -> tuple[tuple[int, int], tuple[float, float]]
         geometry = _meta_geometry(_check_meta_data_file(path))
     elif path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_data(path, decompress=False)
-        geometry = _nifti_geometry(_read_head(path))
+        head = _read_head(path)
+        _check_nifti_spacing(path, head)
+        geometry = _nifti_geometry(head)
     if geometry is not None:  # fast path: 50-100x quicker than SimpleITK's header reading
         size, spacing = geometry
         return _squeeze_size(path, size), _row_col_spacing(spacing)
@@ -271,6 +331,7 @@ def read_header(path: str | Path) -> tuple[tuple[int, int], tuple[float, float]]
             path, f"expected one gray channel, got {reader.GetNumberOfComponents()} components"
         )
     shape = _squeeze_size(path, reader.GetSize())
+    check_spacing(path, reader.GetSpacing()[:2])
     return shape, _row_col_spacing(reader.GetSpacing())
 
 
@@ -287,6 +348,7 @@ def read_image(path: str | Path, is_label: bool = False) -> tuple[np.ndarray, tu
         _check_meta_data_file(path)
     elif path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_data(path, decompress=True)
+        _check_nifti_spacing(path, _read_head(path))
     sitk = _sitk()
     try:
         img = sitk.ReadImage(str(path))
@@ -298,6 +360,7 @@ def read_image(path: str | Path, is_label: bool = False) -> tuple[np.ndarray, tu
         )
     rows, cols = _squeeze_size(path, img.GetSize())
     spacing = img.GetSpacing()
+    check_spacing(path, spacing[:2])
     array = sitk.GetArrayViewFromImage(img).reshape(rows, cols)
     array = _to_uint8(path, array, is_label)
     return array, _row_col_spacing(spacing)

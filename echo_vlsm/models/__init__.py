@@ -13,6 +13,8 @@ each, whole), ``tokenizer`` (CLIP's BPE), ``weights`` (reading foreign checkpoin
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from echo_vlsm.grid import ENCODERS, MODELS, SIZES
@@ -20,6 +22,8 @@ from echo_vlsm.models.base import ModelSpec, SegmentationModel, check_model
 from echo_vlsm.models.checks import encoder_gradient_check
 from echo_vlsm.models.clipseg import build_clipseg, clipseg_spec
 from echo_vlsm.models.cris import build_cris, cris_spec
+from echo_vlsm.models.tokenizer import ClipTokenizer
+from echo_vlsm.models.weights import StateDictMismatchError, local_path
 
 _SPECS = {"clipseg": clipseg_spec, "cris": cris_spec}
 _BUILDERS = {"clipseg": build_clipseg, "cris": build_cris}
@@ -43,7 +47,9 @@ def build_model(name: str, size: str = "paper", pretrained=None, encoders: str =
     ``"tiny"`` (the same architecture at small width, for CPU tests and the demo).
 
     ``pretrained``: ``None`` for random weights, ``True`` for the study's weights from their
-    default place, or a hub id / local path (see ``docs/weights.md``). ``encoders``:
+    default place, a hub id / local path (see ``docs/weights.md``), or a folder written by
+    ``echo-vlsm export-model`` (its ``config.json`` says ``"format": "echo-vlsm-model"``).
+    ``encoders``:
     ``"trained"`` (gradients reach the CLIP image and text encoders) or ``"frozen"``.
     CRIS also takes ``trust=True`` to read OpenAI's TorchScript ``RN50.pt``.
 
@@ -56,8 +62,56 @@ def build_model(name: str, size: str = "paper", pretrained=None, encoders: str =
         True
     """
     check_model(name, size, encoders)
+    exported = exported_config(pretrained)
+    if exported is not None:
+        return _load_exported(name, size, encoders, pretrained, exported, **kwargs)
     return _BUILDERS[name](size, pretrained=pretrained, encoders=encoders, **kwargs)
 
 
-__all__ = ["ENCODERS", "MODELS", "SIZES", "ModelSpec", "SegmentationModel", "build_model",
-           "encoder_gradient_check", "model_spec"]
+#: ``config.json["format"]`` of a folder written by ``echo_vlsm.inference.export_model``.
+EXPORT_FORMAT = "echo-vlsm-model"
+
+
+def exported_config(pretrained) -> dict | None:
+    """``config.json`` of an exported model folder (``echo-vlsm export-model``), or ``None``
+    when ``pretrained`` names something else."""
+    if pretrained is None or isinstance(pretrained, bool):
+        return None
+    path = local_path(pretrained)
+    config = path / "config.json" if path is not None else None
+    if config is None or not config.is_file():
+        return None
+    try:
+        values = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None  # not ours (e.g. a damaged Hugging Face folder): the builder reports it
+    return values if isinstance(values, dict) and values.get("format") == EXPORT_FORMAT else None
+
+
+def _load_exported(name, size, encoders, pretrained, config: dict, **kwargs):
+    """A model with the weights (and tokenizer vocabulary) of an exported folder."""
+    from safetensors.torch import load_model
+
+    folder = local_path(pretrained)
+    if (config.get("model"), config.get("size")) != (name, size):
+        raise ValueError(f"{folder / 'config.json'}: an exported {config.get('model')!r} of size "
+                         f"{config.get('size')!r}, not {name!r} of size {size!r}; build it "
+                         f"with build_model({config.get('model')!r}, "
+                         f"size={config.get('size')!r}, pretrained=...)")
+    weights = folder / str(config.get("weights", "model.safetensors"))
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: missing; the exported folder is incomplete "
+                                "(write it again with echo-vlsm export-model)")
+    model = _BUILDERS[name](size, pretrained=None, encoders=encoders, **kwargs)
+    missing, unexpected = load_model(model, str(weights), strict=False)
+    if missing or unexpected:
+        raise StateDictMismatchError(f"{weights}: weights do not fit {name} {size}: missing "
+                                     f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    vocab = folder / str(config.get("tokenizer", {}).get("vocabulary", ""))
+    if vocab.is_file():
+        model._tokenizer = ClipTokenizer(model.spec.context_length, bpe_path=vocab)
+    return model
+
+
+__all__ = ["ENCODERS", "EXPORT_FORMAT", "MODELS", "SIZES", "ModelSpec", "SegmentationModel",
+           "build_model", "encoder_gradient_check", "exported_config", "model_spec"]

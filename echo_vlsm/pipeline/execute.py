@@ -1,65 +1,49 @@
-"""Running a profile with papermill: ``reproduce`` (``echo-vlsm reproduce``).
+"""Running a profile: ``reproduce`` (``echo-vlsm reproduce``) executes its graph of jobs.
 
-In dependency order:
+Every job (``graph``) runs its notebook with papermill in a worker process (``worker``) that
+holds the job's lock (``locks``), so two runners started together, or shards on several
+machines sharing the folder, never run a job twice or write its files at the same time: a
+job locked by another process is waited for while other work goes on. ``jobs=N`` runs up to
+N jobs at once in graph order (one per GPU, pinned with ``CUDA_VISIBLE_DEVICES``, or the CPU
+cores split between them); ``launcher="slurm"`` submits the graph to Slurm instead
+(``slurm``). A job is complete for the inputs it was made from: an upstream change makes the
+jobs below it stale, and ``reproduce`` redoes those (``keep_stale`` keeps finished runs and
+flags them in the report).
 
-1. the *prepare* steps ``01_data_preparation``, ``02_sdm_synthesis``, ``03_prompt_generation``;
-2. one ``04_train_vlsm`` per run, synthetic runs before the synth-pt-real-ft runs that start
-   from their weights (synth-pt-real-ft P7 starts from synthetic P6, ``grid.pretrain_source``);
-3. the *analysis* steps ``05_freeze_ablation`` and ``06_dice_difference_plots``.
-
-Each executed notebook is kept: a run's in ``<runs_root>/<run_id>/04_train_vlsm.ipynb``, a
-step's in ``<runs_root>/steps/``. Completed work is skipped on the next call (``state``).
-``keep_going`` carries on past a failure with the runs that do not depend on it.
-``shard=(i, n)`` takes the i-th of n disjoint shares of the runs; a synthetic run and the
-synth-pt-real-ft runs that need it always share a shard.
+The analysis steps (05, 06) run once every run of the call has finished and at least one run
+is complete; with ``shard`` they wait until every run of the profile is complete (the last
+shard to finish does them). ``keep_going`` carries on past a failure with what does not
+depend on it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from echo_vlsm.grid import Run, pretrain_source, run_complete
+from tqdm.auto import tqdm
+
+from echo_vlsm.grid import pretrain_source, run_complete
 from echo_vlsm.io import write_json_atomic
 from echo_vlsm.paths import project_root, resolve
 from echo_vlsm.pipeline.errors import PipelineError
-from echo_vlsm.pipeline.profiles import (
-    ANALYSIS_STEPS,
-    PREPARE_STEPS,
-    STAGES,
-    TRAIN_NOTEBOOK,
-    Profile,
-    load_profile,
-)
+from echo_vlsm.pipeline.graph import Job, build_graph, job_state
+from echo_vlsm.pipeline.locks import lock_holder
+from echo_vlsm.pipeline.parameters import check_job_parameters
+from echo_vlsm.pipeline.profiles import ANALYSIS_STEPS, STAGES, Profile, load_profile
 from echo_vlsm.pipeline.selection import filter_runs, shard_runs, sort_key
-from echo_vlsm.pipeline.state import (
-    FAILURE_FILE,
-    failure_message,
-    params_hash,
-    run_dir,
-    runs_fingerprint,
-    step_complete,
-    step_failure_name,
-    step_marker,
-    steps_dir,
-    write_failure,
-    write_step_marker,
-)
+from echo_vlsm.pipeline.worker import execute_notebook  # noqa: F401  (the runner's face)
 
-TIMINGS_FILE = "reproduce_timings.json"
-
-
-def execute_notebook(notebook: Path, output: Path, parameters: dict, cwd: Path,
-                     kernel: str = "python3", timeout: int | None = None) -> None:
-    """Run one notebook with papermill, keeping the executed copy at ``output``."""
-    import papermill as pm
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(cwd),
-                        kernel_name=kernel, progress_bar=False, execution_timeout=timeout)
+TIMINGS_FILE = "reproduce_timings.jsonl"
+STALE_FILE = "stale_runs.json"
+LAUNCHERS = ("local", "slurm")
 
 
 @dataclass
@@ -71,6 +55,8 @@ class Outcome:
     failed: dict[str, str] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
     waiting: list[str] = field(default_factory=list)
+    stale_kept: list[str] = field(default_factory=list)
+    submitted: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     report: Path | None = None
 
@@ -84,46 +70,67 @@ def _log(msg: str) -> None:
 
 
 @dataclass
-class _Call:
-    """One call of ``reproduce``: the profile, where things are, what happened so far."""
+class Plan:
+    """One call of ``reproduce``: its jobs, which of them it runs, and where things are."""
 
     prof: Profile
     root: Path
     nb_dir: Path
+    graph: list[Job]
+    in_call: list[str]          # the jobs this call may run, in graph order
+    shard: tuple[int, int] | None
     keep_going: bool
-    dry_run: bool
     log: Callable[[str], None]
     out: Outcome = field(default_factory=Outcome)
-    t_start: float = field(default_factory=time.perf_counter)
 
     @property
-    def sdir(self) -> Path:
-        return steps_dir(self.prof.runs_root, self.root)
+    def by_name(self) -> dict[str, Job]:
+        return {j.name: j for j in self.graph}
 
-    def folder(self, run: Run) -> Path:
-        return run_dir(self.prof.runs_root, run, self.root)
-
-    def complete(self, run: Run) -> bool:
-        return run_complete(self.folder(run))
-
-    def notebook(self, name: str) -> Path:
-        path = self.nb_dir / f"{name}.ipynb"
+    def notebook(self, stem: str) -> Path:
+        path = self.nb_dir / f"{stem}.ipynb"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: notebook missing (profile {self.prof.path} needs it)")
         return path
 
-    def execute(self, name: str, output: Path, params: dict) -> None:
-        execute_notebook(self.notebook(name), output, params, self.root, self.prof.kernel,
-                         self.prof.execution_timeout)
+    def spec(self, job: Job, env: dict | None = None) -> dict:
+        """What a worker needs to run ``job``."""
+        by_name = self.by_name
+        return {"job": job.to_dict(),
+                "upstream": [by_name[n].to_dict() for n in job.needs if n in by_name],
+                "notebook": str(self.notebook(job.notebook)), "root": str(self.root),
+                "kernel": self.prof.kernel, "timeout": self.prof.execution_timeout,
+                "env": {**self.prof.env, **(env or {})}}
 
-    def failed(self, name: str, record: dict, prefix: str = "") -> None:
-        self.out.failed[name] = failure_message(record)
-        self.log(f"  {prefix}{name}: FAILED {failure_message(record)}")
 
-    def succeeded(self, name: str, seconds: float, prefix: str = "") -> None:
-        self.out.executed.append(name)
-        self.out.seconds[name] = seconds
-        self.log(f"  {prefix}{name}: done in {seconds:.1f} s")
+def plan(profile: str | os.PathLike | Profile = "demo", *, root=None, notebooks_dir=None,
+         shard=None, only=None, stages: Iterable[str] = STAGES, log=_log) -> Plan:
+    """The jobs of a call: the profile's graph and the part of it this call runs (stages,
+    shard, ``only``), its parameters checked against the notebooks."""
+    root = Path(root) if root is not None else project_root()
+    prof = profile if isinstance(profile, Profile) else load_profile(profile, root)
+    stages = tuple(stages)
+    bad = set(stages) - set(STAGES)
+    if bad:
+        raise ValueError(f"stages {sorted(bad)} unknown; accepted: {list(STAGES)}")
+    graph = build_graph(prof, root)
+    runs = prof.runs if shard is None else shard_runs(prof.runs, shard)
+    selected = filter_runs(runs, only)
+    if only:  # bring along the synthetic runs they start from, unless already complete
+        needed = {d for d in map(pretrain_source, selected) if d is not None}
+        needed = {d for d in needed - set(selected)
+                  if not run_complete(resolve(prof.runs_root, root) / d.id)}
+        selected = sorted(set(selected) | needed, key=sort_key)
+    chosen = {r.id for r in selected}
+    in_call = [j.name for j in graph if j.stage in stages
+               and (j.kind == "step" or j.name in chosen)]
+    p = Plan(prof, root, resolve(notebooks_dir or "notebooks", root), graph, in_call, shard,
+             False, log)
+    jobs = [p.by_name[n] for n in in_call]
+    for job in jobs:  # fail early, before hours of work, if a notebook is missing
+        p.notebook(job.notebook)
+    check_job_parameters(jobs, p.notebook, prof.path)
+    return p
 
 
 def reproduce(
@@ -136,203 +143,364 @@ def reproduce(
     keep_going: bool = False,
     stages: Iterable[str] = STAGES,
     dry_run: bool = False,
+    jobs: int | str = 1,
+    gpus: Sequence[str] | None = None,
+    keep_stale: bool = False,
+    launcher: str = "local",
+    slurm: dict | None = None,
+    wait: bool = False,
     log=_log,
 ) -> Outcome:
-    """Run a profile: prepare steps, the selected runs, the analysis steps (see module doc).
+    """Run a profile's graph of jobs (see the module doc).
 
     Args:
         profile: a profile name (``demo``), a YAML path, or a loaded ``Profile``.
         notebooks_dir: holds ``01_*.ipynb`` .. ``06_*.ipynb`` (default ``notebooks/``).
         shard: ``(i, n)``: only the i-th of n shares of the runs; the analysis then waits
-            until every run of the profile is complete (the last shard does it).
+            until every run of the profile is complete.
         only: keep runs whose id matches a glob (the synthetic runs they need come along
             when not yet complete).
         keep_going: record a failure and carry on with what does not depend on it.
         stages: among ``prepare``, ``runs`` and ``analysis``.
-        dry_run: say what would run, run nothing.
+        dry_run: print the graph and what would run; run nothing.
+        jobs: jobs at once (``"auto"``: one per visible GPU, else 1).
+        gpus: the GPUs to pin jobs to (default: all visible ones).
+        keep_stale: keep finished runs whose inputs changed (flagged in the report).
+        launcher: ``local`` (this machine) or ``slurm`` (submit and return, or ``wait``).
+        slurm: Slurm options (partition, gpus_per_job, cpus_per_job, mem, time, account,
+            extra); the profile's ``slurm:`` mapping is the default.
 
     Returns:
-        An ``Outcome``: executed, skipped, failed, blocked, waiting, seconds, report.
+        An ``Outcome``: executed, skipped, failed, blocked, waiting, stale_kept, seconds.
 
     Raises:
-        PipelineError: a step or run failed (unless ``keep_going``).
+        PipelineError: a job failed (unless ``keep_going``).
+        ProfileError: a parameter the notebook does not have, or one that is not plain data.
         FileNotFoundError: a notebook the profile needs is missing (before any work).
     """
-    root = Path(root) if root is not None else project_root()
-    prof = profile if isinstance(profile, Profile) else load_profile(profile, root)
-    stages = tuple(stages)
-    bad = set(stages) - set(STAGES)
-    if bad:
-        raise ValueError(f"stages {sorted(bad)} unknown; accepted: {list(STAGES)}")
-    for key, value in prof.env.items():
+    t_start = time.perf_counter()
+    p = plan(profile, root=root, notebooks_dir=notebooks_dir, shard=shard, only=only,
+             stages=stages, log=log)
+    p.keep_going = keep_going
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher={launcher!r}; expected one of {LAUNCHERS}")
+    for key, value in p.prof.env.items():
         os.environ.setdefault(key, value)
-    call = _Call(prof, root, resolve(notebooks_dir or "notebooks", root), keep_going, dry_run,
-                 log)
-    _check_notebooks(call, stages)
-    call.t_start = time.perf_counter()
-    log(f"echo-vlsm reproduce: profile {prof.name} ({prof.path}), runs in {prof.runs_root}")
+    log(f"echo-vlsm reproduce: profile {p.prof.name} ({p.prof.path}), runs in "
+        f"{p.prof.runs_root}" + (f", shard {shard[0]}/{shard[1]}" if shard else ""))
+    todo = _todo(p, keep_stale)
+    if dry_run:
+        _print_graph(p, todo)
+        return p.out
+    if launcher == "slurm":
+        from echo_vlsm.pipeline.slurm import submit
 
-    if "prepare" in stages and not _prepare(call):
-        if keep_going:
-            log("  the runs need this step: stopping (nothing else can go on)")
-        return _finish(call, raise_on_fail=not keep_going)
-    if "runs" in stages:
-        if not _train(call, _selected_runs(call, shard, only), shard):
-            return _finish(call, raise_on_fail=True)
-    if "analysis" in stages:
-        _analysis(call, shard)
-    return _finish(call, raise_on_fail=not keep_going)
+        submit(p, todo, {**(p.prof.slurm or {}), **(slurm or {})}, wait=wait)
+    else:
+        Pool(p, todo, *_slots(jobs, gpus)).run()
+    return _finish(p, t_start, raise_on_fail=not keep_going)
 
 
-def _check_notebooks(call: _Call, stages: tuple[str, ...]) -> None:
-    """Fail early, before hours of work, if a notebook the call needs is missing."""
-    prof = call.prof
-    needed = [s for s in PREPARE_STEPS if "prepare" in stages and s in prof.steps]
-    needed += [TRAIN_NOTEBOOK] if "runs" in stages and prof.runs else []
-    needed += [s for s in ANALYSIS_STEPS if "analysis" in stages and s in prof.steps]
-    for name in needed:
-        call.notebook(name)
+# ----------------------------------------------------------------------------- what to do
 
 
-def _run_step(call: _Call, step: str, params: dict, expected_hash: str) -> bool:
-    """Run one prepare or analysis step unless its marker says it is done; False on failure."""
-    marker = step_marker(call.sdir, step)
-    if step_complete(marker, expected_hash):
-        call.out.skipped.append(step)
-        call.log(f"  {step}: done before, skipped")
-        return True
-    if call.dry_run:
-        call.log(f"  {step}: would run")
-        return True
-    call.log(f"  {step}: running ...")
-    t0 = time.perf_counter()
-    output = call.sdir / f"{step}.ipynb"
+def _todo(p: Plan, keep_stale: bool) -> list[str]:
+    """The jobs of the call that are not done for their inputs, logging the rest."""
+    by_name, todo, memo = p.by_name, [], {}
+    n_runs = sum(by_name[n].kind == "run" for n in p.in_call)
+    n_done = 0
+    for name in p.in_call:
+        job = by_name[name]
+        state = job_state(job, by_name, memo)
+        if state.state == "done":
+            p.out.skipped.append(name)
+            n_done += job.kind == "run"
+            if job.kind == "step":
+                p.log(f"  {name}: done before, skipped")
+        elif state.state == "stale" and keep_stale and job.kind == "run":
+            p.out.stale_kept.append(name)
+            p.out.skipped.append(name)
+            n_done += 1
+            p.log(f"  {name}: stale ({state.detail}), kept (--keep-stale)")
+        else:
+            if state.state in ("stale", "damaged"):
+                p.log(f"  {name}: {state.state} ({state.detail}), redone")
+            todo.append(name)
+    if n_runs:
+        p.log(f"  runs: {n_runs} selected, {n_done} complete, {n_runs - n_done} to run")
+    _record_stale(p)
+    return todo
+
+
+def _record_stale(p: Plan) -> None:
+    """``<runs_root>/stale_runs.json``: the finished runs kept although their inputs changed
+    (``--keep-stale``), which the report flags; removed when there are none."""
+    path = resolve(p.prof.runs_root, p.root) / STALE_FILE
+    if p.out.stale_kept:
+        write_json_atomic(path, {"runs": p.out.stale_kept,
+                                 "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _print_graph(p: Plan, todo: list[str]) -> None:
+    """The graph of the call: each job to run, and what it waits for."""
+    by_name = p.by_name
+    for k, name in enumerate(todo, 1):
+        p.log(f"  [{k}/{len(todo)}] {name}: would run")
+        needs = by_name[name].needs
+        if needs:
+            shown = ", ".join(needs[:6]) + (f", ... ({len(needs)} in all)" if len(needs) > 6
+                                            else "")
+            p.log(f"        after: {shown}")
+
+
+def _slots(jobs: int | str, gpus: Sequence[str] | None) -> tuple[int, list[dict]]:
+    """How many jobs at once, and the environment of each slot (GPU pinning or threads)."""
+    visible = list(gpus) if gpus else visible_gpus()
+    if jobs == "auto":
+        jobs = max(1, len(visible))
+    jobs = int(jobs)
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs}; expected a whole number >= 1 or 'auto'")
+    if visible:
+        if jobs > len(visible):
+            raise ValueError(f"jobs={jobs} but only {len(visible)} GPUs ({visible}): one job "
+                             "per GPU")
+        return jobs, [{"CUDA_VISIBLE_DEVICES": str(visible[i])} for i in range(jobs)]
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    return jobs, [dict(env) for _ in range(jobs)]
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: ``CUDA_VISIBLE_DEVICES``, else those ``nvidia-smi``
+    lists; none without a GPU (no torch import)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip() and g.strip() != "-1"]
     try:
-        call.execute(step, output, params)
-    except Exception as exc:
-        record = write_failure(call.sdir / step_failure_name(step), exc, output, params)
-        call.failed(step, record)
-        return False
-    seconds = time.perf_counter() - t0
-    write_step_marker(marker, expected_hash, seconds, params)
-    (call.sdir / step_failure_name(step)).unlink(missing_ok=True)
-    call.succeeded(step, seconds)
-    return True
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU")]
 
 
-def _prepare(call: _Call) -> bool:
-    """The prepare steps the profile has, in order; False at the first failure."""
-    for step in PREPARE_STEPS:
-        if step in call.prof.steps:
-            params = call.prof.step_parameters(step)
-            if not _run_step(call, step, params, params_hash(params)):
-                return False
-    return True
+# ----------------------------------------------------------------------------- the local pool
 
 
-def _selected_runs(call: _Call, shard, only) -> list[Run]:
-    """This call's runs: the shard's, filtered by ``only``, with the synthetic runs they
-    start from when those are not complete yet."""
-    runs = call.prof.runs if shard is None else shard_runs(call.prof.runs, shard)
-    selected = filter_runs(runs, only)
-    if only:
-        needed = {d for d in map(pretrain_source, selected) if d is not None}
-        needed = {d for d in needed - set(selected) if not call.complete(d)}
-        selected = sorted(set(selected) | needed, key=sort_key)
-    return selected
+@dataclass
+class _Running:
+    proc: subprocess.Popen
+    result: Path
+    slot: int
+    t0: float
 
 
-def _blocked_by(call: _Call, run: Run, selected: list[Run], bad_runs: set[Run]) -> str | None:
-    """Why ``run`` cannot start: the run it starts from failed or is neither complete nor
-    part of this call; None when it can."""
-    dep = pretrain_source(run)
-    if dep is None:
-        return None
-    if dep in bad_runs:
-        return f"needs {dep.id}, which failed"
-    if dep not in selected and not call.complete(dep):
-        return f"needs {dep.id}, which is not complete"
-    return None
+class Pool:
+    """Runs the jobs of a plan on this machine, up to ``n`` at once, in graph order."""
 
+    def __init__(self, p: Plan, todo: list[str], n: int, slot_env: list[dict]):
+        self.p, self.todo, self.n, self.slot_env = p, list(todo), n, slot_env
+        self.by_name = p.by_name
+        self.in_call = set(p.in_call)
+        self.running: dict[str, _Running] = {}
+        self.elsewhere: set[str] = set()     # locked by another process
+        self.finished: set[str] = set(p.in_call) - set(todo)
+        self.bad: set[str] = set()           # failed or blocked
+        self.stop = False
+        self.tmp = Path(tempfile.mkdtemp(prefix="echo-vlsm-jobs-"))
+        self.bar = tqdm(total=len(todo), desc="jobs", unit="job", disable=None)
 
-def _train(call: _Call, selected: list[Run], shard) -> bool:
-    """Every selected run that is not complete, in order; False when one failed and the call
-    does not keep going."""
-    todo = [r for r in selected if not call.complete(r)]
-    call.log(f"  runs: {len(selected)} selected"
-             + (f" (shard {shard[0]}/{shard[1]})" if shard else "")
-             + f", {len(selected) - len(todo)} complete, {len(todo)} to run")
-    bad_runs: set[Run] = set()
-    for k, run in enumerate(todo, 1):
-        prefix = f"[{k}/{len(todo)}] "
-        why = _blocked_by(call, run, selected, bad_runs)
-        if why is not None:
-            call.out.blocked[run.id] = why
-            bad_runs.add(run)
-            call.log(f"  {prefix}{run.id}: skipped, {why}")
-        elif call.dry_run:
-            call.log(f"  {prefix}{run.id}: would run")
-        elif not _train_one(call, run, prefix):
-            bad_runs.add(run)
-            if not call.keep_going:
-                return False
-    call.out.skipped.extend(r.id for r in selected if r not in set(todo))
-    return True
+    def run(self) -> None:
+        try:
+            while (self.todo and not self.stop) or self.running or self.elsewhere:
+                started = self._start_ready()
+                ended = self._collect()
+                ended = self._check_elsewhere() or ended
+                if not started and not ended:
+                    if not self.running and not self.elsewhere and self.todo:
+                        self._give_up_on_waiting()
+                        if not self.running:
+                            break
+                    time.sleep(0.2)
+        finally:
+            for r in self.running.values():  # an interrupt: stop the workers and their kernels
+                r.proc.terminate()
+            self.bar.close()
 
+    # -- readiness
+    def _need_state(self, job: Job, need: str) -> str:
+        """``ok``, ``wait`` or why the job cannot run."""
+        if need in self.bad:
+            return f"needs {need}, which failed" if need in self.p.out.failed else \
+                f"needs {need}, which is blocked"
+        if need in self.finished:
+            return "ok"
+        if need in self.running or need in self.todo or need in self.elsewhere:
+            return "wait"
+        other = self.by_name.get(need)
+        if other is None:
+            return "ok"
+        if other.kind == "run":  # a run outside this call must be complete
+            return "ok" if run_complete(other.folder) else f"needs {need}, which is not complete"
+        return "ok"  # a step outside the call's stages is assumed done
 
-def _train_one(call: _Call, run: Run, prefix: str) -> bool:
-    """Execute ``04_train_vlsm`` for one run; its folder must be complete afterwards."""
-    call.log(f"  {prefix}{run.id}: running ...")
-    t0 = time.perf_counter()
-    params = call.prof.run_parameters(run)
-    folder = call.folder(run)
-    output = folder / f"{TRAIN_NOTEBOOK}.ipynb"
-    try:
-        call.execute(TRAIN_NOTEBOOK, output, params)
-        if not run_complete(folder):
-            raise PipelineError(
-                f"{TRAIN_NOTEBOOK} finished but {folder} is not complete "
-                "(summary.json with done: true and metrics.csv expected)")
-    except Exception as exc:
-        record = write_failure(folder / FAILURE_FILE, exc, output, params, run=run.id)
-        call.failed(run.id, record, prefix)
-        return False
-    (folder / FAILURE_FILE).unlink(missing_ok=True)
-    call.succeeded(run.id, time.perf_counter() - t0, prefix)
-    return True
+    def _analysis_ready(self, job: Job) -> str:
+        """The analysis waits for the runs of the call, then needs complete runs."""
+        for need in job.needs:
+            other = self.by_name[need]
+            if other.kind == "step":
+                state = self._need_state(job, need)
+                if state != "ok":
+                    return state
+            elif need in self.running or need in self.todo or need in self.elsewhere:
+                return "wait"
+        runs = [j for j in self.p.graph if j.kind == "run"]
+        pending = [r for r in runs if not run_complete(r.folder)]
+        if self.p.shard is not None and pending:
+            return "waiting: other shards"
+        if len(pending) == len(runs):
+            return "waiting: no run is complete"
+        return "ok"
 
+    def _ready(self, job: Job) -> str:
+        if job.stage == "analysis":
+            return self._analysis_ready(job)
+        for need in job.needs:
+            state = self._need_state(job, need)
+            if state != "ok":
+                return state
+        return "ok"
 
-def _analysis(call: _Call, shard) -> None:
-    """The analysis steps, once every run of the profile is complete (or, unsharded, at
-    least one); redone when the runs' summaries change."""
-    prof = call.prof
-    pending = [r.id for r in prof.runs if not call.complete(r)]
-    if shard is not None and pending:
-        call.out.waiting = list(ANALYSIS_STEPS)
-        call.log(f"  analysis waits: {len(pending)} runs of the profile are not complete yet "
-                 "(other shards); the last shard to finish runs it")
-        return
-    if not any(call.complete(r) for r in prof.runs):
-        call.out.waiting = list(ANALYSIS_STEPS)
-        call.log("  analysis skipped: no run is complete")
-        return
-    fingerprint = runs_fingerprint(prof.runs_root, prof.runs, call.root)
-    for step in ANALYSIS_STEPS:
-        if step in prof.steps:
-            params = prof.step_parameters(step)
-            ok = _run_step(call, step, params, params_hash({**params, "_runs": fingerprint}))
-            if not ok and not call.keep_going:
+    def _start_ready(self) -> bool:
+        started = False
+        for name in list(self.todo):
+            if self.stop or len(self.running) >= self.n:
                 break
-    tables = prof.steps.get("06_dice_difference_plots", {}).get("tables_dir")
-    if tables:
-        report = resolve(tables, call.root) / "report.md"
-        call.out.report = report if report.is_file() else None
+            job = self.by_name[name]
+            ready = self._ready(job)
+            if ready == "wait":
+                continue
+            if ready.startswith("waiting"):
+                self.todo.remove(name)
+                self._wait_note(ready)
+                continue
+            if ready != "ok":
+                self.todo.remove(name)
+                self.bad.add(name)
+                self.p.out.blocked[name] = ready
+                self.p.log(f"  {name}: skipped, {ready}")
+                self.bar.update()
+                continue
+            if lock_holder(job.lock_path) is not None:
+                self.todo.remove(name)
+                self.elsewhere.add(name)
+                self.p.log(f"  {name}: running in another process, waiting for it")
+                continue
+            self._launch(job)
+            self.todo.remove(name)
+            started = True
+        return started
+
+    def _wait_note(self, why: str) -> None:
+        if not self.p.out.waiting:
+            self.p.out.waiting = list(ANALYSIS_STEPS)
+            if "other shards" in why:
+                self.p.log("  analysis waits: runs of the profile are not complete yet "
+                           "(other shards); the last shard to finish runs it")
+            else:
+                self.p.log("  analysis skipped: no run is complete")
+
+    def _launch(self, job: Job) -> None:
+        slot = next(i for i in range(self.n) if i not in {r.slot for r in self.running.values()})
+        spec_path = self.tmp / f"{job.file_stem}.spec.json"
+        result = self.tmp / f"{job.file_stem}.result.json"
+        result.unlink(missing_ok=True)
+        spec_path.write_text(json.dumps(self.p.spec(job, self.slot_env[slot])))
+        env = {**os.environ, **self.p.prof.env, **self.slot_env[slot]}
+        proc = subprocess.Popen([sys.executable, "-m", "echo_vlsm.pipeline",
+                                 str(spec_path), str(result)], cwd=self.p.root, env=env)
+        self.running[job.name] = _Running(proc, result, slot, time.perf_counter())
+        self.p.log(f"  {job.name}: running ..." + (f" (slot {slot + 1}/{self.n})"
+                                                   if self.n > 1 else ""))
+
+    # -- results
+    def _collect(self) -> bool:
+        ended = False
+        for name, r in list(self.running.items()):
+            if r.proc.poll() is None:
+                continue
+            ended = True
+            del self.running[name]
+            try:
+                result = json.loads(r.result.read_text())
+            except (OSError, ValueError):
+                result = {"status": "failed", "seconds": time.perf_counter() - r.t0,
+                          "message": f"the worker exited with code {r.proc.returncode} "
+                                     "without a result"}
+            self._record(name, result)
+        return ended
+
+    def _record(self, name: str, result: dict) -> None:
+        out, status = self.p.out, result["status"]
+        if status == "busy":
+            self.elsewhere.add(name)
+            self.p.log(f"  {name}: running in another process, waiting for it")
+            return
+        self.bar.update()
+        if status == "skipped":
+            out.skipped.append(name)
+            self.finished.add(name)
+            self.p.log(f"  {name}: done by another process, skipped")
+        elif status == "done":
+            out.executed.append(name)
+            out.seconds[name] = result["seconds"]
+            self.finished.add(name)
+            self.p.log(f"  {name}: done in {result['seconds']:.1f} s "
+                       f"({len(self.finished)}/{len(self.in_call)})")
+        else:
+            out.failed[name] = result["message"]
+            self.bad.add(name)
+            self.p.log(f"  {name}: FAILED {result['message']}")
+            if not self.p.keep_going:
+                self.stop = True
+
+    def _check_elsewhere(self) -> bool:
+        """A job another process held: done there, failed there, or ours to run now."""
+        changed = False
+        for name in list(self.elsewhere):
+            job = self.by_name[name]
+            if lock_holder(job.lock_path) is not None:
+                continue
+            self.elsewhere.discard(name)
+            changed = True
+            state = job_state(job, self.by_name).state
+            if state == "done":
+                self._record(name, {"status": "skipped"})
+            elif state == "failed":
+                self._record(name, {"status": "failed",
+                                    "message": job_state(job, self.by_name).detail})
+            else:
+                self.todo.insert(0, name)
+        return changed
+
+    def _give_up_on_waiting(self) -> None:
+        """Nothing runs and nothing can start: what is left waits for what never comes."""
+        for name in list(self.todo):
+            self.todo.remove(name)
+            self.bad.add(name)
+            self.p.out.blocked[name] = "its inputs are not complete"
+            self.p.log(f"  {name}: skipped, its inputs are not complete")
 
 
-def _finish(call: _Call, raise_on_fail: bool) -> Outcome:
-    """Log the totals, keep the timings, raise the first failure if asked."""
-    out, log = call.out, call.log
-    total = time.perf_counter() - call.t_start
+# ----------------------------------------------------------------------------- the end
+
+
+def _finish(p: Plan, t_start: float, raise_on_fail: bool) -> Outcome:
+    """Log the totals, keep this call's timings, raise the first failure if asked."""
+    out, log = p.out, p.log
+    total = time.perf_counter() - t_start
     out.seconds["total"] = total
     log(f"echo-vlsm reproduce: {len(out.executed)} executed, {len(out.skipped)} skipped, "
         f"{len(out.failed)} failed, {len(out.blocked)} blocked, in {total:.1f} s")
@@ -341,11 +509,21 @@ def _finish(call: _Call, raise_on_fail: bool) -> Outcome:
     for name, msg in out.blocked.items():
         log(f"  BLOCKED {name}: {msg}")
     if out.executed:
-        write_json_atomic(resolve(call.prof.runs_root, call.root) / TIMINGS_FILE,
-                          {"profile": call.prof.name, "total_seconds": round(total, 1),
-                           "seconds": {k: round(v, 1) for k, v in out.seconds.items()},
-                           "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        path = resolve(p.prof.runs_root, p.root) / TIMINGS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:  # one line per call: a partial rerun keeps the full run's
+            f.write(json.dumps({"profile": p.prof.name, "total_seconds": round(total, 1),
+                                "seconds": {k: round(v, 1) for k, v in out.seconds.items()},
+                                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+    tables = p.prof.steps.get("06_dice_difference_plots", {}).get("tables_dir")
+    if tables:
+        report = resolve(tables, p.root) / "report.md"
+        out.report = report if report.is_file() else None
     if raise_on_fail and out.failed:
         name, msg = next(iter(out.failed.items()))
         raise PipelineError(f"{name} failed: {msg}")
     return out
+
+
+__all__ = ["LAUNCHERS", "Outcome", "Plan", "Pool", "execute_notebook", "plan", "reproduce",
+           "visible_gpus"]

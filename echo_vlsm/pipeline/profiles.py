@@ -26,7 +26,7 @@ TRAIN_NOTEBOOK = "04_train_vlsm"
 ANALYSIS_STEPS = ("05_freeze_ablation", "06_dice_difference_plots")
 STAGES = ("prepare", "runs", "analysis")
 PROFILE_KEYS = {"profile", "description", "runs_root", "env", "kernel", "execution_timeout",
-                "steps", "train", "models", "grid"}
+                "steps", "train", "models", "grid", "slurm"}
 
 
 @dataclass
@@ -43,6 +43,7 @@ class Profile:
     env: dict[str, str] = field(default_factory=dict)
     kernel: str = "python3"
     execution_timeout: int | None = None
+    slurm: dict = field(default_factory=dict)
 
     def run_parameters(self, run: Run) -> dict[str, Any]:
         """Papermill parameters of ``04_train_vlsm`` for ``run``."""
@@ -82,7 +83,7 @@ def load_profile(profile: str | os.PathLike, root: str | os.PathLike | None = No
     if bad:
         raise ProfileError(path, f"steps {sorted(bad)} unknown; accepted: {sorted(known_steps)} "
                                  f"({TRAIN_NOTEBOOK} takes its parameters from 'train')")
-    for key in ("train", "models", "env", "steps"):
+    for key in ("train", "models", "env", "steps", "slurm"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise ProfileError(path, f"'{key}' must be a mapping")
     models = data.get("models") or {}
@@ -101,6 +102,7 @@ def load_profile(profile: str | os.PathLike, root: str | os.PathLike | None = No
         env={str(k): str(v) for k, v in (data.get("env") or {}).items()},
         kernel=str(data.get("kernel") or "python3"),
         execution_timeout=data.get("execution_timeout"),
+        slurm=dict(data.get("slurm") or {}),
     )
 
 

@@ -28,7 +28,7 @@ import random
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pandas as pd
@@ -304,12 +304,28 @@ def _check_prompts(path: Path, i: int, prompts) -> None:
                                       f"non-empty list of strings, got {value!r}")
 
 
+def _check_names(path: Path, i: int, task: Mapping) -> None:
+    """``img_name``/``mask_name``: relative paths that stay inside the dataset folder."""
+    for key in ("img_name", "mask_name"):
+        name = task[key]
+        if not isinstance(name, str) or not name.strip():
+            raise TaskFileError(path, f"task {i}: {key} must be a path inside the dataset "
+                                      f"folder (e.g. 'images/train/<stem>.png'), got {name!r}")
+        rel = PurePosixPath(name.replace("\\", "/"))
+        if (rel.is_absolute() or PureWindowsPath(name).drive or ".." in rel.parts
+                or name.startswith("~")):
+            raise TaskFileError(path, f"task {i}: {key} {name!r} points outside the dataset "
+                                      "folder; paths in a task file are relative to it, without "
+                                      "'..' (e.g. 'images/train/<stem>.png')")
+
+
 def read_tasks(dataset_dir: str | os.PathLike, split: str | None = None) -> list[dict]:
     """Read ``<dataset>/tasks/<split>.json`` (or a task file given directly, without split).
 
     Checks that it is a JSON list of objects with ``img_name``, ``mask_name`` and ``prompts``
-    (the study's keys; ``structure`` and ``attributes`` are optional) and that prompts are
-    strings or lists of strings under the keys p0..p7. Errors name the file.
+    (the study's keys; ``structure`` and ``attributes`` are optional), that ``img_name`` and
+    ``mask_name`` are paths inside the dataset folder (relative, no ``..``), and that prompts
+    are strings or lists of strings under the keys p0..p7. Errors name the file and the task.
     """
     if split is None:
         path = Path(dataset_dir)
@@ -342,6 +358,7 @@ def read_tasks(dataset_dir: str | os.PathLike, split: str | None = None) -> list
                 path, f"task {i} lacks {missing}; a task has img_name, mask_name, prompts "
                 "(and structure, attributes)"
             )
+        _check_names(path, i, task)
         _check_prompts(path, i, task["prompts"])
     return tasks
 

@@ -23,6 +23,8 @@ myocardium, nothing bright outside the sector.
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 import zlib
 from collections.abc import Sequence
@@ -43,7 +45,7 @@ from echo_vlsm.dataset import (
 )
 from echo_vlsm.errors import PathError
 from echo_vlsm.imaging import resize_image
-from echo_vlsm.io import read_png, write_json_atomic, write_png
+from echo_vlsm.io import clean_temp_files, read_png, write_json_atomic, write_png
 from echo_vlsm.sdm.diffusion import NULL_VIEW_PHASE, SDM, VIEW_PHASE, load_sdm
 from echo_vlsm.sdm.labels import (
     LV,
@@ -81,6 +83,33 @@ def real_sdm_map(dataset_dir, split: str, stem: str) -> tuple[np.ndarray, np.nda
 
 def _seed(seed: int, stem: str, k: int) -> list[int]:
     return [int(seed), zlib.crc32(stem.encode()), int(k)]
+
+
+SETTINGS_FILE = "synthesis.json"
+_SAMPLE_DIRS = ("images", "labels", "masks", "sdm_maps")
+
+
+def _read_settings(out: Path) -> dict | None:
+    try:
+        return json.loads((out / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _remove_samples(out: Path) -> None:
+    """Every synthetic sample of a folder, with its records and settings."""
+    for name in _SAMPLE_DIRS:
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in (RECORDS_FILE, SETTINGS_FILE):
+        (out / name).unlink(missing_ok=True)
+
+
+def _remove_unlisted(out: Path, keep: set[tuple[str, str]]) -> None:
+    """Samples this synthesis no longer makes (fewer maps or images per map than before)."""
+    for name in _SAMPLE_DIRS:
+        for png in (out / name).rglob("*.png") if (out / name).is_dir() else []:
+            if (png.parent.name, png.stem) not in keep:
+                png.unlink()
 
 
 def _outputs(split: str, stem: str) -> list[str]:
@@ -136,17 +165,21 @@ def synthesize(
     rows = _source_rows(real_dir, splits, max_maps)
     items = [(row, k, f"{row['stem']}_s{k}") for row in rows.to_dict("records")
              for k in range(n_per_map)]
+    out.mkdir(parents=True, exist_ok=True)
+    clean_temp_files(out, recursive=True)  # what a killed run left mid-write
+    model = _load_sdm(sdm, device)
+    settings = {"sampler": sampler, "steps": steps, "guidance_scale": guidance_scale,
+                "n_per_map": n_per_map, "seed": seed, "size": size,
+                "sdm_size": model.config.size, "sdm_step": model.step,
+                "real_dir": str(real_dir)}
+    if _read_settings(out) not in (None, settings):
+        _remove_samples(out)  # made with other settings or another SDM: sample them again
+    _remove_unlisted(out, {(row["split"], stem) for row, _, stem in items})
     todo = [it for it in items
             if not all((out / rel).is_file() for rel in _outputs(it[0]["split"], it[2]))]
-    out.mkdir(parents=True, exist_ok=True)
     if todo:
         (out / RECORDS_FILE).unlink(missing_ok=True)  # present again only when complete
-        model = _load_sdm(sdm, device)
-        settings = {"sampler": sampler, "steps": steps, "guidance_scale": guidance_scale,
-                    "n_per_map": n_per_map, "seed": seed, "size": size,
-                    "sdm_size": model.config.size, "sdm_step": model.step,
-                    "real_dir": str(real_dir)}
-        write_json_atomic(out / "synthesis.json", settings)
+        write_json_atomic(out / SETTINGS_FILE, settings)
         bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="synthesize",
                    unit="img", disable=None if progress else True)
         cache: dict[str, np.ndarray] = {}

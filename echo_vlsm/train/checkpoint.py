@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from echo_vlsm.grid import STATE_FILE, WEIGHTS_FILE
+from echo_vlsm.grid import STATE_FILE, WEIGHTS_FILE, safetensors_problem
 from echo_vlsm.io import atomic_path
 
 __all__ = [
@@ -57,6 +57,12 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
+    why = safetensors_problem(path)
+    if why is not None:
+        redo = (" (fit trains a run with damaged weights again)" if path.name == WEIGHTS_FILE
+                else "")
+        raise ValueError(f"{path}: damaged weights file ({why}); write it again or delete "
+                         f"it{redo}")
     try:
         missing, unexpected = load_model(unwrap(model), str(path), strict=False)
     except Exception as exc:
@@ -124,8 +130,11 @@ def load_state(path: str | os.PathLike, map_location="cpu") -> dict:
     except FileNotFoundError:
         raise
     except Exception as exc:
-        raise ValueError(f"{path}: cannot read the training state ({exc}); delete it to start "
-                         "the run afresh") from exc
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        if not first or first.startswith("Weights only load failed"):  # torch's long advice
+            first = f"damaged, or not a state this project writes: {type(exc).__name__}"
+        raise ValueError(f"{path}: cannot read the training state ({first}); delete it to "
+                         "start the run afresh") from exc
 
 
 def cpu_copy(obj):

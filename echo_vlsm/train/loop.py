@@ -8,7 +8,12 @@ directory ``<runs_root>/<run_id>/``:
   weights by validation Dice), ``state.pt`` (resumable, after every epoch),
 - ``metrics.csv`` (tidy, one row per test triplet: Dice, IoU, HD95 at the stored mask size),
 - ``summary.json`` (best_epoch, best_val_dice, seconds_to_best, epochs_run, seconds_total,
-  done: true, and details of how it ran).
+  done: true, details of how it ran, and under ``files`` the size and SHA-256 of the files it
+  vouches for: config, history, weights, metrics; ``echo_vlsm.grid.run_problem`` checks them).
+
+A run folder whose files do not match its summary (a truncated ``model.safetensors``, a
+damaged ``metrics.csv``) is not complete: ``fit`` redoes what is damaged (retrains when the
+weights are, re-scores otherwise). Temporary files a killed run left are removed first.
 
 The recipe: AdamW (weight decay 1e-3), ReduceLROnPlateau on the validation loss (factor 0.1,
 patience 5), Dice + 0.25 x BCE on logits, gradient clipping 0.5, mixed precision (bf16 where
@@ -39,14 +44,19 @@ from tqdm import tqdm
 from echo_vlsm.device import autocast, resolve_device, resolve_precision
 from echo_vlsm.grid import (
     CONFIG_FILE,
+    FILES_KEY,
     HISTORY_COLUMNS,
     HISTORY_FILE,
     METRIC_COLUMNS,
     METRICS_FILE,
     SUMMARY_FILE,
+    file_records,
+    run_files,
+    run_problem,
+    safetensors_problem,
 )
 from echo_vlsm.grid import run_complete as is_complete
-from echo_vlsm.io import write_json_atomic, write_png, write_text_atomic
+from echo_vlsm.io import clean_temp_files, write_json_atomic, write_png, write_text_atomic
 from echo_vlsm.models import build_model
 from echo_vlsm.paths import resolve
 from echo_vlsm.train import distributed as D
@@ -244,6 +254,8 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None = 
 def _fit(config: TrainConfig, dist: D.Dist, on_epoch_end, progress, overwrite) -> RunResult:
     """The steps of ``fit``: reuse a complete run, else prepare, train (or score the initial
     model for zeroshot), score the best weights on the test split and write the summary."""
+    if dist.main:
+        clean_temp_files(config.run_dir, recursive=True)  # what a killed run left mid-write
     done = _complete_run(config, dist, overwrite)
     if done is not None:
         return done
@@ -282,12 +294,36 @@ def _complete_run(config: TrainConfig, dist: D.Dist, overwrite: bool) -> RunResu
     if overwrite and dist.main and run_dir.is_dir():
         for name in (SUMMARY_FILE, METRICS_FILE, STATE_FILE, WEIGHTS_FILE, HISTORY_FILE):
             (run_dir / name).unlink(missing_ok=True)
+    if dist.main and run_dir.is_dir():
+        _forget_damaged(run_dir)
     D.barrier(dist)
     if not is_complete(run_dir):
         return None
     done = load_run(run_dir)
     _check_same(config, done.config.to_dict(), run_dir / CONFIG_FILE)
     return done
+
+
+def _forget_damaged(run_dir: Path) -> str | None:
+    """A run folder marked done whose files do not match its summary is redone: damaged or
+    missing weights (the best epoch's, which ``state.pt`` does not hold) retrain from the
+    start, which ends with the same weights; any other damage re-scores the saved model.
+    Returns the problem found (None for a folder that is intact or not done)."""
+    problem = run_problem(run_dir, deep=True)
+    summary = run_dir / SUMMARY_FILE
+    if problem is None or not summary.is_file() or problem.startswith("incomplete"):
+        return None
+    weights = run_dir / WEIGHTS_FILE
+    weights_bad = WEIGHTS_FILE in problem or (
+        problem.startswith(f"damaged: {SUMMARY_FILE}") and weights.is_file()
+        and safetensors_problem(weights) is not None)
+    redo = (SUMMARY_FILE, METRICS_FILE, STATE_FILE, WEIGHTS_FILE, HISTORY_FILE) if weights_bad \
+        else (SUMMARY_FILE, METRICS_FILE)
+    print(f"{run_dir}: {problem}; {'training again' if weights_bad else 'scoring again'} "
+          f"(removed {', '.join(n for n in redo if (run_dir / n).exists())})", flush=True)
+    for name in redo:
+        (run_dir / name).unlink(missing_ok=True)
+    return problem
 
 
 def _saved_state(config: TrainConfig) -> dict | None:
@@ -307,13 +343,16 @@ def _pretraining_weights(config: TrainConfig) -> Path:
         return path
     source = config.pretraining_run()
     weights = source / WEIGHTS_FILE
-    if not is_complete(source) or not weights.is_file():
+    problem = run_problem(source, deep=True)
+    if problem is None and not weights.is_file():
+        problem = f"missing: {WEIGHTS_FILE}"
+    if problem is not None:
         prompt = source.name.rsplit("_", 1)[-1]
         raise MissingRunError(
             f"{source}: strategy 'synth-pt-real-ft' starts from the synthetic run "
-            f"{source.name!r}, which is missing or incomplete (no summary.json with done: true, "
-            f"metrics.csv and {WEIGHTS_FILE}); run it first with strategy='synthetic', "
-            f"prompt={prompt!r}, or pass init_from=<weights.safetensors>")
+            f"{source.name!r}, which is not complete and intact ({problem}); run it (again: "
+            f"fit redoes what is damaged) with strategy='synthetic', prompt={prompt!r}, or "
+            "pass init_from=<weights.safetensors>")
     return weights
 
 
@@ -373,8 +412,8 @@ def _finish(run: Training, summary: dict, t_start: float, progress) -> RunResult
         "wall_seconds_this_call": time.perf_counter() - t_start,
         "done": True,
     })
-    if config.strategy == "zeroshot":
-        write_text_atomic(run_dir / HISTORY_FILE, _history_frame(run.history).to_csv(index=False))
+    write_text_atomic(run_dir / HISTORY_FILE, _history_frame(run.history).to_csv(index=False))
+    summary[FILES_KEY] = file_records(run_dir, run_files(config.strategy))
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
     return RunResult(run_dir, config, summary, _history_frame(run.history), metrics)
 

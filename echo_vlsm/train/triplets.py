@@ -22,6 +22,7 @@ Examples::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -38,7 +39,7 @@ from tqdm import tqdm
 
 from echo_vlsm.dataset import task_path
 from echo_vlsm.errors import PathError
-from echo_vlsm.io import atomic_path
+from echo_vlsm.io import atomic_path, clean_temp_files
 from echo_vlsm.prompts import prompt_candidates, read_tasks
 
 CACHE_VERSION = 1
@@ -341,6 +342,9 @@ def load_triplets(
     texts = _prompt_texts(tasks, prompt, path)
     index = _index_tasks(tasks, path)
     cache = None if cache_dir is False else Path(cache_dir) if cache_dir else root / ".cache"
+    if cache is not None:
+        with contextlib.suppress(OSError):  # a read-only dataset folder
+            clean_temp_files(cache)  # what a killed run left mid-write (live writers kept)
     pix = _load_pixels(root, split, index, image_size, full_masks, cache,
                        workers or min(8, os.cpu_count() or 1), progress)
     tok = _load_tokens(split, prompt, texts, tokenize, cache)

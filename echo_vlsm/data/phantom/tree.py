@@ -27,7 +27,7 @@ import numpy as np
 
 from echo_vlsm.data.camus import SPLIT_FILES_2023
 from echo_vlsm.data.phantom.patients import PhantomPatient, simulate_patient
-from echo_vlsm.io import write_json_atomic, write_text_atomic
+from echo_vlsm.io import clean_temp_files, write_json_atomic, write_text_atomic
 from echo_vlsm.parallel import run_jobs
 from echo_vlsm.structures import PHASES, VIEWS
 
@@ -214,6 +214,7 @@ def write_phantom(
     n_patients, seed = int(n_patients), int(seed)
     want = {"version": PHANTOM_VERSION, "seed": seed, "layout": layout}
     _claim_root(root, want)
+    clean_temp_files(root, recursive=True)  # what a killed call left mid-write
     plan = patient_splits(n_patients, layout)
     _remove_foreign_patients(root, plan)
     manifest = root / MANIFEST

@@ -8,9 +8,13 @@ A run directory holds::
                          history
     history.csv          step, loss, lr, seconds
     samples/step_<n>.png sample grids (label map, sample, real image)
-    summary.json         steps, seconds, final loss, ``"done": true`` when training ended
+    summary.json         steps, seconds, final loss, ``"done": true`` when training ended,
+                         ``files``: size and SHA-256 of model.safetensors and history.csv
 
 Each file is written atomically; ``load_sdm`` reads ``model.safetensors`` into an ``SDM``.
+``weights_problem`` says whether ``model.safetensors`` is intact (its size fits its own
+header and the summary's record); a damaged one is not a trained SDM. Every error about a
+file of the run names it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +30,13 @@ import torch
 
 from echo_vlsm.device import autocast_dtype, resolve_device
 from echo_vlsm.errors import PathError
+from echo_vlsm.grid import (
+    FILES_KEY,
+    file_records,
+    files_problem,
+    read_summary,
+    safetensors_problem,
+)
 from echo_vlsm.io import atomic_path, write_json_atomic, write_text_atomic
 from echo_vlsm.sdm.diffusion.config import ARCH_FIELDS, SDMConfig, resolve_sdm_precision
 from echo_vlsm.sdm.diffusion.ema import EMA
@@ -64,6 +76,22 @@ def save_weights(run_dir: Path, model: torch.nn.Module, ema: EMA, config: SDMCon
             "step": str(step)}
     with atomic_path(run_dir / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
+        _sort_header(tmp)
+
+
+def _sort_header(path: Path) -> None:
+    """Rewrite a safetensors header with its keys sorted, in place and at the same length.
+
+    ``safetensors`` writes the metadata in a hash map's order, which changes from process
+    to process; sorted, the same weights give the same bytes (and SHA-256) whichever process
+    wrote them (a resumed run, a rebuilt file). A header that would not fit stays as it is."""
+    with open(path, "r+b") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+        if len(text) <= n:
+            f.seek(8)
+            f.write(text + b" " * (n - len(text)))
 
 
 def save_state(run_dir: Path, model: torch.nn.Module, ema: EMA, opt: torch.optim.Optimizer,
@@ -89,13 +117,51 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
 
 
 def write_summary(run_dir: Path, step: int, history: list[dict], done: bool) -> None:
+    """``summary.json``; when ``done`` it records the size and SHA-256 of the weights and
+    the history (``echo_vlsm.grid.file_records``)."""
     tail = [h["loss"] for h in history[-50:]]
-    write_json_atomic(run_dir / SUMMARY_FILE, {
+    summary = {
         "steps": step,
         "seconds_total": round(history[-1]["seconds"], 2) if history else 0.0,
         "final_loss": float(np.mean(tail)) if tail else math.nan,
         "done": done,
-    })
+    }
+    if done:
+        summary[FILES_KEY] = file_records(
+            run_dir, [n for n in (WEIGHTS_FILE, HISTORY_FILE) if (run_dir / n).is_file()])
+    write_json_atomic(run_dir / SUMMARY_FILE, summary)
+
+
+def weights_problem(run_dir: str | os.PathLike, deep: bool = True) -> str | None:
+    """Why ``<run_dir>/model.safetensors`` is not an intact trained SDM, or None:
+    ``"missing: model.safetensors"`` or ``"damaged: model.safetensors (...)"``, from the
+    file's own header (cut short) and, when the summary records it, its size and SHA-256."""
+    run_dir = Path(run_dir)
+    file = run_dir / WEIGHTS_FILE
+    if not file.is_file():
+        return f"missing: {WEIGHTS_FILE}"
+    why = safetensors_problem(file)
+    if why is not None:
+        return f"damaged: {WEIGHTS_FILE} ({why})"
+    summary, _ = read_summary(run_dir)
+    records = (summary or {}).get(FILES_KEY)
+    if isinstance(records, dict) and isinstance(records.get(WEIGHTS_FILE), dict):
+        return files_problem(run_dir, {WEIGHTS_FILE: records[WEIGHTS_FILE]}, deep=deep)
+    return None
+
+
+def sdm_problem(run_dir: str | os.PathLike) -> str | None:
+    """Why ``run_dir`` is not a finished, intact SDM run (``summary.json`` done, the files it
+    records as recorded), or None."""
+    summary, problem = read_summary(run_dir)
+    if problem is not None:
+        return problem
+    if summary.get("done") is not True:
+        return f"incomplete: {SUMMARY_FILE} has no done: true"
+    records = summary.get(FILES_KEY)
+    if isinstance(records, dict) and records:
+        problem = files_problem(run_dir, records)
+    return problem or weights_problem(run_dir, deep=False)
 
 
 def checkpoint(run_dir: Path, model, ema: EMA, opt, config: SDMConfig, step: int,
@@ -119,8 +185,23 @@ def read_resume_state(run_dir: Path, config: SDMConfig) -> dict | None:
     state_file = run_dir / STATE_FILE
     if not state_file.is_file():
         return None
-    state = torch.load(state_file, map_location="cpu", weights_only=True)
-    old = json.loads((run_dir / CONFIG_FILE).read_text())
+    try:
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise PathError(state_file, f"cannot read the SDM's resume state ({_short(exc)}); "
+                        "delete it to train the SDM from the start") from exc
+    if not isinstance(state, dict) or not {"step", "model", "ema"} <= set(state):
+        raise PathError(state_file, "not an SDM resume state (no step, model and ema); delete "
+                        "it to train the SDM from the start")
+    config_file = run_dir / CONFIG_FILE
+    try:
+        old = json.loads(config_file.read_text(encoding="utf-8"))
+        if not isinstance(old, dict):
+            raise ValueError(f"a JSON {type(old).__name__}, not an object")
+    except (OSError, ValueError) as exc:
+        raise PathError(config_file, f"cannot read the SDM run's config ({_short(exc)}), "
+                        f"needed to resume from {STATE_FILE}; delete {STATE_FILE} to train "
+                        "the SDM from the start") from exc
     for key in ARCH_FIELDS:
         new_v = json.loads(json.dumps(config.to_dict()[key]))
         if old.get(key) != new_v:
@@ -137,7 +218,17 @@ def read_history(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / HISTORY_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no training history; train the SDM first")
-    return pd.read_csv(path).to_dict("records")
+    try:
+        return pd.read_csv(path).to_dict("records")
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise PathError(path, f"not a readable history ({_short(exc)})") from exc
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if text.startswith("Weights only load failed"):  # torch's long advice, of no use here
+        text = f"damaged, or not a state this project writes: {type(exc).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def epsilon_model(config: SDMConfig, state: dict[str, torch.Tensor], device: torch.device,
@@ -179,13 +270,29 @@ def load_sdm(path: str | os.PathLike, device: str = "auto", weights: str = "ema"
                                 "or pass a run directory holding model.safetensors")
     if weights not in WEIGHTS:
         raise ValueError(f"weights {weights!r}: expected 'ema' or 'model'")
-    with safe_open(str(file), framework="pt") as f:
-        meta = f.metadata() or {}
-        if "config" not in meta:
-            raise PathError(file, "lacks the SDM config in its metadata; not an SDM checkpoint")
-        config = SDMConfig.from_dict(json.loads(meta["config"]))
-        prefix = f"{weights}."
-        state = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    if file.name == WEIGHTS_FILE:
+        why = weights_problem(file.parent, deep=False)
+        why = why and why.partition(" (")[2][:-1] or why  # the reason, without the file name
+    else:
+        why = safetensors_problem(file)
+    if why is not None:
+        raise PathError(file, f"damaged SDM checkpoint ({why}); train the SDM again "
+                        f"(train_sdm rebuilds it from {STATE_FILE} when that is there)")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            if "config" not in meta:
+                raise PathError(file, "lacks the SDM config in its metadata; not an SDM "
+                                "checkpoint")
+            config = SDMConfig.from_dict(json.loads(meta["config"]))
+            prefix = f"{weights}."
+            state = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    except PathError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors/json/config errors name no file
+        raise PathError(file, f"not a readable SDM checkpoint ({_short(exc)})") from exc
+    if not state:
+        raise PathError(file, f"holds no {weights!r} weights (keys '{weights}.*')")
     dev = resolve_device(device)
     model = epsilon_model(config, state, dev, config.uses_channels_last, file)
     dtype = autocast_dtype(resolve_sdm_precision(precision, dev))

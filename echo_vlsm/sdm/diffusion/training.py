@@ -19,13 +19,15 @@ import torch
 from tqdm.auto import tqdm
 
 from echo_vlsm.device import autocast, autocast_dtype, resolve_device
-from echo_vlsm.io import write_png
+from echo_vlsm.io import clean_temp_files, write_png
 from echo_vlsm.sdm.diffusion.checkpoints import (
     WEIGHTS_FILE,
     checkpoint,
     epsilon_model,
     read_resume_state,
     sample_grid_path,
+    save_weights,
+    weights_problem,
     write_config,
     write_summary,
 )
@@ -222,7 +224,10 @@ def train_sdm(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike,
     """Train the SDM on an exported dataset's (image, 5-class map) pairs.
 
     Resumes from ``run_dir/state.pt`` when present; more ``train_steps`` continue a
-    finished run, and a finished run is not trained again.
+    finished run, and a finished run is not trained again. A finished run whose
+    ``model.safetensors`` is damaged or missing (``weights_problem``) gets it written again
+    from ``state.pt``, which holds the same step's weights. Temporary files a killed run
+    left are removed first.
 
     Args:
         data: the training data when already loaded (``load_training_data``).
@@ -236,9 +241,15 @@ def train_sdm(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike,
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    clean_temp_files(run_dir, recursive=True)
     state = read_resume_state(run_dir, config)
-    if (state is not None and state["step"] >= config.train_steps
-            and (run_dir / WEIGHTS_FILE).is_file()):
+    if state is not None and state["step"] >= config.train_steps:
+        problem = weights_problem(run_dir)
+        if problem is not None:
+            print(f"{run_dir}: {problem}; writing it again from state.pt (step "
+                  f"{state['step']})", flush=True)
+            run = _start(config, state)
+            save_weights(run_dir, run.model, run.ema, config, run.step)
         write_summary(run_dir, state["step"], state["history"], done=True)
         return run_dir
     write_config(run_dir, config, dataset_dir)

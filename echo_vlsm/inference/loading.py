@@ -1,0 +1,132 @@
+"""The model to segment with: a run folder, an exported model folder, or a built model.
+
+:func:`load_model` turns any of the three into a :class:`LoadedModel`: the module in eval
+mode on its device, and what is known of how it was trained (the prompt key, the strategy,
+the training config), which ``segment`` uses to pick the prompt and to refuse an empty one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from echo_vlsm.device import resolve_device, resolve_precision
+from echo_vlsm.errors import PathError
+from echo_vlsm.grid import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, WEIGHTS_FILE
+from echo_vlsm.models import build_model, exported_config
+from echo_vlsm.paths import resolve
+from echo_vlsm.train import TrainConfig
+from echo_vlsm.train.checkpoint import load_weights, unwrap
+
+
+class ModelFolderError(PathError):
+    """A folder that is neither a complete run nor an exported model."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to segment and what is known about it.
+
+    ``kind``: ``run``, ``exported`` or ``module``; ``prompt``: the training prompt key
+    (``p0``..``p7``, ``random``) or ``None`` when unknown; ``config``: the training config
+    as a dict (empty for a bare module)."""
+
+    model: torch.nn.Module
+    kind: str
+    source: str
+    prompt: str | None = None
+    strategy: str | None = None
+    config: dict = field(default_factory=dict)
+    precision: str = "fp32"
+    channels_last: bool = True
+
+    @property
+    def spec(self):
+        return unwrap(self.model).spec
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def _run_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a complete run folder, or ``None``."""
+    missing = [n for n in (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, SUMMARY_FILE)
+               if not (folder / n).is_file()]
+    if missing:
+        return f"not a complete run folder: missing {', '.join(missing)}"
+    try:
+        done = json.loads((folder / SUMMARY_FILE).read_text()).get("done") is True
+    except (OSError, ValueError, AttributeError) as err:
+        return f"{SUMMARY_FILE} is unreadable ({err})"
+    return None if done else f"the run has not finished ({SUMMARY_FILE} lacks done: true)"
+
+
+def _device(device) -> torch.device:
+    return torch.device(device) if isinstance(device, torch.device) else resolve_device(
+        device or "auto")
+
+
+def load_model(source, device: str | torch.device | None = None) -> LoadedModel:
+    """A :class:`LoadedModel` from a run folder (``runs/<profile>/<run_id>``), an exported
+    model folder (``echo-vlsm export-model``), a ``LoadedModel`` or a built model.
+
+    Raises:
+        ModelFolderError: (naming the folder) a folder that is neither a complete run nor an
+            exported model, e.g. a run still training.
+    """
+    if isinstance(source, LoadedModel):
+        return source
+    if isinstance(source, torch.nn.Module):
+        if not hasattr(unwrap(source), "spec"):
+            raise TypeError(f"{type(source).__name__} is not a segmentation model of "
+                            "echo_vlsm.models (no .spec)")
+        source.eval()
+        return LoadedModel(source, "module", type(unwrap(source)).__name__)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError("model must be a run folder, an exported model folder or a model, got "
+                        f"{type(source).__name__}")
+    folder = resolve(source)
+    if not folder.is_dir():
+        raise ModelFolderError(folder, "no such folder (expected a run folder "
+                                       "runs/<profile>/<run_id> or an exported model folder)")
+    dev = _device(device)
+    exported = exported_config(folder)
+    if exported is not None:
+        return _from_exported(folder, exported, dev)
+    problem = _run_problem(folder)
+    if problem is not None:
+        raise ModelFolderError(folder, f"{problem}; pass a complete run folder "
+                                       "(runs/<profile>/<run_id>) or a folder written by "
+                                       "echo-vlsm export-model")
+    try:
+        config = TrainConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
+    except (ValueError, TypeError) as err:
+        raise ModelFolderError(folder / CONFIG_FILE, f"not a training config ({err})") from err
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, size=config.size, pretrained=None,
+                        encoders=config.encoders)
+    load_weights(model, folder / WEIGHTS_FILE)
+    model = model.to(dev).eval()
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return LoadedModel(model, "run", str(folder), config.prompt, config.strategy,
+                       config.to_dict(), resolve_precision(config.precision, dev),
+                       config.channels_last)
+
+
+def _from_exported(folder: Path, exported: dict, dev: torch.device) -> LoadedModel:
+    training = exported.get("training_config") or {}
+    model = build_model(exported["model"], size=exported["size"], pretrained=folder,
+                        encoders=exported.get("encoders", "trained"))
+    channels_last = bool(training.get("channels_last", True))
+    model = model.to(dev).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return LoadedModel(model, "exported", str(folder), exported.get("prompt"),
+                       exported.get("strategy"), training,
+                       resolve_precision(training.get("precision", "auto"), dev), channels_last)

@@ -1,0 +1,206 @@
+"""Runs one job of the graph: lock, check, execute its notebook with papermill, record.
+
+The same function runs a job for every launcher: in a subprocess of the local pool
+(``python -m echo_vlsm.pipeline SPEC.json RESULT.json``) and inside a Slurm job (submitit calls
+``run_job``), so the executed notebooks are the same in form wherever they ran.
+
+A job whose lock another process holds is left to it (``busy``); one already done for its
+inputs is ``skipped``; a run folder made for other inputs is cleared before the run starts
+again (a partial run for the same inputs resumes). Started by the runner, the worker dies
+with it, and takes every process below it (the notebook's kernel, its pools) along.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from echo_vlsm.grid import run_complete
+from echo_vlsm.io import write_json_atomic
+from echo_vlsm.pipeline.errors import PipelineError
+from echo_vlsm.pipeline.graph import Job, job_state, marker_record, read_marker
+from echo_vlsm.pipeline.locks import JobLock
+from echo_vlsm.pipeline.state import failure_message, write_failure
+
+BUSY = "busy"
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def execute_notebook(notebook: Path, output: Path, parameters: dict, cwd: Path,
+                     kernel: str = "python3", timeout: int | None = None) -> None:
+    """Run one notebook with papermill, keeping the executed copy at ``output``.
+
+    The kernel's connection is encrypted (CurveZMQ) where jupyter_client and pyzmq support
+    it; that also silences ipykernel's "Kernel is running over TCP without encryption"."""
+    import papermill as pm
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(cwd),
+                        kernel_name=kernel, progress_bar=False, execution_timeout=timeout,
+                        **_encryption())
+
+
+def _encryption() -> dict:
+    import zmq
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    if "transport_encryption" in KernelManager.class_traits() and zmq.has("curve"):
+        return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
+    return {}
+
+
+def run_job(spec: dict) -> dict:
+    """Run the job described by ``spec`` (``Job.to_dict`` of it and of the jobs it waits for,
+    the notebook, the project root, kernel, timeout, env); return ``{"name", "status",
+    "seconds", "message"}`` with status ``done``, ``skipped``, ``failed`` or ``busy``."""
+    job = Job.from_dict(spec["job"])
+    by_name = {d["name"]: Job.from_dict(d) for d in spec.get("upstream", [])}
+    by_name[job.name] = job
+    os.environ.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
+    lock = JobLock(job.lock_path)
+    if not lock.acquire():
+        return {"name": job.name, "status": BUSY, "seconds": 0.0,
+                "message": f"held by {lock.holder()}"}
+    try:
+        if job_state(job, by_name).state == "done":
+            return {"name": job.name, "status": "skipped", "seconds": 0.0, "message": ""}
+        _prepare_folder(job, by_name)
+        write_json_atomic(job.marker, marker_record(job, by_name, "started", **_where()))
+        t0 = time.perf_counter()
+        try:
+            execute_notebook(Path(spec["notebook"]), job.output, job.params,
+                             Path(spec["root"]), spec.get("kernel", "python3"),
+                             spec.get("timeout"))
+            if job.kind == "run" and not run_complete(job.folder):
+                raise PipelineError(
+                    f"{job.notebook} finished but {job.folder} is not complete "
+                    "(summary.json with done: true and metrics.csv expected)")
+        except Exception as exc:
+            record = write_failure(job.failure_path, _explain(exc), job.output, job.params,
+                                   **({"run": job.name} if job.kind == "run" else {}))
+            return {"name": job.name, "status": "failed",
+                    "seconds": time.perf_counter() - t0, "message": failure_message(record)}
+        seconds = time.perf_counter() - t0
+        write_json_atomic(job.marker, marker_record(job, by_name, "done",
+                                                    seconds=round(seconds, 2), **_where()))
+        job.failure_path.unlink(missing_ok=True)
+        return {"name": job.name, "status": "done", "seconds": seconds, "message": ""}
+    finally:
+        lock.release()
+
+
+def _where() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def _prepare_folder(job: Job, by_name: dict[str, Job]) -> None:
+    """A run folder made for other inputs or settings is emptied (its results would mix with
+    the new ones); a partial run for the same inputs is kept, to resume."""
+    if job.kind != "run" or not job.folder.is_dir():
+        return
+    marker = read_marker(job)
+    same = marker is not None and marker.get("fingerprint") == \
+        marker_record(job, by_name, "started")["fingerprint"]
+    if same:
+        return
+    keep = {job.lock_path.name, job.slurm_record.name}  # the runner's own records
+    if marker is None and not any(c.name not in keep for c in job.folder.iterdir()):
+        return
+    for child in job.folder.iterdir():
+        if child.name in keep:
+            continue
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
+def _explain(exc: BaseException) -> BaseException:
+    """A dead kernel says what probably killed it (the kernel's memory limit, if known)."""
+    if type(exc).__name__ != "DeadKernelError":
+        return exc
+    limit = _memory_limit()
+    where = f" (this job's memory limit: {limit})" if limit else ""
+    return RuntimeError(f"the notebook's kernel died: killed by the system, most likely out of "
+                        f"memory{where}; see `dmesg` or the cluster's job log ({exc})")
+
+
+def _memory_limit() -> str | None:
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            return f"{int(text) / 2**30:.1f} GiB"
+    return None
+
+
+# ----------------------------------------------------------------------------- process hygiene
+
+
+def _prctl(option: int, value: int) -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux
+        pass
+
+
+def die_with_parent() -> None:
+    """In a worker the runner started: SIGTERM when the runner dies, and adopt every orphaned
+    process below (so the kernel's pools can be found and stopped)."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux ``/proc``), deepest last."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kill_descendants(*_args) -> None:
+    """Stop every process below this one (SIGKILL), then exit."""
+    for _ in range(3):  # pools may fork while we kill
+        for pid in descendants(os.getpid()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    os._exit(143)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m echo_vlsm.pipeline SPEC.json RESULT.json`` (``__main__``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    die_with_parent()
+    signal.signal(signal.SIGTERM, kill_descendants)
+    spec = json.loads(Path(argv[0]).read_text())
+    result = run_job(spec)
+    write_json_atomic(Path(argv[1]), result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
