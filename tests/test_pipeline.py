@@ -90,7 +90,8 @@ def test_shipped_profiles_load():
     assert {r.strategy for r in demo.runs} >= {"real", "synthetic", "synth-pt-real-ft"}
     assert {r.encoders for r in demo.runs} == {"trained", "frozen"}
     for prof in (demo, paper):
-        assert set(prof.steps) == set(P.PREPARE_STEPS) | set(P.ANALYSIS_STEPS)
+        assert set(prof.steps) == set(P.PREPARE_STEPS) | set(P.ANALYSIS_STEPS) | set(
+            P.EXPLORE_STEPS)
         params = prof.run_parameters(prof.runs[0])
         assert params["runs_root"] == prof.runs_root and params["model"] == prof.runs[0].model
         for step in P.ANALYSIS_STEPS:

@@ -10,7 +10,8 @@ dependents wait for the nearest step above it):
 - a zero-shot or real run: the real task files; a synthetic run: both task files (it is
   scored on the real test split); a synth-pt-real-ft run: the synthetic run it starts from
   and the real task files. So real runs need not wait for the SDM;
-- ``05_freeze_ablation``: every run; ``06_dice_difference_plots``: every run and 05.
+- ``05_freeze_ablation``: every run; ``06_dice_difference_plots``: every run and 05;
+  ``07_explore``: every run, 05 and 06.
 
 A job is complete only for the inputs it was made from, as make or Snakemake would decide:
 its marker records a *fingerprint*, the hash of its own parameters (without those that
@@ -37,10 +38,7 @@ from typing import Any
 
 from echo_vlsm.grid import METRICS_FILE, Run, pretrain_source, run_complete, run_problem
 from echo_vlsm.paths import resolve
-from echo_vlsm.pipeline.profiles import (
-    TRAIN_NOTEBOOK,
-    Profile,
-)
+from echo_vlsm.pipeline.profiles import ANALYSIS_STEPS, TRAIN_NOTEBOOK, Profile
 from echo_vlsm.pipeline.state import (
     FAILURE_FILE,
     failure_message,
@@ -174,6 +172,9 @@ def build_graph(prof: Profile, root: str | os.PathLike, runs: Sequence[Run] | No
         step("06_dice_difference_plots",
              run_ids + (("05_freeze_ablation",) if "05_freeze_ablation" in has else ()),
              "analysis", prof.step_parameters("06_dice_difference_plots"))
+    if "07_explore" in has:
+        step("07_explore", run_ids + tuple(n for n in ANALYSIS_STEPS if n in has), "analysis",
+             prof.step_parameters("07_explore"))
     return jobs
 
 

@@ -24,6 +24,8 @@ from echo_vlsm.pipeline.selection import select_grid
 PREPARE_STEPS = ("01_data_preparation", "02_sdm_synthesis", "03_prompt_generation")
 TRAIN_NOTEBOOK = "04_train_vlsm"
 ANALYSIS_STEPS = ("05_freeze_ablation", "06_dice_difference_plots")
+#: After the analysis: a trained model explored (static figures under papermill).
+EXPLORE_STEPS = ("07_explore",)
 STAGES = ("prepare", "runs", "analysis")
 PROFILE_KEYS = {"profile", "description", "runs_root", "env", "kernel", "execution_timeout",
                 "steps", "train", "models", "grid", "slurm"}
@@ -57,6 +59,7 @@ class Profile:
         params = dict(self.steps.get(step) or {})
         if step in ANALYSIS_STEPS:
             params.setdefault("profile", self.name)
+        if step in ANALYSIS_STEPS or step in EXPLORE_STEPS:
             params.setdefault("runs_root", self.runs_root)
         return params
 
@@ -78,7 +81,7 @@ def load_profile(profile: str | os.PathLike, root: str | os.PathLike | None = No
     path = profile_path(profile, root)
     data = _read_yaml(path)
     steps = data.get("steps") or {}
-    known_steps = set(PREPARE_STEPS) | set(ANALYSIS_STEPS)
+    known_steps = set(PREPARE_STEPS) | set(ANALYSIS_STEPS) | set(EXPLORE_STEPS)
     bad = set(steps) - known_steps
     if bad:
         raise ProfileError(path, f"steps {sorted(bad)} unknown; accepted: {sorted(known_steps)} "
