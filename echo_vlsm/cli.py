@@ -38,7 +38,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             args.profile, notebooks_dir=args.notebooks, shard=shard, only=args.only,
             keep_going=args.keep_going, stages=stages, dry_run=args.dry_run, jobs=jobs,
             gpus=gpus, keep_stale=args.keep_stale, launcher=args.launcher,
-            slurm=_slurm_options(args), wait=args.wait,
+            slurm=_slurm_options(args), wait=args.wait, fast_dev_run=args.fast_dev_run,
         )
     except pipeline.PipelineError as exc:
         print(f"echo-vlsm reproduce: {exc}", file=sys.stderr)
@@ -57,7 +57,7 @@ def _status(args: argparse.Namespace) -> int:
     import pandas as pd
 
     try:
-        full = pipeline.status(args.profile)
+        full = pipeline.status(args.profile, fast_dev_run=args.fast_dev_run)
     except pipeline.ProfileError as exc:
         print(f"echo-vlsm status: {exc}", file=sys.stderr)
         return 2
@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--gpus", metavar="0,1,3", help="the GPUs to pin jobs to (default: all)")
     rep.add_argument("--keep-stale", action="store_true",
                      help="keep finished runs whose inputs changed (flagged in the report)")
+    rep.add_argument("--fast-dev-run", type=int, nargs="?", const=2, default=None, metavar="N",
+                     help="rehearse the profile: every job capped to N batches, steps or "
+                          "images (default 2), into '-fdr' folders")
     rep.add_argument("--launcher", choices=("local", "slurm"), default="local",
                      help="run here (default) or submit each job to Slurm")
     slurm = rep.add_argument_group("Slurm (with --launcher slurm; or a 'slurm:' key in the "
@@ -177,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="table of a profile's steps and runs: done, pending, failed")
     st.add_argument("--profile", default="demo")
+    st.add_argument("--fast-dev-run", type=int, nargs="?", const=2, default=None, metavar="N",
+                    help="the rehearsal's jobs (reproduce --fast-dev-run N)")
     st.add_argument("--state", action="append",
                     choices=("done", "started", "pending", "failed", "stale", "damaged",
                              "running", "queued"), help="only these states")

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from micro import _notebook, executions, make_micro
+from micro import TRAIN_SRC, TRAIN_WRITE, _notebook, executions, make_micro
 
 from echo_vlsm import pipeline as P
 from echo_vlsm.cli import main
@@ -403,3 +403,66 @@ def test_a_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
     assert P.lock_holder(path) is None  # the kernel released it with its dead holder
     assert mine.acquire() and P.lock_holder(path)["pid"] != holder.pid
     mine.release()
+
+
+@pytest.mark.notebook
+def test_fast_dev_run_rehearses_the_graph_in_its_own_folders(micro):
+    tmp, nbs, make = micro
+    # a train notebook that can cap its work, as notebook 04 does
+    _notebook(nbs / "04_train_vlsm.ipynb",
+              'model = strategy = encoders = prompt = runs_root = fail_strategy = ""\n'
+              'real_dir = ""\nfast_dev_run = None',
+              "assert fast_dev_run == 2", TRAIN_SRC, TRAIN_WRITE)
+    path = make([{"models": ["cris"], "strategies": ["real"], "prompts": ["p1"],
+                  "encoders": ["trained"]}], train={"real_dir": str(tmp / "data")})
+    p = P.plan(path, root=tmp, notebooks_dir=nbs, fast_dev_run=2, log=lambda m: None)
+    jobs = {j.name: j for j in p.graph}
+    assert p.prof.name == "micro-fdr" and p.prof.runs_root == str(tmp / "runs" / "micro-fdr")
+    assert jobs["01_data_preparation"].params["out_dir"] == str(tmp / "data-fdr")
+    assert "fast_dev_run" not in jobs["01_data_preparation"].params  # its notebook has none
+    run = jobs["cris_real_trained_p1"]
+    assert run.params["fast_dev_run"] == 2 and run.params["real_dir"] == str(tmp / "data-fdr")
+    assert jobs["06_dice_difference_plots"].params["tables_dir"] == str(tmp / "paper-fdr")
+    out = P.reproduce(path, root=tmp, notebooks_dir=nbs, fast_dev_run=2, log=lambda m: None)
+    assert out.ok and (tmp / "runs" / "micro-fdr" / "cris_real_trained_p1" / "metrics.csv").is_file()
+    assert not (tmp / "runs" / "micro").exists() and not (tmp / "data").exists()
+    assert (tmp / "paper-fdr" / "report.md").read_text().startswith("micro-fdr:")
+    table = P.status(path, root=tmp, fast_dev_run=2, notebooks_dir=nbs)
+    assert set(table["state"]) == {"done"}
+    assert set(P.status(path, root=tmp)["state"]) == {"pending"}  # the real thing: untouched
+
+
+def test_the_report_of_a_rehearsal_says_so():
+    import pandas as pd
+
+    from echo_vlsm import analysis as A
+
+    metrics = pd.DataFrame({"model": ["cris"], "strategy": ["real"], "encoders": ["trained"],
+                            "prompt": ["p1"], "dice": [50.0]})
+    table1 = pd.DataFrame(columns=["strategy", "model", "prompt", "n", "dice_mean", "dice_std",
+                                   "paper_mean", "paper_std"])
+    sections = dict(A.report_sections("r/report.md", profile="paper-fdr", metrics=metrics,
+                                      table1=table1))
+    assert sections["What was run"].startswith("**REHEARSAL** (`--fast-dev-run`)")
+    assert "`paper` profile" in sections["What was run"]
+    plain = dict(A.report_sections("r/report.md", profile="paper", metrics=metrics,
+                                   table1=table1))
+    assert "REHEARSAL" not in plain["What was run"]
+
+
+def test_a_profile_inherits_another_and_changes_only_what_it_says(tmp_path):
+    child = tmp_path / "rehearsal.yaml"
+    child.write_text("inherits: paper\nsteps:\n  01_data_preparation: {source: data/x}\n"
+                     "train: {device: cpu}\n")
+    prof = P.load_profile(child, ROOT)
+    paper = P.load_profile("paper", ROOT)
+    assert prof.name == "rehearsal" and prof.runs_root == "runs/rehearsal"
+    assert prof.runs == paper.runs and prof.models == paper.models
+    assert prof.steps["01_data_preparation"] == {**paper.steps["01_data_preparation"],
+                                                 "source": "data/x"}
+    assert prof.train == {**paper.train, "device": "cpu"}
+    assert prof.steps["02_sdm_synthesis"] == paper.steps["02_sdm_synthesis"]
+    loop = tmp_path / "a.yaml"
+    loop.write_text("inherits: a.yaml\n")
+    with pytest.raises(P.ProfileError, match="inherits itself"):
+        P.load_profile(loop)

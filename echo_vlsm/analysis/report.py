@@ -92,7 +92,12 @@ def report_sections(
 
 def _overview(profile: str, metrics: pd.DataFrame, notes: Iterable[str]) -> str:
     runs = metrics.groupby(["model", "strategy", "encoders", "prompt"]).size()
+    rehearsal = [f"**REHEARSAL** (`--fast-dev-run`): every run trained on a few batches "
+                 f"and scored on a few test images, to prove the `{profile[:-4]}` profile "
+                 "runs end to end. These numbers are not results."] \
+        if profile.endswith("-fdr") else []
     overview = [
+        *rehearsal,
         f"Profile **{profile}**: {len(runs)} runs, {len(metrics)} test scores "
         f"({int(runs.min())}-{int(runs.max())} per run; the study: 600 = 200 images x 3 "
         "structures). Dice in percent; \"study\" rows are the published values.",

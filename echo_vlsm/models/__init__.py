@@ -18,7 +18,7 @@ import json
 import torch
 
 from echo_vlsm.grid import ENCODERS, MODELS, SIZES
-from echo_vlsm.models.base import ModelSpec, SegmentationModel, check_model
+from echo_vlsm.models.base import UPSAMPLINGS, ModelSpec, SegmentationModel, check_model
 from echo_vlsm.models.checks import encoder_gradient_check
 from echo_vlsm.models.clipseg import build_clipseg, clipseg_spec
 from echo_vlsm.models.cris import build_cris, cris_spec
@@ -51,7 +51,9 @@ def build_model(name: str, size: str = "paper", pretrained=None, encoders: str =
     ``echo-vlsm export-model`` (its ``config.json`` says ``"format": "echo-vlsm-model"``).
     ``encoders``:
     ``"trained"`` (gradients reach the CLIP image and text encoders) or ``"frozen"``.
-    CRIS also takes ``trust=True`` to read OpenAI's TorchScript ``RN50.pt``.
+    CRIS also takes ``trust=True`` to read OpenAI's TorchScript ``RN50.pt``, ``dropout``
+    (the decoder's) and ``upsample`` (``"bicubic-corners"``, the study's and the default, or
+    ``"bilinear"``; see ``ModelSpec.upsample``).
 
     Examples::
 
@@ -102,6 +104,9 @@ def _load_exported(name, size, encoders, pretrained, config: dict, **kwargs):
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing; the exported folder is incomplete "
                                 "(write it again with echo-vlsm export-model)")
+    upsample = (config.get("spec") or {}).get("upsample")
+    if upsample is not None and "upsample" not in kwargs:  # as it was trained
+        kwargs["upsample"] = upsample
     model = _BUILDERS[name](size, pretrained=None, encoders=encoders, **kwargs)
     missing, unexpected = load_model(model, str(weights), strict=False)
     if missing or unexpected:
@@ -114,4 +119,5 @@ def _load_exported(name, size, encoders, pretrained, config: dict, **kwargs):
 
 
 __all__ = ["ENCODERS", "EXPORT_FORMAT", "MODELS", "SIZES", "ModelSpec", "SegmentationModel",
-           "build_model", "encoder_gradient_check", "exported_config", "model_spec"]
+           "UPSAMPLINGS", "build_model", "encoder_gradient_check", "exported_config",
+           "model_spec"]

@@ -25,7 +25,9 @@ from echo_vlsm.models.tokenizer import TokenizerMixin
 @dataclass(frozen=True)
 class ModelSpec:
     """What a model expects: square input side in pixels, per-channel normalisation of
-    ``[0, 1]`` images, the threshold on ``sigmoid(logits)``, and the text context length."""
+    ``[0, 1]`` images, the threshold on ``sigmoid(logits)``, the text context length, and
+    how the architecture's logits are brought to the input size (``upsample``, one of
+    :data:`UPSAMPLINGS`)."""
 
     name: str
     size: str
@@ -34,6 +36,10 @@ class ModelSpec:
     std: tuple[float, float, float]
     threshold: float
     context_length: int = 77
+    upsample: str = "bilinear"
+
+    def __post_init__(self):
+        check_upsample(self.upsample)
 
 
 def check_model(name: str, size: str, encoders: str) -> None:
@@ -61,17 +67,35 @@ def check_encoders(encoders: str) -> None:
         raise ValueError(f"encoders must be one of {ENCODERS}, got {encoders!r}")
 
 
-def upsample_to(logits: torch.Tensor, size) -> torch.Tensor:
-    """``logits`` (B, 1, h, w) resized bilinearly (``align_corners=False``) to ``size``;
-    returned as they are when already of that size.
+#: How logits are resized to the input: ``"bilinear"`` (``align_corners=False``) or
+#: ``"bicubic-corners"`` (bicubic, ``align_corners=True``: what the study's CRIS code does
+#: inside its forward, so its loss is taken on those logits).
+UPSAMPLINGS = ("bilinear", "bicubic-corners")
+
+
+def check_upsample(upsample: str) -> None:
+    """Raise ``ValueError`` naming :data:`UPSAMPLINGS` unless ``upsample`` is one of them."""
+    if upsample not in UPSAMPLINGS:
+        raise ValueError(f"upsample must be one of {UPSAMPLINGS}, got {upsample!r}")
+
+
+def upsample_to(logits: torch.Tensor, size, upsample: str = "bilinear") -> torch.Tensor:
+    """``logits`` (B, 1, h, w) resized to ``size`` as ``upsample`` says (see
+    :data:`UPSAMPLINGS`); returned as they are when already of that size.
 
     Examples::
 
         >>> upsample_to(torch.zeros(2, 1, 24, 24), (96, 96)).shape
         torch.Size([2, 1, 96, 96])
+        >>> x = torch.arange(4.0).reshape(1, 1, 2, 2)
+        >>> upsample_to(x, (3, 3), "bicubic-corners")[0, 0, 0].tolist()  # corners kept
+        [0.0, 0.5, 1.0]
     """
+    check_upsample(upsample)
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
+    if upsample == "bicubic-corners":
+        return F.interpolate(logits, size=tuple(size), mode="bicubic", align_corners=True)
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
@@ -79,7 +103,7 @@ class SegmentationModel(TokenizerMixin, nn.Module):
     """The contract of a text-prompted segmentation model with CLIP encoders.
 
     ``forward(pixel_values, input_ids, attention_mask=None)`` checks the inputs, runs
-    :meth:`segment` and upsamples its logits to the input's ``H, W``. ``set_encoders`` and
+    :meth:`segment` and upsamples its logits to the input's ``H, W`` (``spec.upsample``). ``set_encoders`` and
     ``train`` keep the CLIP encoders frozen (no gradient, eval mode) or trained.
     ``tokenize(texts)`` gives the CLIP tokenizer's ``(input_ids, attention_mask)``.
 
@@ -162,4 +186,4 @@ class SegmentationModel(TokenizerMixin, nn.Module):
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         self.check_inputs(pixel_values, input_ids, attention_mask)
         logits = self.segment(pixel_values, input_ids, attention_mask)
-        return upsample_to(logits, pixel_values.shape[-2:])
+        return upsample_to(logits, pixel_values.shape[-2:], self.spec.upsample)

@@ -59,10 +59,17 @@ CONFIGS: dict[str, dict] = {
 }
 
 
-def clipseg_spec(size: str) -> ModelSpec:
+#: CLIPSeg's decoder ends in transposed convolutions that reach the input size at patch 16
+#: (the paper size), as in the public CLIPSeg code, so nothing is interpolated there; the tiny
+#: size (patch 8) gives H / 2, resized bilinearly (``align_corners=False``).
+UPSAMPLE = "bilinear"
+
+
+def clipseg_spec(size: str, upsample: str = UPSAMPLE) -> ModelSpec:
     """Input size, ImageNet normalisation and threshold 0.5 of the study's CLIPSeg setup."""
     return ModelSpec(name="clipseg", size=size, image_size=CONFIGS[size]["image_size"],
-                     mean=IMAGENET_MEAN, std=IMAGENET_STD, threshold=0.5, context_length=77)
+                     mean=IMAGENET_MEAN, std=IMAGENET_STD, threshold=0.5, context_length=77,
+                     upsample=upsample)
 
 
 def clipseg_config(size: str):
@@ -169,16 +176,17 @@ def _check_size(config, size: str, source) -> None:
 
 
 def build_clipseg(size: str = "paper", pretrained=None, encoders: str = "trained",
-                  **kwargs) -> CLIPSeg:
+                  upsample: str = UPSAMPLE, **kwargs) -> CLIPSeg:
     """CLIPSeg of a size; ``pretrained``: ``None`` (random), ``True`` (the study's weights,
     "CIDAS/clipseg-rd64-refined" or ``$ECHO_VLSM_CLIPSEG_WEIGHTS``), a hub id or a local
-    directory saved with ``save_pretrained``."""
+    directory saved with ``save_pretrained``. ``upsample``: see :data:`UPSAMPLE` (no effect
+    at the paper size, whose decoder output is already at the input size)."""
     from transformers import CLIPSegForImageSegmentation
 
     if kwargs:
         raise TypeError(f"unexpected arguments for clipseg: {sorted(kwargs)}")
     check_model("clipseg", size, encoders)
-    spec = clipseg_spec(size)
+    spec = clipseg_spec(size, upsample)
     if pretrained is None or pretrained is False:
         net = CLIPSegForImageSegmentation(clipseg_config(size))
         _default_decoder_init(net)

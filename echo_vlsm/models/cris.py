@@ -6,11 +6,13 @@ transformer, QuickGELU), whose attention pool is replaced by CRIS's *spatial* at
 ``connect`` 1x1 conv + BN residual that is not part of CLIP's weights); the text-conditioned
 FPN neck; the 3-layer transformer decoder (sine positional encodings, cross-attention to the
 word features with a padding mask); the projector, whose 3x3 kernel is predicted from the
-sentence feature. Input 416 px; logits come at 1/4 of the input and are upsampled bilinearly
-to the input resolution. The public CRIS evaluation instead upsamples the *sigmoid* of the
-1/4-resolution logits bicubically with ``align_corners=True``; the two agree only at 1/4
-resolution (thresholded masks can differ by a pixel along boundaries at full resolution).
-Training loss and metrics here are computed on the full-resolution logits.
+sentence feature. Input 416 px; logits come at 1/4 of the input and are upsampled to the
+input resolution inside ``forward`` as the study's CRIS code does: bicubic with
+``align_corners=True`` (``upsample="bicubic-corners"``, the default); training loss and
+metrics are computed on those full-resolution logits. ``upsample="bilinear"``
+(``align_corners=False``, this project's former choice) stays selectable: the two agree at
+1/4 resolution only (on random weights they differ by up to about a third of the output's
+range; on smooth logits their masks overlap with dice about 0.99).
 
 Module and parameter names follow the public CRIS code (``backbone.``, ``neck.``,
 ``decoder.``, ``proj.``) so its DataParallel checkpoints (``module.`` prefix) load strictly.
@@ -42,13 +44,13 @@ CONFIGS: dict[str, dict] = {
         image_size=416, embed_dim=1024, vision_layers=(3, 4, 6, 3), vision_width=64,
         vision_head_width=64, pos_grid=7, text_width=512, text_heads=8, text_layers=12,
         fpn_in=(512, 1024, 1024), fpn_out=(256, 512, 1024),
-        num_layers=3, num_head=8, dim_ffn=2048, dropout=0.1,
+        num_layers=3, num_head=8, dim_ffn=2048,
     ),
     "tiny": dict(
         image_size=96, embed_dim=128, vision_layers=(1, 1, 1, 1), vision_width=16,
         vision_head_width=64, pos_grid=7, text_width=64, text_heads=4, text_layers=2,
         fpn_in=(128, 256, 128), fpn_out=(32, 64, 128),
-        num_layers=3, num_head=4, dim_ffn=128, dropout=0.1,
+        num_layers=3, num_head=4, dim_ffn=128,
     ),
 }
 
@@ -57,10 +59,21 @@ CONFIGS: dict[str, dict] = {
 THRESHOLD = 0.35
 
 
-def cris_spec(size: str) -> ModelSpec:
-    """Input size, CLIP normalisation and CRIS's threshold 0.35."""
+#: How CRIS's 1/4-resolution logits reach the input size: the study's code (its
+#: ``segmenter.py``) interpolates bicubically with ``align_corners=True`` inside ``forward``.
+UPSAMPLE = "bicubic-corners"
+
+#: Dropout of the decoder's attention, FFN and residual branches. This project: 0.1 (the
+#: CRIS paper's); the study's code configures 0.2 (``build_cris(dropout=0.2)``).
+DROPOUT = 0.1
+
+
+def cris_spec(size: str, upsample: str = UPSAMPLE) -> ModelSpec:
+    """Input size, CLIP normalisation, CRIS's threshold 0.35 and the upsampling of the
+    logits (default the study's ``"bicubic-corners"``)."""
     return ModelSpec(name="cris", size=size, image_size=CONFIGS[size]["image_size"],
-                     mean=CLIP_MEAN, std=CLIP_STD, threshold=THRESHOLD, context_length=77)
+                     mean=CLIP_MEAN, std=CLIP_STD, threshold=THRESHOLD, context_length=77,
+                     upsample=upsample)
 
 
 # -- small building blocks (named as in the public code so checkpoint keys match) ------------
@@ -342,15 +355,18 @@ class CRIS(SegmentationModel):
 
     ``forward(pixel_values, input_ids, attention_mask)`` -> logits (B, 1, H, W) for any B,
     1 included, in training mode too (see :class:`BatchNorm1d`); H and W must be multiples of
-    32. Logits are upsampled bilinearly from 1/4 resolution (the public CRIS evaluation
-    upsamples sigmoid outputs bicubically with ``align_corners=True``; see the module
-    docstring). ``tokenize(texts)`` gives the CLIP tokenizer's ``(input_ids, attention_mask)``.
+    32. Logits are upsampled from 1/4 resolution as ``upsample`` says (default the study's
+    bicubic with ``align_corners=True``; ``"bilinear"`` selectable). ``dropout``: the
+    decoder's dropout (default :data:`DROPOUT`; the study's code: 0.2). ``tokenize(texts)`` gives the CLIP tokenizer's ``(input_ids, attention_mask)``.
     The contract (input checks, frozen encoders, upsampling) is
     :class:`~echo_vlsm.models.base.SegmentationModel`'s.
     """
 
-    def __init__(self, size: str = "paper", encoders: str = "trained"):
-        super().__init__(cris_spec(size))
+    def __init__(self, size: str = "paper", encoders: str = "trained",
+                 upsample: str = UPSAMPLE, dropout: float = DROPOUT):
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"CRIS dropout must be in [0, 1), got {dropout!r}")
+        super().__init__(cris_spec(size, upsample))
         cfg = CONFIGS[size]
         if cfg["text_width"] != cfg["fpn_out"][1]:
             raise ValueError("CRIS needs the text width to equal the decoder width (fpn_out[1])")
@@ -358,7 +374,7 @@ class CRIS(SegmentationModel):
         self.neck = FPN(cfg["fpn_in"], cfg["fpn_out"])
         vis_dim = cfg["fpn_out"][1]
         self.decoder = TransformerDecoder(cfg["num_layers"], vis_dim, cfg["num_head"],
-                                          cfg["dim_ffn"], cfg["dropout"])
+                                          cfg["dim_ffn"], float(dropout))
         self.proj = Projector(cfg["embed_dim"], vis_dim // 2, 3)
         self.set_encoders(encoders)
 
@@ -412,19 +428,21 @@ class CRIS(SegmentationModel):
         words, state = self.encode_text(input_ids)
         fq = self.neck(features, state)
         fq = self.decoder(fq, words, pad_mask)
-        # 1/4 of the input; forward upsamples these logits bilinearly (the public CRIS
-        # evaluation: bicubic, align_corners=True, on sigmoid(logits); same only at 1/4)
+        # 1/4 of the input; forward upsamples these logits as spec.upsample says
         return self.proj(fq, state)
 
 
 def build_cris(size: str = "paper", pretrained=None, encoders: str = "trained",
-               trust: bool = False) -> CRIS:
+               trust: bool = False, upsample: str = UPSAMPLE,
+               dropout: float = DROPOUT) -> CRIS:
     """CRIS of a size. ``pretrained``: ``None`` (random), ``True`` (the CRIS checkpoint at
     ``$ECHO_VLSM_CRIS_WEIGHTS`` or ``weights/cris/cris_best.pth``), or a path to either a CRIS
     checkpoint (loaded strictly) or CLIP RN50 weights (OpenAI's TorchScript ``RN50.pt`` with
-    ``trust=True``, or a plain state dict; loaded into the encoders, the rest random)."""
+    ``trust=True``, or a plain state dict; loaded into the encoders, the rest random).
+    ``upsample``: ``"bicubic-corners"`` (the study's, default) or ``"bilinear"``;
+    ``dropout``: the decoder's (default 0.1; the study's code 0.2)."""
     check_model("cris", size, encoders)
-    model = CRIS(size, encoders=encoders)
+    model = CRIS(size, encoders=encoders, upsample=upsample, dropout=dropout)
     if pretrained is not None and pretrained is not False:
         load_cris_pretrained(model, pretrained, trust=trust)
     return model

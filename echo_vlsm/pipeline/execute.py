@@ -34,10 +34,16 @@ from echo_vlsm.grid import pretrain_source, run_complete
 from echo_vlsm.io import write_json_atomic
 from echo_vlsm.paths import project_root, resolve
 from echo_vlsm.pipeline.errors import PipelineError
-from echo_vlsm.pipeline.graph import Job, build_graph, job_state
+from echo_vlsm.pipeline.graph import Job, build_graph, job_state, set_fast_dev_run
 from echo_vlsm.pipeline.locks import lock_holder
-from echo_vlsm.pipeline.parameters import check_job_parameters
-from echo_vlsm.pipeline.profiles import ANALYSIS_STEPS, STAGES, Profile, load_profile
+from echo_vlsm.pipeline.parameters import check_job_parameters, notebook_parameters
+from echo_vlsm.pipeline.profiles import (
+    ANALYSIS_STEPS,
+    STAGES,
+    Profile,
+    fast_dev_profile,
+    load_profile,
+)
 from echo_vlsm.pipeline.selection import filter_runs, shard_runs, sort_key
 from echo_vlsm.pipeline.worker import execute_notebook  # noqa: F401  (the runner's face)
 
@@ -100,15 +106,19 @@ class Plan:
                 "upstream": [by_name[n].to_dict() for n in job.needs if n in by_name],
                 "notebook": str(self.notebook(job.notebook)), "root": str(self.root),
                 "kernel": self.prof.kernel, "timeout": self.prof.execution_timeout,
-                "env": {**self.prof.env, **(env or {})}}
+                "env": {**(env or {}), **self.prof.env}}
 
 
 def plan(profile: str | os.PathLike | Profile = "demo", *, root=None, notebooks_dir=None,
-         shard=None, only=None, stages: Iterable[str] = STAGES, log=_log) -> Plan:
+         shard=None, only=None, stages: Iterable[str] = STAGES, fast_dev_run: int | None = None,
+         log=_log) -> Plan:
     """The jobs of a call: the profile's graph and the part of it this call runs (stages,
-    shard, ``only``), its parameters checked against the notebooks."""
+    shard, ``only``), its parameters checked against the notebooks; with ``fast_dev_run``,
+    the rehearsal of the profile (``fast_dev_profile``)."""
     root = Path(root) if root is not None else project_root()
     prof = profile if isinstance(profile, Profile) else load_profile(profile, root)
+    if fast_dev_run is not None:
+        prof = fast_dev_profile(prof, fast_dev_run)
     stages = tuple(stages)
     bad = set(stages) - set(STAGES)
     if bad:
@@ -129,6 +139,9 @@ def plan(profile: str | os.PathLike | Profile = "demo", *, root=None, notebooks_
     jobs = [p.by_name[n] for n in in_call]
     for job in jobs:  # fail early, before hours of work, if a notebook is missing
         p.notebook(job.notebook)
+    if prof.fast_dev_run is not None:  # the notebooks that can cap their work are told to
+        set_fast_dev_run(graph, lambda stem: "fast_dev_run" in notebook_parameters(
+            p.notebook(stem)), prof.fast_dev_run)
     check_job_parameters(jobs, p.notebook, prof.path)
     return p
 
@@ -149,6 +162,7 @@ def reproduce(
     launcher: str = "local",
     slurm: dict | None = None,
     wait: bool = False,
+    fast_dev_run: int | None = None,
     log=_log,
 ) -> Outcome:
     """Run a profile's graph of jobs (see the module doc).
@@ -169,6 +183,8 @@ def reproduce(
         launcher: ``local`` (this machine) or ``slurm`` (submit and return, or ``wait``).
         slurm: Slurm options (partition, gpus_per_job, cpus_per_job, mem, time, account,
             extra); the profile's ``slurm:`` mapping is the default.
+        fast_dev_run: rehearse the profile: every job capped to N batches / steps / images,
+            everything written to ``-fdr`` folders (``profiles.fast_dev_profile``).
 
     Returns:
         An ``Outcome``: executed, skipped, failed, blocked, waiting, stale_kept, seconds.
@@ -180,7 +196,7 @@ def reproduce(
     """
     t_start = time.perf_counter()
     p = plan(profile, root=root, notebooks_dir=notebooks_dir, shard=shard, only=only,
-             stages=stages, log=log)
+             stages=stages, fast_dev_run=fast_dev_run, log=log)
     p.keep_going = keep_going
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher={launcher!r}; expected one of {LAUNCHERS}")
@@ -418,7 +434,9 @@ class Pool:
         result = self.tmp / f"{job.file_stem}.result.json"
         result.unlink(missing_ok=True)
         spec_path.write_text(json.dumps(self.p.spec(job, self.slot_env[slot])))
-        env = {**os.environ, **self.p.prof.env, **self.slot_env[slot]}
+        # the profile's env wins: a profile that fixes the threads per job (the demo) gives the
+        # same numbers whatever --jobs is
+        env = {**os.environ, **self.slot_env[slot], **self.p.prof.env}
         proc = subprocess.Popen([sys.executable, "-m", "echo_vlsm.pipeline",
                                  str(spec_path), str(result)], cwd=self.p.root, env=env)
         self.running[job.name] = _Running(proc, result, slot, time.perf_counter())

@@ -178,6 +178,14 @@ def build_graph(prof: Profile, root: str | os.PathLike, runs: Sequence[Run] | No
     return jobs
 
 
+def set_fast_dev_run(jobs: Sequence[Job], takes_it, n: int) -> None:
+    """Tell every job whose notebook has a ``fast_dev_run`` parameter (``takes_it(stem)``)
+    to cap its work at ``n`` (the rehearsal, ``profiles.fast_dev_profile``)."""
+    for job in jobs:
+        if takes_it(job.notebook):
+            job.params["fast_dev_run"] = n
+
+
 def dependants(jobs: Sequence[Job], name: str) -> set[str]:
     """Every job that waits, directly or not, for ``name``."""
     out: set[str] = set()

@@ -28,7 +28,7 @@ ANALYSIS_STEPS = ("05_freeze_ablation", "06_dice_difference_plots")
 EXPLORE_STEPS = ("07_explore",)
 STAGES = ("prepare", "runs", "analysis")
 PROFILE_KEYS = {"profile", "description", "runs_root", "env", "kernel", "execution_timeout",
-                "steps", "train", "models", "grid", "slurm"}
+                "steps", "train", "models", "grid", "slurm", "inherits"}
 
 
 @dataclass
@@ -46,6 +46,7 @@ class Profile:
     kernel: str = "python3"
     execution_timeout: int | None = None
     slurm: dict = field(default_factory=dict)
+    fast_dev_run: int | None = None  # a rehearsal (``fast_dev_profile``)
 
     def run_parameters(self, run: Run) -> dict[str, Any]:
         """Papermill parameters of ``04_train_vlsm`` for ``run``."""
@@ -79,7 +80,7 @@ def load_profile(profile: str | os.PathLike, root: str | os.PathLike | None = No
         ProfileError: no such file, not YAML, an unknown key, step, model or grid value.
     """
     path = profile_path(profile, root)
-    data = _read_yaml(path)
+    data = _inherited(path, root, [])
     steps = data.get("steps") or {}
     known_steps = set(PREPARE_STEPS) | set(ANALYSIS_STEPS) | set(EXPLORE_STEPS)
     bad = set(steps) - known_steps
@@ -109,6 +110,35 @@ def load_profile(profile: str | os.PathLike, root: str | os.PathLike | None = No
     )
 
 
+def _inherited(path: Path, root, seen: list[Path]) -> dict:
+    """The profile at ``path`` on top of the one it ``inherits`` (recursively): mappings are
+    merged key by key (steps and models one level deeper), other values replaced."""
+    if path in seen:
+        raise ProfileError(path, "inherits itself: " + " -> ".join(str(p) for p in seen))
+    data = _read_yaml(path)
+    parent = data.pop("inherits", None)
+    if parent is None:
+        return data
+    base_path = profile_path(parent, root) if not Path(str(parent)).is_absolute() \
+        and Path(str(parent)).suffix not in (".yaml", ".yml") else path.parent / str(parent)
+    base = _inherited(base_path, root, [*seen, path])
+    for key, value in data.items():
+        if key in ("steps", "models") and isinstance(value, dict):
+            merged = dict(base.get(key) or {})
+            for name, params in value.items():
+                merged[name] = {**(merged.get(name) or {}), **(params or {})}
+            base[key] = merged
+        elif key in ("train", "env", "slurm") and isinstance(value, dict):
+            base[key] = {**(base.get(key) or {}), **value}
+        else:
+            base[key] = value
+    if "profile" not in data:
+        base["profile"] = path.stem
+    if "runs_root" not in data:
+        base.pop("runs_root", None)
+    return base
+
+
 def _read_yaml(path: Path) -> dict:
     """The profile's top-level mapping, with only known keys."""
     if not path.is_file():
@@ -135,3 +165,49 @@ def _grid_blocks(grid, path: Path) -> list:
     if not isinstance(grid, list):
         raise ProfileError(path, "'grid' must be a list of filters (models, strategies, ...)")
     return grid
+
+
+# ----------------------------------------------------------------------------- rehearsal
+
+FDR_SUFFIX = "-fdr"
+#: The folders each step writes (01 writes the phantom only when it makes one).
+_PRODUCED = {"01_data_preparation": ("out_dir", "raw_dir"),
+             "02_sdm_synthesis": ("out_dir", "sdm_dir")}
+_OWN_DIRS = ("figures_dir", "tables_dir")
+
+
+def fast_dev_profile(prof: Profile, n: int = 2) -> Profile:
+    """The rehearsal of ``prof`` (``--fast-dev-run N``, as Lightning's ``fast_dev_run``):
+    every job of the same graph with ``fast_dev_run: N`` for the notebooks that take it
+    (each run: N batches of one epoch, N validation batches, N test images; the SDM: N steps
+    and N images per split), everything else as in the real thing. Every folder the chain
+    writes moves to a ``-fdr`` twin (runs root, the exported and synthetic datasets, the SDM,
+    figures, tables), so a rehearsal never mixes with real results; its report says it is
+    one (the profile is named ``<name>-fdr``)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"fast_dev_run={n!r}; expected a whole number >= 1")
+    moved: dict[str, str] = {}
+    for step, keys in _PRODUCED.items():
+        params = prof.steps.get(step) or {}
+        for key in keys:
+            if key == "raw_dir" and params.get("source", "phantom") != "phantom":
+                continue  # a CAMUS download is read, not written
+            if isinstance(params.get(key), str):
+                moved[params[key]] = params[key].rstrip("/") + FDR_SUFFIX
+
+    def move(params: dict) -> dict:
+        out = {k: moved.get(v, v) if isinstance(v, str) else v for k, v in params.items()}
+        for key in _OWN_DIRS:
+            if isinstance(out.get(key), str):
+                out[key] = out[key].rstrip("/") + FDR_SUFFIX
+        return out
+
+    return Profile(
+        name=prof.name + FDR_SUFFIX, path=prof.path,
+        runs_root=prof.runs_root.rstrip("/") + FDR_SUFFIX,
+        steps={k: move(v) for k, v in prof.steps.items()},
+        train=move(prof.train), models={k: move(v) for k, v in prof.models.items()},
+        runs=list(prof.runs), env=dict(prof.env), kernel=prof.kernel,
+        execution_timeout=prof.execution_timeout, slurm=dict(prof.slurm),
+        fast_dev_run=n,
+    )

@@ -12,27 +12,35 @@ import json
 import os
 from pathlib import Path
 
-from echo_vlsm.paths import project_root
-from echo_vlsm.pipeline.graph import build_graph, graph_states, read_marker
+from echo_vlsm.paths import project_root, resolve
+from echo_vlsm.pipeline.graph import build_graph, graph_states, read_marker, set_fast_dev_run
 from echo_vlsm.pipeline.locks import lock_holder
-from echo_vlsm.pipeline.profiles import Profile, load_profile
+from echo_vlsm.pipeline.parameters import notebook_parameters
+from echo_vlsm.pipeline.profiles import Profile, fast_dev_profile, load_profile
 
 COLUMNS = ["name", "kind", "state", "seconds", "detail"]
 STATES = ("done", "started", "pending", "failed", "stale", "damaged", "running", "queued")
 
 
 def status(profile: str | os.PathLike | Profile = "demo",
-           root: str | os.PathLike | None = None):
+           root: str | os.PathLike | None = None, *, fast_dev_run: int | None = None,
+           notebooks_dir: str | os.PathLike | None = None):
     """A table of the profile's jobs (steps and runs, in graph order): ``name, kind, state,
-    seconds, detail`` (see the module doc for the states). ``reproduce`` decides with the
-    same rule."""
+    seconds, detail`` (see the module doc for the states); with ``fast_dev_run``, of its
+    rehearsal. ``reproduce`` decides with the same rule."""
     import pandas as pd
 
     from echo_vlsm.pipeline.slurm import slurm_state
 
     root = Path(root) if root is not None else project_root()
     prof = profile if isinstance(profile, Profile) else load_profile(profile, root)
+    if fast_dev_run is not None:
+        prof = fast_dev_profile(prof, fast_dev_run)
     graph = build_graph(prof, root)
+    if fast_dev_run is not None:
+        nb_dir = resolve(notebooks_dir or "notebooks", root)
+        set_fast_dev_run(graph, lambda stem: "fast_dev_run" in notebook_parameters(
+            nb_dir / f"{stem}.ipynb"), fast_dev_run)
     states = graph_states(graph)
     rows = []
     for job in graph:
