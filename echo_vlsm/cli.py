@@ -134,6 +134,19 @@ def _export_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from echo_vlsm.pipeline.cost import Assumptions, format_plan, plan_cost
+
+    try:
+        prof = pipeline.load_profile(args.profile)
+    except pipeline.ProfileError as exc:
+        print(f"echo-vlsm plan: {exc}", file=sys.stderr)
+        return 2
+    assume = Assumptions(args.tflops, args.utilization, args.epochs_per_run)
+    print(format_plan(plan_cost(prof, pipeline.project_root(), assume), prof, assume))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="echo-vlsm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=("done", "started", "pending", "failed", "stale", "damaged",
                              "running", "queued"), help="only these states")
     st.set_defaults(func=_status)
+
+    pl = sub.add_parser("plan", help="the GPU hours a profile's grid would take, before it runs")
+    pl.add_argument("--profile", default="paper")
+    pl.add_argument("--tflops", type=float, default=989.0,
+                    help="the GPU's peak TFLOP/s at the training precision (H100 bf16: 989)")
+    pl.add_argument("--utilization", type=float, default=None,
+                    help="fraction of the peak (default: what each model reaches in the "
+                         "measured H200 rates)")
+    pl.add_argument("--epochs-per-run", type=int, default=60,
+                    help="epochs a run takes until early stopping, on average")
+    pl.set_defaults(func=_plan)
 
     seg = sub.add_parser("segment", help="segment images with a trained model and a prompt")
     seg.add_argument("model", metavar="RUN_OR_MODEL",

@@ -302,3 +302,66 @@ def test_paper_parameter_count():
     connect = sum(p.numel() for p in model.backbone.visual.attnpool.connect.parameters())
     assert connect == 2048 * 1024 + 2 * 1024
     assert model.spec.image_size == 416
+
+
+# -- the study's upsampling ------------------------------------------------------------------
+def _reference_forward(model, pixels, ids, mask):
+    """The study's CRIS forward from its description: the 1/4-resolution logits from the
+    model's parts (image and text encoders, FPN neck, decoder, projector), then
+    ``F.interpolate(pred, side, mode="bicubic", align_corners=True)`` to the input side."""
+    features = model.encode_image(pixels)
+    words, state = model.encode_text(ids)
+    fq = model.decoder(model.neck(features, state), words, mask == 0)
+    quarter = model.proj(fq, state)
+    assert quarter.shape[-1] * 4 == pixels.shape[-1]
+    return F.interpolate(quarter, pixels.shape[-1], mode="bicubic", align_corners=True), quarter
+
+
+def _check_study_upsampling(size, tmp_path, batch):
+    torch.manual_seed(11)
+    source = build_model("cris", size).eval()
+    path = tmp_path / f"cris_{size}.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    model = build_model("cris", size, pretrained=path).eval()
+    assert model.spec.upsample == "bicubic-corners"
+    bilinear = build_model("cris", size, pretrained=path, upsample="bilinear").eval()
+    assert bilinear.spec.upsample == "bilinear"
+    pixels, ids, mask = _inputs(model, batch)
+    with torch.no_grad():
+        out = model(pixels, ids, mask)
+        ref, quarter = _reference_forward(model, pixels, ids, mask)
+        other = bilinear(pixels, ids, mask)
+    side = model.spec.image_size
+    assert out.shape == (batch, 1, side, side)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    # the corners of align_corners=True are the 1/4-resolution corners
+    torch.testing.assert_close(out[..., ::side - 1, ::side - 1], quarter[..., ::side // 4 - 1,
+                                                                         ::side // 4 - 1])
+    # bilinear (align_corners=False) is a different output from the same weights
+    assert float((other - out).abs().max()) > 1e-3 * float(out.abs().max())
+    torch.testing.assert_close(F.avg_pool2d(other, 4), F.avg_pool2d(out, 4),
+                               rtol=0.0, atol=float(out.abs().max()))  # same scale
+
+
+def test_cris_upsamples_as_the_study_tiny(tmp_path):
+    _check_study_upsampling("tiny", tmp_path, batch=2)
+
+
+@pytest.mark.slow
+def test_cris_upsamples_as_the_study_paper(tmp_path):
+    _check_study_upsampling("paper", tmp_path, batch=1)
+
+
+def test_cris_upsample_and_dropout_are_checked():
+    with pytest.raises(ValueError, match=r"upsample must be one of \('bilinear', "
+                                         r"'bicubic-corners'\), got 'nearest'"):
+        build_model("cris", "tiny", upsample="nearest")
+    with pytest.raises(ValueError, match="CRIS dropout must be in"):
+        build_model("cris", "tiny", dropout=1.5)
+    model = build_model("cris", "tiny", dropout=0.2)
+    drops = [m.p for m in model.decoder.modules() if isinstance(m, nn.Dropout)]
+    attn = [m.dropout for m in model.decoder.modules() if isinstance(m, nn.MultiheadAttention)]
+    assert drops and set(drops) == {0.2} and set(attn) == {0.2}
+    default = build_model("cris", "tiny")
+    assert {m.p for m in default.decoder.modules() if isinstance(m, nn.Dropout)} == {0.1}
+    assert build_model("clipseg", "tiny").spec.upsample == "bilinear"  # CLIPSeg unchanged

@@ -220,11 +220,12 @@ def test_2019_numbering_follows_the_study_rule():
     folders = {split: [f for _, s, f in plan if s == split] for split in ("train", "val", "test")}
     assert folders["val"][0] == "training/patient0001" and folders["val"][-1].endswith("0050")
     assert folders["train"][0] == "training/patient0051" and folders["train"][-1].endswith("0450")
-    assert folders["test"][0] == "testing/patient0451" and folders["test"][-1].endswith("0500")
+    # the real release numbers its testing patients 0001-0050 again
+    assert folders["test"][0] == "testing/patient0001" and folders["test"][-1].endswith("0050")
     small = ph.patient_splits(6, "2019")
     assert [f for _, _, f in small] == [
         "training/patient0001", "training/patient0051", "training/patient0052",
-        "training/patient0053", "training/patient0054", "testing/patient0055",
+        "training/patient0053", "training/patient0054", "testing/patient0001",
     ]
 
 
@@ -257,8 +258,13 @@ def test_2019_tree_reads_with_the_study_split(tmp_path):
     records = read_camus(root)
     assert {(r.patient, r.split, r.release) for r in records} == {
         ("patient0001", "val", "2019"), ("patient0051", "train", "2019"),
-        ("patient0052", "train", "2019"), ("patient0053", "test", "2019"),
+        ("patient0052", "train", "2019"), ("patient0001", "test", "2019"),
     }
+    # the same stem in validation and test, two different patients (phantom 1 and 4)
+    by_key = {(r.split, r.stem): r for r in records}
+    val, test = by_key[("val", "patient0001_4CH_ES")], by_key[("test", "patient0001_4CH_ES")]
+    assert np.array_equal(val.load()[0], ph.simulate_patient(SEED, 1).views["4CH"].images["ES"])
+    assert np.array_equal(test.load()[0], ph.simulate_patient(SEED, 4).views["4CH"].images["ES"])
     folder = root / "training" / "patient0051"
     assert (folder / "patient0051_2CH_ED.raw").is_file()
     cfg = (folder / "Info_4CH.cfg").read_text()
@@ -381,8 +387,8 @@ def test_a_folder_with_a_foreign_or_missing_marker_is_rewritten(tmp_path, monkey
     root = ph.write_phantom(tmp_path / "t", n_patients=3, seed=SEED, layout="2019", workers=0)
     before = _tree(root)
     (root / "training" / "patient0051" / ph.PATIENT_MARKER).unlink()
-    (root / "testing" / "patient0052" / ph.PATIENT_MARKER).write_text('{"number": 7}')
-    raw = root / "testing" / "patient0052" / "patient0052_2CH_ED.raw"
+    (root / "testing" / "patient0001" / ph.PATIENT_MARKER).write_text('{"number": 7}')
+    raw = root / "testing" / "patient0001" / "patient0001_2CH_ED.raw"
     raw.write_bytes(b"\0" * raw.stat().st_size)
     ph.write_phantom(root, n_patients=3, seed=SEED, layout="2019", workers=0)
     assert _tree(root) == before

@@ -466,3 +466,21 @@ def test_a_profile_inherits_another_and_changes_only_what_it_says(tmp_path):
     loop.write_text("inherits: a.yaml\n")
     with pytest.raises(P.ProfileError, match="inherits itself"):
         P.load_profile(loop)
+
+
+def test_plan_states_the_cost_of_a_grid_from_counted_flops(tmp_path):
+    from echo_vlsm.pipeline.cost import Assumptions, format_plan, plan_cost, step_flops
+
+    prof = P.load_profile("demo", ROOT)
+    assume = Assumptions(tflops=100.0, utilization=0.5, epochs_per_run=4)
+    table = plan_cost(prof, tmp_path, assume)  # no exported data here: the study's sizes
+    assert table["runs"].sum() == len(prof.runs)
+    row = table.set_index(["model", "strategy", "encoders"]).loc[("cris", "real", "trained")]
+    train, infer = step_flops("cris", "trained", "tiny")
+    assert 0 < infer < train
+    expect = 4 * (1600 * 3 * train + 400 * 3 * infer) + 200 * 3 * infer
+    assert row["pflops_per_run"] == pytest.approx(expect / 1e15)
+    assert row["gpu_hours"] == pytest.approx(row["runs"] * expect / (100e12 * 0.5) / 3600)
+    frozen = step_flops("cris", "frozen", "tiny")[0]
+    assert frozen < train  # no gradient through the encoders
+    assert "total:" in format_plan(table, prof, assume)

@@ -315,3 +315,68 @@ def load_clip_into_backbone(backbone: torch.nn.Module, state: Mapping[str, torch
     connect = {k for k in own if k.startswith("visual.attnpool.connect.")}
     check_state_dict(own, state, source, may_miss=connect, what=" (CLIP weights)")
     backbone.load_state_dict({**{k: own[k] for k in connect}, **state}, strict=True)
+
+
+# -- provenance -----------------------------------------------------------------------------
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """The SHA-256 of a file, read in 4 MiB pieces."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hashed(paths) -> dict[str, str]:
+    return {str(p): file_sha256(p) for p in sorted(paths) if Path(p).is_file()}
+
+
+def weights_provenance(name: str, pretrained) -> dict | None:
+    """What ``pretrained`` resolves to for model ``name`` (``clipseg`` or ``cris``), the way
+    the loaders above resolve it (environment variables, default places, the hub cache),
+    without loading anything: ``{"pretrained", "kind": "local" | "hub", "path" | "hub_id",
+    "revision", "files": {path: sha256}}``; ``None`` for random weights. A hub id not in the
+    local cache gets ``"files": {}`` and ``"revision": None``.
+
+    Examples::
+
+        >>> weights_provenance("cris", None) is None
+        True
+    """
+    if pretrained is None or pretrained is False:
+        return None
+    record: dict = {"pretrained": pretrained if isinstance(pretrained, bool | str) else
+                    str(pretrained)}
+    if name == "cris":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the CLIP-only fallback's warning: the load says it
+            path = _cris_source(pretrained)
+        if path.is_dir():
+            files = [p for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES]
+        else:
+            files = [path]
+        return {**record, "kind": "local", "path": str(path), "revision": None,
+                "files": _hashed(files)}
+    source = (os.environ.get(ENV_CLIPSEG) or CLIPSEG_HUB_ID) if pretrained is True else pretrained
+    path = local_path(source)
+    if path is not None:
+        files = [p for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES] if path.is_dir() \
+            else [path]
+        return {**record, "kind": "local", "path": str(path), "revision": None,
+                "files": _hashed(files)}
+    from huggingface_hub import try_to_load_from_cache
+
+    found = []
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        cached = try_to_load_from_cache(str(source), filename)
+        if isinstance(cached, str):
+            found.append(Path(cached))
+            break
+    revision = found[0].parent.name if found else None  # .../snapshots/<commit>/<file>
+    return {**record, "kind": "hub", "hub_id": str(source), "revision": revision,
+            "files": _hashed(found)}

@@ -23,6 +23,7 @@ Examples::
 """
 
 from echo_vlsm.grid import Run, pretrain_source, run_complete
+from echo_vlsm.paths import project_root
 from echo_vlsm.pipeline.errors import PipelineError, ProfileError
 from echo_vlsm.pipeline.execute import Outcome, Plan, execute_notebook, plan, reproduce
 from echo_vlsm.pipeline.graph import Job, JobState, build_graph, job_state
@@ -58,6 +59,6 @@ __all__ = [
     "Profile", "ProfileError", "Run", "build_graph", "components", "execute_notebook",
     "filter_runs", "job_state", "load_profile", "lock_holder", "notebook_parameters",
     "parse_shard", "plan",
-    "pretrain_source", "profile_path", "read_failure", "reproduce", "run_complete", "run_dir",
+    "pretrain_source", "profile_path", "project_root", "read_failure", "reproduce", "run_complete", "run_dir",
     "select_grid", "shard_runs", "status", "steps_dir", "study_grid", "with_dependencies",
 ]

@@ -22,6 +22,13 @@ released image's, spacing unknown.
 
 Labels map to the project's: 0 and 2 (outside, tissue) -> 0; 1 -> 1 (LV); 3 -> 2
 (myocardium); 4 -> 3 (LA). Any other value is refused with an error naming the file.
+An annotation in CAMUS's own coding (0 background, 1 LV, 2 myocardium, 3 LA) is told apart
+(:func:`annotation_coding`: value 4 present means the release's coding; else class 2 covering
+most of the labelled fan means tissue, a small share means myocardium) and imported as such,
+its 5-class map rebuilt from the image's sector; a file that fits neither is refused.
+
+Sex and age are joined on (split, source stem): the 2019 CAMUS release numbers its testing
+patients 0001-0050 again, so ``patient0001_2CH_ED`` is both a validation and a test image.
 
 Examples::
 
@@ -52,7 +59,7 @@ from echo_vlsm.dataset import (
 from echo_vlsm.errors import PathError
 from echo_vlsm.imaging import resize_image, resize_label
 from echo_vlsm.io import read_png, write_png
-from echo_vlsm.sdm.labels import map_path, resize_map
+from echo_vlsm.sdm.labels import map_path, resize_map, sector_mask, to_sdm_map
 from echo_vlsm.structures import LABELS, STRUCTURES
 
 SPLIT_NAMES = {"training": "train", "train": "train", "validation": "val", "val": "val"}
@@ -123,8 +130,27 @@ def scan_released(root) -> list[dict]:
     return items
 
 
-def released_label(annotation: np.ndarray, path) -> np.ndarray:
-    """The project's label map (0..3) from a released 5-class annotation; refuses other values."""
+#: Share of the labelled pixels (values > 0) taken by class 2 at or above which an annotation
+#: without value 4 is read in the release's coding (2 = tissue, most of the fan), and at or
+#: below which in CAMUS's (2 = myocardium); in between it is ambiguous and refused.
+TISSUE_SHARE = 0.6
+MYOCARDIUM_SHARE = 0.5
+
+
+def annotation_coding(annotation: np.ndarray, path) -> str:
+    """``"sdm"`` (0 outside, 1 LV, 2 tissue, 3 myocardium, 4 LA: the release's) or
+    ``"camus"`` (0 background, 1 LV, 2 myocardium, 3 LA) for an annotation; refuses values
+    outside 0..4 and a map that fits neither coding, naming ``path``.
+
+    Examples::
+
+        >>> a = np.zeros((10, 10), np.uint8); a[2:9, 2:9] = 2; a[4:6, 4:6] = 1; a[7, 3:6] = 3
+        >>> annotation_coding(a, "x.png")  # no 4, but class 2 fills most of the fan
+        'sdm'
+        >>> b = np.zeros((10, 10), np.uint8); b[3:6, 3:6] = 1; b[2, 2:7] = 2; b[7:9, 3:6] = 3
+        >>> annotation_coding(b, "y.png")
+        'camus'
+    """
     values = np.unique(annotation)
     bad = [int(v) for v in values if int(v) not in ALLOWED_VALUES]
     if bad:
@@ -132,6 +158,29 @@ def released_label(annotation: np.ndarray, path) -> np.ndarray:
             path, f"unexpected label values {bad} (found {values.tolist()}); a released "
             "annotation holds 0 outside, 1 LV, 2 tissue, 3 myocardium, 4 LA"
         )
+    if 4 in values:
+        return "sdm"
+    labelled = int(np.count_nonzero(annotation))
+    if labelled == 0:
+        return "sdm"  # all outside: the same in either coding
+    share = float(np.count_nonzero(annotation == 2)) / labelled
+    if share >= TISSUE_SHARE:
+        return "sdm"
+    if share <= MYOCARDIUM_SHARE and 1 in values:
+        return "camus"
+    raise ReleasedFormatError(
+        path, f"label coding ambiguous: values {values.tolist()} without 4, class 2 covers "
+        f"{share:.0%} of the labelled pixels (the release's coding, 2 = tissue, needs >= "
+        f"{TISSUE_SHARE:.0%}; CAMUS's, 2 = myocardium, <= {MYOCARDIUM_SHARE:.0%} with an LV); "
+        "check the file and recode it to 0 outside, 1 LV, 2 tissue, 3 myocardium, 4 LA"
+    )
+
+
+def released_label(annotation: np.ndarray, path) -> np.ndarray:
+    """The project's label map (0..3) from a released annotation in either coding (see
+    :func:`annotation_coding`); refuses other values and ambiguous maps."""
+    if annotation_coding(annotation, path) == "camus":
+        return annotation.astype(np.uint8)
     return RELEASED_TO_CAMUS[annotation]
 
 
@@ -161,11 +210,16 @@ def _write_sample(out: Path, it: dict, size: int) -> tuple[int, int]:
     if image.shape != annotation.shape:
         raise ReleasedFormatError(it["annotation"], f"shape {annotation.shape} differs "
                                   f"from its image's {image.shape}")
-    label = resize_label(released_label(annotation, it["annotation"]), size)
+    if annotation_coding(annotation, it["annotation"]) == "camus":
+        full = annotation.astype(np.uint8)
+        sdm_map = to_sdm_map(full, sector_mask(image))
+    else:
+        full, sdm_map = RELEASED_TO_CAMUS[annotation], annotation
+    label = resize_label(full, size)
     for s in STRUCTURES:
         write_png(mask_path(out, s, split, stem),
                   np.where(label == LABELS[s], 255, 0).astype(np.uint8))
-    write_png(map_path(out, split, stem), resize_map(annotation, size))
+    write_png(map_path(out, split, stem), resize_map(sdm_map, size))
     write_png(label_path(out, split, stem), label)
     write_png(image_path(out, split, stem), resize_image(image, size))
     return image.shape
@@ -203,9 +257,7 @@ def import_released(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     out = Path(out_dir)
     items = scan_released(src_dir)
     _assign_stems(items)
-    facts = {}
-    if real_dir is not None:
-        facts = {r["stem"]: r for r in read_records(real_dir).to_dict("records")}
+    facts = real_facts(real_dir) if real_dir is not None else {}
     out.mkdir(parents=True, exist_ok=True)
     (out / RECORDS_FILE).unlink(missing_ok=True)
     rows = []
@@ -214,9 +266,28 @@ def import_released(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             source_size = _png_size(it["image"])
         else:
             source_size = _write_sample(out, it, size)
-        rows.append(_record(it, source_size, facts.get(it["source_stem"], {})))
+        rows.append(_record(it, source_size, _facts_of(facts, it)))
     write_records(rows, out)
     return out
+
+
+def real_facts(real_dir: str | os.PathLike) -> dict:
+    """The records of an exported real dataset keyed by ``(split, stem)``, plus by ``stem``
+    alone where the stem names one image only (``(None, stem)``)."""
+    rows = read_records(real_dir).to_dict("records")
+    facts = {(r["split"], r["stem"]): r for r in rows}
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["stem"]] = counts.get(r["stem"], 0) + 1
+    facts.update({(None, r["stem"]): r for r in rows if counts[r["stem"]] == 1})
+    return facts
+
+
+def _facts_of(facts: dict, it: dict) -> dict:
+    """The real record a sample was made from: same split and source stem; else (the real
+    export split otherwise) the one real image of that stem; else none."""
+    return facts.get((it["split"], it["source_stem"])) or facts.get((None, it["source_stem"]),
+                                                                     {})
 
 
 def _png_size(path: os.PathLike) -> tuple[int, int]:

@@ -10,6 +10,17 @@ Examples::
     'clipseg_real_trained_p2'
     >>> cfg.learning_rate
     0.002
+
+A ``recipe`` fills every field left at ``None`` that the study's text and its code set
+differently (``docs/recipes.md``); a field given explicitly wins:
+
+    >>> run = TrainConfig(model="clipseg", strategy="synth-pt-real-ft", recipe="as-run")
+    >>> run.learning_rate, run.setting("patience"), run.setting("resume_pretraining")
+    (0.0002, 20, True)
+    >>> run.replace(lr=1e-3).learning_rate
+    0.001
+    >>> TrainConfig(model="cris").setting("dropout"), TrainConfig(model="cris").setting("loss")
+    (0.1, 'dice-bce')
 """
 
 from __future__ import annotations
@@ -34,11 +45,54 @@ from echo_vlsm.grid import (
 )
 from echo_vlsm.paths import resolve
 
-__all__ = ["DEFAULT_BATCH", "DEFAULT_LR", "ENCODERS", "MODELS", "PRECISIONS", "RUNTIME_FIELDS",
-           "SIZES", "STRATEGIES", "TrainConfig", "prompt_keys", "result_fields", "run_id"]
+__all__ = ["DEFAULT_BATCH", "DEFAULT_LR", "ENCODERS", "LOSSES", "MODELS", "PRECISIONS", "RECIPES",
+           "RECIPE_FIELDS", "RUNTIME_FIELDS", "SIZES", "STRATEGIES", "TrainConfig", "prompt_keys",
+           "recipe_value", "result_fields", "run_id"]
 #: The study's learning rates (AdamW) and batch sizes per model.
 DEFAULT_LR = {"clipseg": 2e-3, "cris": 2e-5}
 DEFAULT_BATCH = {"clipseg": 128, "cris": 32}
+
+
+#: ``as-published``: the study's text (Sec. 3); ``as-run``: its code and configuration.
+RECIPES = ("as-published", "as-run")
+#: ``dice-bce``: Dice + bce_weight x BCE on logits; ``dicece-probs``: MONAI 1.2's ``DiceCELoss``
+#: fed with probabilities, as the study's code ran it (``echo_vlsm.train.losses``).
+LOSSES = ("dice-bce", "dicece-probs")
+#: The fields a recipe sets when they are left at ``None`` (see :func:`recipe_value`).
+RECIPE_FIELDS = ("dropout", "loss", "bce_weight", "lr", "patience", "min_delta",
+                 "resume_pretraining")
+
+
+def recipe_value(recipe: str, name: str, model: str, strategy: str):
+    """What ``recipe`` sets ``name`` to for a run of ``model`` under ``strategy``
+    (``docs/recipes.md`` has the table and the sources).
+
+    Examples::
+
+        >>> recipe_value("as-run", "dropout", "cris", "real")
+        0.2
+        >>> recipe_value("as-published", "patience", "cris", "real") is None  # never stops early
+        True
+    """
+    check_choice("TrainConfig", "recipe", recipe, RECIPES)
+    run = recipe == "as-run"
+    if name == "dropout":  # CRIS decoder; the study's text says nothing, CRIS's paper 0.1
+        return 0.2 if run else 0.1
+    if name == "loss":
+        return "dicece-probs" if run else "dice-bce"
+    if name == "bce_weight":  # MONAI's lambda_ce in the code, 0.25 in the text
+        return 0.2 if run else 0.25
+    if name == "lr":  # the pt-ft script passes no lr: CLIPSeg's config default 2e-4 applies
+        if run and model == "clipseg" and strategy == "synth-pt-real-ft":
+            return 2e-4
+        return DEFAULT_LR[model]
+    if name == "patience":  # Lightning's EarlyStopping(patience=20) on the validation dice
+        return 20 if run else None
+    if name == "min_delta":  # its min_delta 1e-4 on a dice in [0, 1]: 0.01 percent
+        return 0.01 if run else 0.0
+    if name == "resume_pretraining":  # ckpt_path=best.ckpt of the synthetic run
+        return run
+    raise KeyError(f"{name!r} is not a recipe field; recipe fields: {RECIPE_FIELDS}")
 
 
 def prompt_keys() -> tuple[str, ...]:
@@ -68,10 +122,30 @@ class TrainConfig:
             (128 CLIPSeg, 32 CRIS).
         lr: AdamW learning rate; ``None``: the study's (2e-3 CLIPSeg, 2e-5 CRIS).
         weight_decay: AdamW weight decay (1e-3).
-        dice_weight, bce_weight: loss = dice_weight x Dice + bce_weight x BCE (1 and 0.25).
+        recipe: ``as-published`` (the study's text, the default) or ``as-run`` (its code): fills
+            the fields below that are left at ``None`` (``docs/recipes.md``).
+        dice_weight, bce_weight: loss = dice_weight x Dice + bce_weight x cross-entropy
+            (``None``: the recipe's, 0.25 as published, 0.2 as run).
+        loss: ``dice-bce`` (on logits) or ``dicece-probs`` (the study's code: MONAI 1.2's
+            DiceCELoss fed with probabilities); ``None``: the recipe's.
+        dropout: CRIS decoder dropout (``None``: the recipe's, 0.1 as published, 0.2 as run);
+            not used by CLIPSeg.
         plateau_patience, plateau_factor: ReduceLROnPlateau on the validation loss (5, 0.1).
-        patience: early stopping after this many epochs without a better validation dice
-            (``None``: never).
+        patience: early stopping after this many epochs without a validation dice better by
+            more than ``min_delta`` (``0``: never; ``None``: the recipe's, never as published,
+            20 as run).
+        min_delta: the improvement early stopping needs, in dice percent (``None``: the
+            recipe's, 0 as published, 0.01 as run); the best weights need any improvement.
+        resume_pretraining: ``synth-pt-real-ft`` continues the synthetic run's optimiser
+            state, learning-rate schedule, epoch counter and early-stopping state (its state at
+            the best epoch, as Lightning's ``best.ckpt``) instead of starting them afresh
+            (``None``: the recipe's, fresh as published, continued as run).
+        fast_dev_run: a rehearsal, as Lightning's ``fast_dev_run``: ``N`` training batches of
+            one epoch, ``N`` validation batches and ``N`` test images (``None``: off).
+        trust_weights: let CRIS read a TorchScript archive (OpenAI's CLIP ``RN50.pt``), which
+            unpickles code; only for files from a source you trust.
+        keep_state: keep ``state.pt`` (the resumable state: weights, optimiser moments) when
+            the run completes; by default it is deleted then (1.7 GB for a paper-size CRIS).
         grad_clip: gradient-norm clipping (0.5; ``None`` off).
         precision: ``auto`` (bf16 autocast on GPUs that support it, else fp16 with a gradient
             scaler; fp32 on CPU), ``bf16``, ``fp16`` or ``fp32``.
@@ -97,11 +171,16 @@ class TrainConfig:
     batch_size: int | None = None
     lr: float | None = None
     weight_decay: float = 1e-3
+    recipe: str = "as-published"
     dice_weight: float = 1.0
-    bce_weight: float = 0.25
+    bce_weight: float | None = None
+    loss: str | None = None
+    dropout: float | None = None
     plateau_patience: int = 5
     plateau_factor: float = 0.1
     patience: int | None = None
+    min_delta: float | None = None
+    resume_pretraining: bool | None = None
     grad_clip: float | None = 0.5
     precision: str = "auto"
     compile: bool = False
@@ -114,11 +193,28 @@ class TrainConfig:
     init_from: str | None = None
     save_predictions: bool = False
     cache_dir: str | None = None
+    fast_dev_run: int | None = None
+    trust_weights: bool = False
+    keep_state: bool = False
 
     def __post_init__(self):
         for name, allowed in (("model", MODELS), ("size", SIZES), ("strategy", STRATEGIES),
-                              ("encoders", ENCODERS), ("precision", PRECISIONS)):
+                              ("encoders", ENCODERS), ("precision", PRECISIONS),
+                              ("recipe", RECIPES)):
             check_choice("TrainConfig", name, getattr(self, name), allowed)
+        if self.loss is not None:
+            check_choice("TrainConfig", "loss", self.loss, LOSSES)
+        for name in ("trust_weights", "keep_state", "resume_pretraining"):
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (value is None and name in RECIPE_FIELDS):
+                raise ValueError(f"TrainConfig.{name}={value!r}; expected true or false")
+        if self.fast_dev_run is not None and (isinstance(self.fast_dev_run, bool) or not isinstance(
+                self.fast_dev_run, int) or self.fast_dev_run < 1):
+            raise ValueError(f"TrainConfig.fast_dev_run={self.fast_dev_run!r}; expected None or "
+                             "an integer >= 1 (batches, validation batches and test images)")
+        if self.dropout is not None and not 0 <= float(self.dropout) < 1:
+            raise ValueError(f"TrainConfig.dropout={self.dropout!r}; expected None or "
+                             "0 <= dropout < 1")
         if self.prompt not in prompt_keys():
             raise ValueError(f"TrainConfig.prompt={self.prompt!r}: unknown prompt key; "
                              f"expected one of {prompt_keys()}")
@@ -133,20 +229,21 @@ class TrainConfig:
         if self.min_epochs > max(self.epochs, 1):
             raise ValueError(f"TrainConfig.min_epochs={self.min_epochs} exceeds "
                              f"epochs={self.epochs}")
-        for name in ("batch_size", "patience"):
+        for name, low in (("batch_size", 1), ("patience", 0)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
+                                      or value < low):
                 raise ValueError(f"TrainConfig.{name}={value!r}; expected None or an integer "
-                                 ">= 1")
+                                 f">= {low}")
         for name in ("lr", "grad_clip"):
             value = getattr(self, name)
             if value is not None and not float(value) > 0:
                 raise ValueError(f"TrainConfig.{name}={value!r}; expected None or > 0")
-        for name in ("weight_decay", "dice_weight", "bce_weight"):
-            if not float(getattr(self, name)) >= 0:
-                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; expected >= 0")
-        if self.dice_weight == 0 and self.bce_weight == 0:
+        for name in ("weight_decay", "dice_weight", "bce_weight", "min_delta"):
+            value = getattr(self, name)
+            if value is not None and not float(value) >= 0:
+                raise ValueError(f"TrainConfig.{name}={value!r}; expected >= 0")
+        if self.dice_weight == 0 and self.setting("bce_weight") == 0:
             raise ValueError("TrainConfig: dice_weight and bce_weight are both 0")
         if not 0 < float(self.plateau_factor) < 1:
             raise ValueError(f"TrainConfig.plateau_factor={self.plateau_factor!r}; expected "
@@ -169,9 +266,26 @@ class TrainConfig:
     def run_dir(self) -> Path:
         return resolve(self.runs_root) / self.run_id
 
+    def setting(self, name: str):
+        """A recipe field as this run uses it: the field when given, else the recipe's."""
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        return recipe_value(self.recipe, name, self.model, self.strategy)
+
+    def settings(self) -> dict:
+        """Every recipe field as this run uses it (recorded in ``summary.json``)."""
+        return {name: self.setting(name) for name in RECIPE_FIELDS}
+
     @property
     def learning_rate(self) -> float:
-        return float(self.lr) if self.lr is not None else DEFAULT_LR[self.model]
+        return float(self.setting("lr"))
+
+    @property
+    def early_stopping(self) -> int | None:
+        """The early-stopping patience in epochs, or None for none."""
+        patience = self.setting("patience")
+        return patience if patience else None
 
     @property
     def global_batch_size(self) -> int:
@@ -210,11 +324,20 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-#: Fields that do not change what a run computes (where and how fast it runs).
+#: Fields that do not change what a run computes (where and how fast it runs, what it keeps).
 RUNTIME_FIELDS = ("device", "compile", "cache_dir", "save_predictions", "runs_root",
-                  "real_dir", "synthetic_dir")
+                  "real_dir", "synthetic_dir", "trust_weights", "keep_state")
 
 
 def result_fields(config: TrainConfig) -> dict:
-    """The fields of a config that determine its results (compared when resuming)."""
-    return {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
+    """The fields of a config that determine its results (compared when resuming), with every
+    recipe field as the run uses it, so ``bce_weight: 0.25`` written by an older run matches
+    ``bce_weight: None`` under ``as-published``. ``recipe`` itself is left out: what it sets
+    is compared field by field."""
+    values = {k: v for k, v in config.to_dict().items()
+              if k not in RUNTIME_FIELDS and k != "recipe"}
+    values.update(config.settings())
+    values["patience"] = config.early_stopping  # 0 and None both mean never
+    if config.model != "cris":
+        values.pop("dropout")  # CLIPSeg has no such setting
+    return values

@@ -5,11 +5,15 @@ directory ``<runs_root>/<run_id>/``:
 
 - ``config.json`` (the :class:`TrainConfig`), ``history.csv`` (one row per epoch: epoch,
   train_loss, val_loss, val_dice, lr, seconds, images_per_s), ``model.safetensors`` (the best
-  weights by validation Dice), ``state.pt`` (resumable, after every epoch),
+  weights by validation Dice), ``state.pt`` (resumable, after every epoch; deleted when the
+  run completes unless ``keep_state``), ``best_state.pt`` (synthetic runs whose recipe
+  continues them in ``synth-pt-real-ft``: the state at the best epoch, kept),
 - ``metrics.csv`` (tidy, one row per test triplet: Dice, IoU, HD95 at the stored mask size),
 - ``summary.json`` (best_epoch, best_val_dice, seconds_to_best, epochs_run, seconds_total,
-  done: true, details of how it ran, and under ``files`` the size and SHA-256 of the files it
-  vouches for: config, history, weights, metrics; ``echo_vlsm.grid.run_problem`` checks them).
+  done: true, details of how it ran, the recipe's settings as used, ``provenance`` (what
+  ``pretrained`` resolved to and the SHA-256 of the files read), and under ``files`` the size
+  and SHA-256 of the files it vouches for: config, history, weights, metrics;
+  ``echo_vlsm.grid.run_problem`` checks them).
 
 A run folder whose files do not match its summary (a truncated ``model.safetensors``, a
 damaged ``metrics.csv``) is not complete: ``fit`` redoes what is damaged (retrains when the
@@ -17,7 +21,10 @@ weights are, re-scores otherwise). Temporary files a killed run left are removed
 
 The recipe: AdamW (weight decay 1e-3), ReduceLROnPlateau on the validation loss (factor 0.1,
 patience 5), Dice + 0.25 x BCE on logits, gradient clipping 0.5, mixed precision (bf16 where
-supported, else fp16 with a scaler, fp32 on CPU), early stopping on the validation Dice.
+supported, else fp16 with a scaler, fp32 on CPU), early stopping on the validation Dice;
+``recipe="as-run"`` changes what the study's code did differently (``docs/recipes.md``).
+``fast_dev_run=N`` rehearses a run: N batches of one epoch, N validation batches, N test
+images, and a complete, well-formed run folder.
 
 Interrupted runs continue from ``state.pt``: every epoch draws its batch order, phrasings and
 dropout from ``(seed, epoch)``, so a resumed run ends exactly where an uninterrupted one does.
@@ -58,6 +65,7 @@ from echo_vlsm.grid import (
 from echo_vlsm.grid import run_complete as is_complete
 from echo_vlsm.io import clean_temp_files, write_json_atomic, write_png, write_text_atomic
 from echo_vlsm.models import build_model
+from echo_vlsm.models.weights import file_sha256, weights_provenance
 from echo_vlsm.paths import resolve
 from echo_vlsm.train import distributed as D
 from echo_vlsm.train.checkpoint import (
@@ -74,7 +82,7 @@ from echo_vlsm.train.checkpoint import (
     unwrap,
 )
 from echo_vlsm.train.config import TrainConfig, result_fields
-from echo_vlsm.train.losses import DiceBCELoss
+from echo_vlsm.train.losses import make_loss
 from echo_vlsm.train.metrics import batch_dice, segmentation_metrics
 from echo_vlsm.train.triplets import Triplets, load_triplets, normalise
 
@@ -84,6 +92,8 @@ __all__ = [
 ]
 
 _EVAL_SEED_OFFSET = 7919  # phrasing draw of validation and test sets (fixed over epochs)
+#: The state at the best epoch, which ``synth-pt-real-ft`` continues under ``as-run``.
+BEST_STATE_FILE = "best_state.pt"
 
 
 class MissingRunError(FileNotFoundError):
@@ -130,7 +140,7 @@ class Training:
     model: nn.Module  # the plain model: weights are saved and loaded here
     val: Triplets
     train: Triplets | None  # None for zeroshot
-    criterion: DiceBCELoss
+    criterion: nn.Module
     precision: str  # resolved: bf16 | fp16 | fp32
     init: Path | None = None  # the weights synth-pt-real-ft started from
     saved: dict | None = None  # state.pt of an interrupted run
@@ -145,6 +155,8 @@ class Training:
 
     history: list[dict] = field(default_factory=list)  # one row per epoch (HISTORY_COLUMNS)
     best: dict = field(default_factory=dict)  # best_epoch, best_val_dice, seconds_to_best, ...
+    stopping: dict = field(default_factory=dict)  # early stopping: best (dice), wait (epochs)
+    first_epoch: int = 1  # > 1 when continuing a synthetic run's state (as-run)
     epoch: int = 0  # the last finished epoch
     finished: bool = False
 
@@ -157,9 +169,11 @@ class Training:
 def build(config: TrainConfig, device: torch.device, pretrained=True):
     """The model of ``config`` on ``device`` (weights seeded by ``config.seed``)."""
     torch.manual_seed(config.seed)
+    extra = {"trust": config.trust_weights, "dropout": float(config.setting("dropout"))} \
+        if config.model == "cris" else {}
     model = build_model(config.model, size=config.size,
                         pretrained=config.pretrained if pretrained else None,
-                        encoders=config.encoders)
+                        encoders=config.encoders, **extra)
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -214,7 +228,10 @@ def validate(model, data, config: TrainConfig, criterion, precision: str,
     bs = batch_size or max(1, config.global_batch_size // dist.world_size)
     cut = math.log(spec.threshold / (1 - spec.threshold))
     sums = torch.zeros(3, dtype=torch.float64, device=data.device)
-    for idx in torch.split(order, bs):
+    batches = torch.split(order, bs)
+    if config.fast_dev_run is not None:
+        batches = batches[:config.fast_dev_run]
+    for idx in batches:
         images, masks, ids, attn = data.batch(idx, phrasing)
         x = _inputs(images, spec, config)
         with autocast(data.device, precision):
@@ -300,7 +317,7 @@ def _complete_run(config: TrainConfig, dist: D.Dist, overwrite: bool) -> RunResu
     if not is_complete(run_dir):
         return None
     done = load_run(run_dir)
-    _check_same(config, done.config.to_dict(), run_dir / CONFIG_FILE)
+    _check_same(config, result_fields(done.config), run_dir / CONFIG_FILE)
     return done
 
 

@@ -13,7 +13,7 @@ Examples::
     ...     print(row)
     (1, 'val', 'training/patient0001')
     (2, 'train', 'training/patient0051')
-    (3, 'test', 'testing/patient0052')
+    (3, 'test', 'testing/patient0001')
 """
 
 from __future__ import annotations
@@ -67,8 +67,10 @@ def patient_splits(n_patients: int, layout: str = "2023") -> list[tuple[int, str
     ``database_nifti/patientXXXX`` with XXXX the phantom number. In the 2019 layout the
     names follow the study's split rule (training patients 1-50 are validation): the
     validation patients are ``training/patient0001..``, the training ones start at
-    ``training/patient0051``, and the test patients ``testing/patient....`` continue the
-    numbering, so ``read_camus`` recovers the same three splits for any number of patients.
+    ``training/patient0051``, and the test patients are numbered from 1 again,
+    ``testing/patient0001..``, like the real release (so a stem such as ``patient0001_2CH_ED``
+    repeats between validation and test: joins must be keyed by split and stem).
+    ``read_camus`` recovers the same three splits for any number of patients.
     """
     check_layout(layout)
     sizes = split_sizes(n_patients, layout)
@@ -84,9 +86,10 @@ def patient_splits(n_patients: int, layout: str = "2023") -> list[tuple[int, str
             folder = f"database_nifti/patient{i:04d}"
         elif split == "val":
             folder = f"training/patient{i:04d}"
+        elif split == "train":
+            folder = f"training/patient{50 + i - sizes['val']:04d}"
         else:
-            k = 50 + i - sizes["val"]
-            folder = f"{'training' if split == 'train' else 'testing'}/patient{k:04d}"
+            folder = f"testing/patient{i - sizes['val'] - sizes['train']:04d}"
         out.append((i, split, folder))
     return out
 

@@ -1,0 +1,134 @@
+"""What a profile's grid costs in GPU hours, stated before it runs (``echo-vlsm plan``).
+
+Per run: training triplets x epochs (``epochs_per_run``, capped by the profile's ``epochs``)
+training steps, a validation pass per epoch and one test pass; zero-shot runs score only.
+The FLOPs of one triplet come from ``torch.utils.flop_counter`` on the paper-size models
+(forward and backward with the run's encoder setting; a batch of one on the CPU). Hours follow from an assumed GPU throughput (``tflops``, at ``utilization``); where a
+measured training rate exists (the study's recipe on one H200, ``MEASURED_IMG_S``) a second
+estimate from it stands beside. Data sizes default to the study's (CAMUS 2019: 1600 / 400 /
+200 images, x3 structures; synthetic 8000 / 1000) unless the profile's exported datasets
+exist, then their ``records.csv`` counts.
+
+Examples::
+
+    echo-vlsm plan --profile paper --tflops 990 --utilization 0.35
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import lru_cache
+
+from echo_vlsm.paths import resolve
+from echo_vlsm.pipeline.profiles import Profile
+from echo_vlsm.structures import STRUCTURES
+
+#: The study's data (reference facts): images per split.
+STUDY_IMAGES = {"real": {"train": 1600, "val": 400, "test": 200},
+                "synthetic": {"train": 8000, "val": 1000}}
+#: Training images per second of the study's recipe (fp16, eager), one NVIDIA H200, random
+#: weights (shared/reference): CLIPSeg at batch 128 (encoders without gradient, as in the
+#: study's code), CRIS at batch 32 (trained encoders).
+MEASURED_IMG_S = {("clipseg", "frozen"): 1857.0, ("cris", "trained"): 136.0}
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    tflops: float = 989.0          # H100 / H200 SXM dense bf16 / fp16 peak
+    utilization: float | None = None  # of the peak; None: implied by the measured rates
+    epochs_per_run: int = 60       # until early stopping, on average (capped by the profile)
+
+
+@lru_cache(maxsize=8)
+def step_flops(model: str, encoders: str, size: str = "paper") -> tuple[float, float]:
+    """(training FLOPs, inference FLOPs) of one image at ``size`` (a batch of one on the CPU,
+    random weights: the count depends on shapes only)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from echo_vlsm.models import build_model
+
+    net = build_model(model, size, encoders=encoders)
+    side = net.spec.image_size
+    ids, mask = net.tokenize(["Left ventricular cavity in two-chamber view of the heart."])
+    x = torch.zeros(1, 3, side, side)
+    net.train()
+    with FlopCounterMode(display=False) as train_count:
+        net(x, ids, mask).float().mean().backward()
+    net.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as infer_count:
+        net(x, ids, mask)
+    return float(train_count.get_total_flops()), float(infer_count.get_total_flops())
+
+
+def dataset_images(prof: Profile, root) -> dict[str, dict[str, int]]:
+    """Images per split of the profile's real and synthetic sets: their records.csv where
+    exported, else the study's numbers."""
+    out = {k: dict(v) for k, v in STUDY_IMAGES.items()}
+    for kind, key in (("real", "real_dir"), ("synthetic", "synthetic_dir")):
+        folder = prof.train.get(key)
+        records = resolve(folder, root) / "records.csv" if folder else None
+        if records is not None and records.is_file():
+            counts: dict[str, int] = {}
+            with open(records, newline="") as f:
+                for row in csv.DictReader(f):
+                    counts[row["split"]] = counts.get(row["split"], 0) + 1
+            out[kind] = counts
+    return out
+
+
+def implied_utilization(model: str, assume: Assumptions) -> float:
+    """The fraction of the GPU's peak that the measured training rate of ``model`` reaches
+    (``MEASURED_IMG_S``); the assumption's own value when it gives one."""
+    if assume.utilization is not None:
+        return assume.utilization
+    (enc, img_s), = [(e, v) for (m, e), v in MEASURED_IMG_S.items() if m == model]
+    return img_s * step_flops(model, enc)[0] / (989.0 * 1e12)
+
+
+def plan_cost(prof: Profile, root, assume: Assumptions = Assumptions()):
+    """A table per model, strategy and encoders: runs, training triplets and epochs per run,
+    PFLOPs per run, and the GPU hours of all its runs at each model's utilisation."""
+    import pandas as pd
+
+    images = dataset_images(prof, root)
+    n_struct = len(STRUCTURES)
+    cap = int(prof.train.get("epochs") or assume.epochs_per_run)
+    epochs = min(assume.epochs_per_run, cap)
+    size = prof.train.get("size", "paper")
+    rows = []
+    for run in prof.runs:
+        train_flops, infer_flops = step_flops(run.model, run.encoders, size)
+        test = images["real"].get("test", 0) * n_struct
+        if run.strategy == "zeroshot":
+            train, val, n_epochs = 0, 0, 0
+        else:
+            kind = "synthetic" if run.strategy == "synthetic" else "real"
+            train = images[kind].get("train", 0) * n_struct
+            val = images[kind].get("val", 0) * n_struct
+            n_epochs = epochs
+        flops = n_epochs * (train * train_flops + val * infer_flops) + test * infer_flops
+        util = implied_utilization(run.model, assume)
+        rows.append({"model": run.model, "strategy": run.strategy, "encoders": run.encoders,
+                     "train_triplets": train, "epochs": n_epochs, "pflops": flops / 1e15,
+                     "utilization": util,
+                     "gpu_hours": flops / (assume.tflops * 1e12 * util) / 3600})
+    df = pd.DataFrame(rows)
+    return df.groupby(["model", "strategy", "encoders"], sort=False).agg(
+        runs=("pflops", "size"), train_triplets=("train_triplets", "first"),
+        epochs=("epochs", "first"), pflops_per_run=("pflops", "mean"),
+        utilization=("utilization", "first"), gpu_hours=("gpu_hours", "sum")).reset_index()
+
+
+def format_plan(table, prof: Profile, assume: Assumptions) -> str:
+    """The plan as text: the assumptions, the table, the total."""
+    util = ("the utilisation each model reaches in the measured training rates of the study's "
+            "recipe on one H200 (CLIPSeg 1857 img/s, CRIS 136 img/s)"
+            if assume.utilization is None else f"{assume.utilization:.0%} utilisation")
+    return "\n".join([
+        f"Plan of profile {prof.name}: {len(prof.runs)} runs at {assume.tflops:.0f} peak "
+        f"TFLOP/s and {util}; {assume.epochs_per_run} epochs per run (profile cap "
+        f"{prof.train.get('epochs', '-')}); FLOPs counted with torch.utils.flop_counter.",
+        table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"),
+        f"total: {table['gpu_hours'].sum():,.1f} GPU hours"])
