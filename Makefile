@@ -11,7 +11,7 @@ JOBS ?= 2
 # Two test workers on a 2-core machine; one BLAS thread each to avoid oversubscription.
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test test-fast lab lint bench clean install
+.PHONY: demo test test-fast rehearsal lab lint bench clean install
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ install: $(STAMP)
 ## The whole chain on the built-in echo phantom, tiny models, CPU.
 demo: $(STAMP)
 	$(BIN)/echo-vlsm reproduce --profile $(PROFILE) --jobs $(JOBS)
+
+## The paper profile rehearsed on stand-ins in the real formats (random weights), CPU.
+rehearsal: $(STAMP)
+	$(BIN)/echo-vlsm rehearse
 
 ## Unit tests and notebook tests.
 test: $(STAMP)
@@ -49,5 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/epoch.py
 
+## What the demo and the rehearsal wrote (never runs/paper, data/raw/camus or other downloads).
 clean:
-	rm -rf runs figures/demo paper/demo data/phantom* data/raw .cache
+	rm -rf runs/demo* runs/rehearsal* figures/demo* paper/demo* data/phantom* data/raw/phantom .cache \
+		data/rehearsal figures/rehearsal* paper/rehearsal* data/*-fdr

@@ -134,6 +134,32 @@ def _export_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rehearse(args: argparse.Namespace) -> int:
+    """Build the stand-ins once, then run the rehearsal profile with --fast-dev-run."""
+    import resource
+    import time
+
+    from echo_vlsm.pipeline.profiles import REHEARSAL_RUNS, REHEARSAL_RUNS_QUICK
+    from echo_vlsm.rehearsal import build_standins
+
+    t0 = time.perf_counter()
+    paths = build_standins(pipeline.project_root() / "data" / "rehearsal")
+    print(f"echo-vlsm rehearse: stand-ins ready in {time.perf_counter() - t0:.0f} s: "
+          + ", ".join(f"{k} {v}" for k, v in paths.items()))
+    only = args.only or list(REHEARSAL_RUNS_QUICK if args.quick else REHEARSAL_RUNS)
+    try:
+        out = pipeline.reproduce(args.profile, only=only, fast_dev_run=args.fast_dev_run,
+                                 jobs=args.jobs, keep_going=args.keep_going)
+    except (pipeline.PipelineError, pipeline.ProfileError) as exc:
+        print(f"echo-vlsm rehearse: {exc}", file=sys.stderr)
+        return 1
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 2**20
+    print(f"echo-vlsm rehearse: {time.perf_counter() - t0:.0f} s in all; peak memory of one "
+          f"process {peak:.1f} GiB; report: {out.report}")
+    return 0 if out.ok else 1
+
+
 def _plan(args: argparse.Namespace) -> int:
     from echo_vlsm.pipeline.cost import Assumptions, format_plan, plan_cost
 
@@ -199,6 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=("done", "started", "pending", "failed", "stale", "damaged",
                              "running", "queued"), help="only these states")
     st.set_defaults(func=_status)
+
+    rh = sub.add_parser("rehearse", help="the paper profile on stand-ins in the real formats, "
+                        "--fast-dev-run, on this machine (make rehearsal)")
+    rh.add_argument("--profile", default="rehearsal")
+    rh.add_argument("--fast-dev-run", type=int, default=2, metavar="N")
+    rh.add_argument("--only", action="append", metavar="GLOB",
+                    help="runs to rehearse (default: every strategy of each model, both "
+                         "encoder settings)")
+    rh.add_argument("--quick", action="store_true",
+                    help="two runs only (one that trains, one that scores), as make test does")
+    rh.add_argument("--jobs", "-j", type=int, default=1)
+    rh.add_argument("--keep-going", action="store_true")
+    rh.set_defaults(func=_rehearse)
 
     pl = sub.add_parser("plan", help="the GPU hours a profile's grid would take, before it runs")
     pl.add_argument("--profile", default="paper")

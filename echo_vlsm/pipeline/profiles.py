@@ -170,6 +170,14 @@ def _grid_blocks(grid, path: Path) -> list:
 # ----------------------------------------------------------------------------- rehearsal
 
 FDR_SUFFIX = "-fdr"
+#: The runs of a rehearsal (``echo-vlsm rehearse``): every strategy of each model, both
+#: encoder settings, and the P7 run that pretrains on the synthetic P6.
+REHEARSAL_RUNS = ("clipseg_zeroshot_frozen_p1", "clipseg_synthetic_trained_p1",
+                  "clipseg_real_frozen_p1", "clipseg_synth-pt-real-ft_trained_p1",
+                  "cris_zeroshot_frozen_p1", "cris_real_trained_p1",
+                  "cris_synth-pt-real-ft_frozen_p7")
+#: Its reduced form in ``make test``: one run that trains, one that only scores.
+REHEARSAL_RUNS_QUICK = ("cris_zeroshot_frozen_p1", "clipseg_real_frozen_p1")
 #: The folders each step writes (01 writes the phantom only when it makes one).
 _PRODUCED = {"01_data_preparation": ("out_dir", "raw_dir"),
              "02_sdm_synthesis": ("out_dir", "sdm_dir")}
