@@ -40,7 +40,7 @@ from echo_vlsm.io import write_png  # noqa: E402
 from echo_vlsm.train import TrainConfig  # noqa: E402
 from echo_vlsm.train import loop as L  # noqa: E402
 from echo_vlsm.train import triplets as T  # noqa: E402
-from echo_vlsm.train.losses import DiceBCELoss  # noqa: E402
+from echo_vlsm.train.losses import make_loss  # noqa: E402
 
 TITLE = ("## One training epoch end to end (`benchmarks/epoch.py`)\n\n"
          "The study's input pipeline (per-sample PNG decode, resize, normalise, tokenize in "
@@ -123,7 +123,7 @@ def study_epoch(cfg: TrainConfig, root: Path, device, workers: int, warmup: int)
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                   foreach=True)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    criterion = DiceBCELoss(cfg.dice_weight, cfg.bce_weight)
+    criterion = make_loss(cfg.setting("loss"), cfg.dice_weight, float(cfg.setting("bce_weight")))
     t0 = time.perf_counter()
     dataset = StudyDataset(root, "train", cfg.prompt, model.spec, model.tokenize)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.global_batch_size, shuffle=True,
@@ -147,7 +147,7 @@ def project_epoch(cfg: TrainConfig, root: Path, device, cache: Path, warmup: int
     precision = resolve_precision(cfg.precision, device)
     params, optimizer, _, scaler = L.make_optimizer(cfg, model, device, precision)
     net = torch.compile(model) if cfg.compile else model
-    criterion = DiceBCELoss(cfg.dice_weight, cfg.bce_weight)
+    criterion = make_loss(cfg.setting("loss"), cfg.dice_weight, float(cfg.setting("bce_weight")))
     if cfg.compile:  # compilation is a one-off per run: warm it up outside the timed epoch
         data = T.load_triplets(root, "train", cfg.prompt, model.spec.image_size, model.tokenize,
                                cache_dir=False, device=device, progress=False)

@@ -45,3 +45,20 @@ def test_notebook_02_imports_the_released_set(run_notebook, tmp_path, monkeypatc
     assert not (tmp_path / "sdm").exists()  # nothing trained
     assert any("lv_darker_than_myo" in str(o.get("data", {}).get("text/plain", ""))
                for c in nb.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.notebook
+def test_notebook_02_fast_dev_run(run_notebook, tmp_path, monkeypatch):
+    """fast_dev_run=2: the SDM trains 2 of its 200 steps and synthesizes 2 images per split."""
+    import json
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    real = write_echo_dataset(tmp_path / "echo", n_patients=5, size=64)  # train, val, test
+    out = tmp_path / "echo-synthetic"
+    run_notebook("02_sdm_synthesis.ipynb", {
+        "real_dir": str(real), "out_dir": str(out), "sdm_dir": str(tmp_path / "sdm"),
+        "size": "tiny", "train_steps": 200, "sampling_steps": 2, "fast_dev_run": 2,
+        "timing_samplers": ["ddim"],
+    })
+    assert json.loads((tmp_path / "sdm" / "summary.json").read_text())["steps"] == 2
+    assert read_records(out).groupby("split").size().to_dict() == {"train": 2, "val": 2}

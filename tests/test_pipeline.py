@@ -97,7 +97,8 @@ def test_shipped_profiles_load():
         for step in P.ANALYSIS_STEPS:
             sp = prof.step_parameters(step)
             assert set(sp) == {"profile", "runs_root", "figures_dir", "tables_dir"}
-    assert paper.run_parameters(P.Run("clipseg", "real", "trained", "p1"))["lr"] == 2e-3
+    # CLIPSeg's lr comes from the recipe (2e-3; as-run finetunes synth-pt-real-ft at 2e-4)
+    assert "lr" not in paper.run_parameters(P.Run("clipseg", "real", "trained", "p1"))
     assert paper.run_parameters(P.Run("cris", "real", "trained", "p1"))["lr"] == 2e-5
 
 

@@ -212,3 +212,22 @@ def test_load_sdm_and_config_errors(tmp_path):
     cfg = SDMConfig.paper()
     assert (cfg.size, cfg.lr, cfg.batch_size, cfg.train_steps) == ("paper", 1e-4, 96, 50_000)
     assert SDMConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_fast_dev_run_trains_n_steps_and_synthesizes_n_per_split(dataset, data, tmp_path):
+    from echo_vlsm.dataset import read_records
+    from echo_vlsm.sdm.synthesize import synthesize
+
+    cfg = SDMConfig(train_steps=200, batch_size=2, seed=1, fast_dev_run=2)
+    assert cfg.steps == 2 and SDMConfig.from_dict(cfg.to_dict()) == cfg
+    run = train_sdm(dataset, tmp_path / "fdr", cfg, data=data, progress=False)
+    assert json.loads((run / "summary.json").read_text())["steps"] == 2
+    assert (run / "model.safetensors").is_file()
+    five = write_echo_dataset(tmp_path / "five", n_patients=5, size=64)  # train, val, test
+    out = synthesize(run, five, tmp_path / "synthetic", n_per_map=1, steps=2,
+                     max_per_split=2, size=32, device="cpu", progress=False)
+    rec = read_records(out)
+    assert rec.groupby("split").size().to_dict() == {"train": 2, "val": 2}
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match="fast_dev_run"):
+            SDMConfig(fast_dev_run=bad)

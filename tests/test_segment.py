@@ -128,11 +128,14 @@ def test_bad_input_errors_name_the_file(run, tmp_path):
         inference.segment(run.run_dir, image, "p2")
     incomplete = tmp_path / "incomplete"
     shutil.copytree(run.run_dir, incomplete)
+    summary = (incomplete / "summary.json").read_text()
     (incomplete / "summary.json").write_text(json.dumps({"done": False}))
-    with pytest.raises(inference.ModelFolderError, match="incomplete: the run has not finished"):
+    with pytest.raises(inference.ModelFolderError,
+                       match="not a complete run folder: incomplete: summary.json has no done"):
         inference.segment(incomplete, image, text)
+    (incomplete / "summary.json").write_text(summary)
     (incomplete / "model.safetensors").unlink()
-    with pytest.raises(inference.ModelFolderError, match="missing model.safetensors"):
+    with pytest.raises(inference.ModelFolderError, match="missing: model.safetensors"):
         inference.segment(incomplete, image, text)
 
 
@@ -156,3 +159,25 @@ def test_cli_reports_bad_images_and_writes_overlays(run, task_dataset, tmp_path,
             assert im.mode == "RGB" and im.size == read_png(image).shape[::-1]
     assert main(["segment", str(tmp_path / "nowhere"), str(good[0]), "--prompt", "x y"]) == 2
     assert "nowhere: no such folder" in capsys.readouterr().err
+
+
+def test_a_zero_shot_run_loads_its_initial_model(run, tmp_path):
+    """A zero-shot run keeps no weights of its own: it scored the initial model, which
+    load_model builds again from the run's config (same seed, same weights)."""
+    import json
+
+    from echo_vlsm.grid import WEIGHTS_FILE
+
+    zs = tmp_path / "clipseg_zeroshot_frozen_p1"
+    shutil.copytree(run.run_dir, zs)
+    config = json.loads((zs / "config.json").read_text())
+    config.update(strategy="zeroshot", encoders="frozen", pretrained=None)
+    (zs / "config.json").write_text(json.dumps(config))
+    summary = json.loads((zs / "summary.json").read_text())
+    summary.pop("files", None)  # an older-style summary: checked for metrics only
+    (zs / "summary.json").write_text(json.dumps(summary))
+    (zs / WEIGHTS_FILE).unlink()
+    a = inference.load_model(zs, device="cpu").model
+    b = inference.load_model(zs, device="cpu").model
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(pa, pb), name

@@ -14,7 +14,7 @@ def test_run_id_and_defaults_of_the_study():
     cris = TrainConfig(model="cris", strategy="synthetic", encoders="frozen", prompt="p5")
     assert (clip.learning_rate, clip.global_batch_size) == (2e-3, 128)
     assert (cris.learning_rate, cris.global_batch_size) == (2e-5, 32)
-    assert (clip.weight_decay, clip.dice_weight, clip.bce_weight) == (1e-3, 1.0, 0.25)
+    assert (clip.weight_decay, clip.dice_weight, clip.setting("bce_weight")) == (1e-3, 1.0, 0.25)
     assert (clip.plateau_factor, clip.plateau_patience, clip.grad_clip) == (0.1, 5, 0.5)
     assert cris.run_id == "cris_synthetic_frozen_p5"
     assert TrainConfig(lr=1e-4, batch_size=8).learning_rate == 1e-4

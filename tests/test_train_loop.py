@@ -59,9 +59,10 @@ def test_fit_learns_writes_a_complete_run_and_resumes_exactly(dataset, tmp_path,
     # the run folder: every file of the contract, summary consistent with the history
     run = cfg.run_dir
     assert run.name == "cris_real_trained_p1" and is_complete(run)
-    for name in ("config.json", "history.csv", "model.safetensors", "state.pt", "metrics.csv",
+    for name in ("config.json", "history.csv", "model.safetensors", "metrics.csv",
                  "summary.json"):
         assert (run / name).is_file(), name
+    assert not (run / "state.pt").exists()  # deleted on completion (keep_state=False)
     s = json.loads((run / "summary.json").read_text())
     best = int(h["val_dice"].idxmax())
     assert s["done"] is True and s["epochs_run"] == 5 and s["best_epoch"] == best + 1

@@ -27,7 +27,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
      "device", "environment", "__init__"),
     ("data", "prompts", "sdm", "models"),
     ("train",),
-    ("pipeline", "analysis", "inference"),
+    ("pipeline", "analysis", "inference", "rehearsal"),
     ("cli", "__main__"),
 )
 

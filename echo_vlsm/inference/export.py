@@ -120,7 +120,7 @@ myocardium, left atrium), it returns a probability map and a mask.
 - Prompt `{config.prompt}` (the study's P0..P7: P0 empty, P1 the structure, then view, phase,
   sex, age, image quality, shape), one of its two phrasings drawn per sample and epoch.
 - Recipe: AdamW (lr {config.learning_rate:g}, weight decay {config.weight_decay:g}), Dice +
-  {config.bce_weight:g} x BCE, batch {config.global_batch_size}, at most {config.epochs}
+  {config.setting("bce_weight"):g} x cross-entropy ({config.setting("loss")}, recipe {config.recipe}), batch {config.global_batch_size}, at most {config.epochs}
   epochs; best epoch {summary.get("best_epoch")} (validation dice
   {float(summary.get("best_val_dice", float("nan"))):.1f}).
 - The full training config is in `config.json` (`training_config`).

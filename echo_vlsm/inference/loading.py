@@ -16,11 +16,13 @@ import torch
 
 from echo_vlsm.device import resolve_device, resolve_precision
 from echo_vlsm.errors import PathError
-from echo_vlsm.grid import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, WEIGHTS_FILE
+from echo_vlsm.grid import CONFIG_FILE, WEIGHTS_FILE
+from echo_vlsm.grid import run_problem as grid_run_problem
 from echo_vlsm.models import build_model, exported_config
 from echo_vlsm.paths import resolve
 from echo_vlsm.train import TrainConfig
 from echo_vlsm.train.checkpoint import load_weights, unwrap
+from echo_vlsm.train.loop import build
 
 
 class ModelFolderError(PathError):
@@ -54,16 +56,12 @@ class LoadedModel:
 
 
 def _run_problem(folder: Path) -> str | None:
-    """Why ``folder`` is not a complete run folder, or ``None``."""
-    missing = [n for n in (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, SUMMARY_FILE)
-               if not (folder / n).is_file()]
-    if missing:
-        return f"not a complete run folder: missing {', '.join(missing)}"
-    try:
-        done = json.loads((folder / SUMMARY_FILE).read_text()).get("done") is True
-    except (OSError, ValueError, AttributeError) as err:
-        return f"{SUMMARY_FILE} is unreadable ({err})"
-    return None if done else f"the run has not finished ({SUMMARY_FILE} lacks done: true)"
+    """Why ``folder`` is not a complete, intact run folder (``grid.run_problem``), or None.
+    A zero-shot run has no weights of its own: it scored the initial model."""
+    if not (folder / CONFIG_FILE).is_file():
+        return f"not a complete run folder: missing {CONFIG_FILE}"
+    problem = grid_run_problem(folder)
+    return None if problem is None else f"not a complete run folder: {problem}"
 
 
 def _device(device) -> torch.device:
@@ -107,13 +105,12 @@ def load_model(source, device: str | torch.device | None = None) -> LoadedModel:
         config = TrainConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
     except (ValueError, TypeError) as err:
         raise ModelFolderError(folder / CONFIG_FILE, f"not a training config ({err})") from err
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, size=config.size, pretrained=None,
-                        encoders=config.encoders)
-    load_weights(model, folder / WEIGHTS_FILE)
-    model = model.to(dev).eval()
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    if config.strategy == "zeroshot":  # the initial model it scored, built as fit built it
+        model = build(config, dev, pretrained=True).eval()
+    else:
+        model = build(config, dev, pretrained=False)
+        load_weights(unwrap(model), folder / WEIGHTS_FILE)
+        model = model.eval()
     return LoadedModel(model, "run", str(folder), config.prompt, config.strategy,
                        config.to_dict(), resolve_precision(config.precision, dev),
                        config.channels_last)

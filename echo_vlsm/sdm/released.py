@@ -132,15 +132,24 @@ def scan_released(root) -> list[dict]:
 
 #: Share of the labelled pixels (values > 0) taken by class 2 at or above which an annotation
 #: without value 4 is read in the release's coding (2 = tissue, most of the fan), and at or
-#: below which in CAMUS's (2 = myocardium); in between it is ambiguous and refused.
+#: below which it may be CAMUS's (2 = myocardium, a wall).
 TISSUE_SHARE = 0.6
 MYOCARDIUM_SHARE = 0.5
+#: Share of the image's sector that the labelled pixels cover: the release's coding labels
+#: the whole fan (0 is outside it), CAMUS's only the structures.
+FAN_COVERED, FAN_PARTLY = 0.9, 0.75
 
 
-def annotation_coding(annotation: np.ndarray, path) -> str:
+def annotation_coding(annotation: np.ndarray, path, image: np.ndarray | None = None) -> str:
     """``"sdm"`` (0 outside, 1 LV, 2 tissue, 3 myocardium, 4 LA: the release's) or
     ``"camus"`` (0 background, 1 LV, 2 myocardium, 3 LA) for an annotation; refuses values
     outside 0..4 and a map that fits neither coding, naming ``path``.
+
+    Value 4 means the release's coding. Without it, class 2 covering at least
+    :data:`TISSUE_SHARE` of the labelled pixels is tissue (the release's); with ``image``,
+    labels covering the image's whole sector (:data:`FAN_COVERED`) are the release's too, and
+    CAMUS's coding needs class 2 at most :data:`MYOCARDIUM_SHARE` of the labels, an LV, and
+    (with ``image``) labels leaving part of the sector (at most :data:`FAN_PARTLY`) unlabelled.
 
     Examples::
 
@@ -160,26 +169,35 @@ def annotation_coding(annotation: np.ndarray, path) -> str:
         )
     if 4 in values:
         return "sdm"
-    labelled = int(np.count_nonzero(annotation))
-    if labelled == 0:
+    labelled = annotation > 0
+    if not labelled.any():
         return "sdm"  # all outside: the same in either coding
-    share = float(np.count_nonzero(annotation == 2)) / labelled
+    share = float(np.count_nonzero(annotation == 2)) / np.count_nonzero(labelled)
     if share >= TISSUE_SHARE:
         return "sdm"
-    if share <= MYOCARDIUM_SHARE and 1 in values:
+    cover = None
+    if image is not None and image.shape == annotation.shape:
+        sector = sector_mask(image)
+        if sector.any():
+            cover = float(np.count_nonzero(labelled & sector)) / np.count_nonzero(sector)
+    if cover is not None and cover >= FAN_COVERED:
+        return "sdm"
+    if share <= MYOCARDIUM_SHARE and 1 in values and (cover is None or cover <= FAN_PARTLY):
         return "camus"
+    fan = f", labels cover {cover:.0%} of the image's sector" if cover is not None else ""
     raise ReleasedFormatError(
         path, f"label coding ambiguous: values {values.tolist()} without 4, class 2 covers "
-        f"{share:.0%} of the labelled pixels (the release's coding, 2 = tissue, needs >= "
-        f"{TISSUE_SHARE:.0%}; CAMUS's, 2 = myocardium, <= {MYOCARDIUM_SHARE:.0%} with an LV); "
-        "check the file and recode it to 0 outside, 1 LV, 2 tissue, 3 myocardium, 4 LA"
+        f"{share:.0%} of the labelled pixels{fan} (the release's coding, 2 = tissue: >= "
+        f"{TISSUE_SHARE:.0%}, or the whole sector labelled; CAMUS's, 2 = myocardium: <= "
+        f"{MYOCARDIUM_SHARE:.0%} with an LV and part of the sector unlabelled); check the "
+        "file and recode it to 0 outside, 1 LV, 2 tissue, 3 myocardium, 4 LA"
     )
 
 
-def released_label(annotation: np.ndarray, path) -> np.ndarray:
+def released_label(annotation: np.ndarray, path, image: np.ndarray | None = None) -> np.ndarray:
     """The project's label map (0..3) from a released annotation in either coding (see
     :func:`annotation_coding`); refuses other values and ambiguous maps."""
-    if annotation_coding(annotation, path) == "camus":
+    if annotation_coding(annotation, path, image) == "camus":
         return annotation.astype(np.uint8)
     return RELEASED_TO_CAMUS[annotation]
 
@@ -210,7 +228,7 @@ def _write_sample(out: Path, it: dict, size: int) -> tuple[int, int]:
     if image.shape != annotation.shape:
         raise ReleasedFormatError(it["annotation"], f"shape {annotation.shape} differs "
                                   f"from its image's {image.shape}")
-    if annotation_coding(annotation, it["annotation"]) == "camus":
+    if annotation_coding(annotation, it["annotation"], image) == "camus":
         full = annotation.astype(np.uint8)
         sdm_map = to_sdm_map(full, sector_mask(image))
     else:
@@ -238,7 +256,7 @@ def _record(it: dict, source_size: tuple[int, int], real: dict) -> dict:
 
 def import_released(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                     real_dir: str | os.PathLike | None = None, size: int = 512,
-                    progress: bool = True) -> Path:
+                    max_per_split: int | None = None, progress: bool = True) -> Path:
     """Convert the released SDM-CAMUS tree ``src_dir`` into an exported dataset ``out_dir``.
 
     Writes images, labels, masks, ``sdm_maps`` and ``records.csv`` at ``size`` px; resumable
@@ -246,6 +264,9 @@ def import_released(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
 
     Args:
         real_dir: an exported real CAMUS dataset to take sex and age from.
+        max_per_split: import only the first samples of each split (a fast-dev-run);
+            samples imported before and no longer chosen stay on disk but leave
+            ``records.csv``.
 
     Returns:
         ``out_dir``.
@@ -256,6 +277,16 @@ def import_released(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     """
     out = Path(out_dir)
     items = scan_released(src_dir)
+    if max_per_split is not None:
+        if int(max_per_split) < 1:
+            raise ValueError(f"max_per_split must be >= 1, got {max_per_split}")
+        counts: dict[str, int] = {}
+        chosen = []
+        for it in items:
+            counts[it["split"]] = counts.get(it["split"], 0) + 1
+            if counts[it["split"]] <= int(max_per_split):
+                chosen.append(it)
+        items = chosen
     _assign_stems(items)
     facts = real_facts(real_dir) if real_dir is not None else {}
     out.mkdir(parents=True, exist_ok=True)

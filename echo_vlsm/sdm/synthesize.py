@@ -147,6 +147,7 @@ def synthesize(
     guidance_scale: float = 1.0,
     splits: Sequence[str] = ("train", "val"),
     max_maps: int | None = None,
+    max_per_split: int | None = None,
     size: int = 512,
     batch_size: int = 32,
     seed: int = 0,
@@ -154,15 +155,16 @@ def synthesize(
     progress: bool = True,
 ) -> Path:
     """Write ``<real_dir>-synthetic`` (or ``out_dir``): ``n_per_map`` synthetic images per
-    real label map of ``splits`` (the first ``max_maps`` maps when given), sampled by ``sdm``
-    (an ``SDM``, a run directory or a checkpoint) from perturbed maps. Returns the folder."""
+    real label map of ``splits`` (the first ``max_maps`` maps when given, and at most
+    ``max_per_split`` of each split: a fast-dev-run), sampled by ``sdm`` (an ``SDM``, a run
+    directory or a checkpoint) from perturbed maps. Returns the folder."""
     real_dir = Path(real_dir)
     out = Path(out_dir) if out_dir is not None else synthetic_dir_for(real_dir)
     if out.resolve() == real_dir.resolve():
         raise ValueError(f"{out}: the synthetic dataset must not overwrite the real one")
     if n_per_map < 1:
         raise ValueError(f"n_per_map must be >= 1, got {n_per_map}")
-    rows = _source_rows(real_dir, splits, max_maps)
+    rows = _source_rows(real_dir, splits, max_maps, max_per_split)
     items = [(row, k, f"{row['stem']}_s{k}") for row in rows.to_dict("records")
              for k in range(n_per_map)]
     out.mkdir(parents=True, exist_ok=True)
@@ -201,8 +203,10 @@ def synthesize(
     return out
 
 
-def _source_rows(real_dir: Path, splits: Sequence[str], max_maps: int | None) -> pd.DataFrame:
-    """The real images to synthesize from: ``splits`` in ``SPLITS`` order, then by stem."""
+def _source_rows(real_dir: Path, splits: Sequence[str], max_maps: int | None,
+                 max_per_split: int | None = None) -> pd.DataFrame:
+    """The real images to synthesize from: ``splits`` in ``SPLITS`` order, then by stem; the
+    first ``max_per_split`` of each split, then the first ``max_maps``, when given."""
     bad = [s for s in splits if s not in SPLITS]
     if bad:
         raise ValueError(f"splits {bad} unknown; expected some of {SPLITS}")
@@ -210,6 +214,10 @@ def _source_rows(real_dir: Path, splits: Sequence[str], max_maps: int | None) ->
     rows = rows[rows["split"].isin(list(splits))].copy()
     rows["_order"] = rows["split"].map({s: i for i, s in enumerate(SPLITS)})
     rows = rows.sort_values(["_order", "stem"]).drop(columns="_order")
+    if max_per_split is not None:
+        if int(max_per_split) < 1:
+            raise ValueError(f"max_per_split must be >= 1, got {max_per_split}")
+        rows = rows.groupby("split", sort=False).head(int(max_per_split))
     if max_maps is not None:
         rows = rows.head(int(max_maps))
     if rows.empty:
@@ -221,14 +229,15 @@ def _perturbed(chunk: list[tuple], real_dir: Path, seed: int,
                cache: dict[str, np.ndarray]) -> tuple[list, list[int], list[int]]:
     """The perturbed maps, sampling seeds and view/phase of a chunk of (row, k, stem); both
     the map and the seed come from the generator of (seed, source stem, k). ``cache`` keeps
-    the last real map (a chunk holds its ``n_per_map`` samples side by side)."""
+    the last real map, keyed by (split, stem) (a chunk holds its ``n_per_map`` samples side
+    by side)."""
     maps, seeds, vps = [], [], []
     for row, k, _stem in chunk:
-        key = row["stem"]
+        key = (row["split"], row["stem"])  # a stem repeats across splits (CAMUS 2019)
         if key not in cache:
             cache.clear()
-            cache[key] = real_sdm_map(real_dir, row["split"], key)[1]
-        rng = np.random.default_rng(_seed(seed, key, k))
+            cache[key] = real_sdm_map(real_dir, row["split"], row["stem"])[1]
+        rng = np.random.default_rng(_seed(seed, row["stem"], k))
         maps.append(perturb_map(cache[key], rng))
         seeds.append(int(rng.integers(2**31)))
         vps.append(_view_phase(row))

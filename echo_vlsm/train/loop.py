@@ -144,6 +144,7 @@ class Training:
     precision: str  # resolved: bf16 | fp16 | fp32
     init: Path | None = None  # the weights synth-pt-real-ft started from
     saved: dict | None = None  # state.pt of an interrupted run
+    carry: dict | None = None  # the synthetic run's best-epoch state continued (as-run)
 
     net: nn.Module | None = None  # what is called: the model, in DDP / torch.compile
     params: list[nn.Parameter] = field(default_factory=list)
@@ -373,12 +374,29 @@ def _pretraining_weights(config: TrainConfig) -> Path:
     return weights
 
 
+def _pretraining_state(config: TrainConfig, weights: Path) -> dict | None:
+    """The synthetic run's state at its best epoch, when the recipe continues it (``as-run``,
+    as the study's ``ckpt_path=best.ckpt``); None when it starts afresh or from ``init_from``."""
+    if config.init_from is not None or not config.setting("resume_pretraining"):
+        return None
+    path = weights.parent / BEST_STATE_FILE
+    if not path.is_file():
+        raise MissingRunError(
+            f"{path}: missing; resume_pretraining continues the synthetic run's optimiser, "
+            "schedule, epoch counter and early stopping from its best epoch, which only a "
+            "synthetic run with resume_pretraining (recipe 'as-run') keeps; train that run "
+            "again with it (another runs_root), or set resume_pretraining=False")
+    return load_state(path)
+
+
 def _prepare(config: TrainConfig, dist: D.Dist, saved: dict | None, progress) -> Training:
     """Precision, the initial model and the data of a run."""
     device = dist.device
     precision = resolve_precision(config.precision, device)
+    carry = None
     if config.strategy == "synth-pt-real-ft" and saved is None:
         init = _pretraining_weights(config)
+        carry = _pretraining_state(config, init)
         model = build(config, device, pretrained=False)  # every weight comes from `init`
         load_weights(model, init)
     else:
@@ -396,8 +414,11 @@ def _prepare(config: TrainConfig, dist: D.Dist, saved: dict | None, progress) ->
     train = load("train") if config.strategy != "zeroshot" else None
     if dist.main:
         D.barrier(dist)
-    criterion = DiceBCELoss(config.dice_weight, config.bce_weight)
-    return Training(config, dist, model, val, train, criterion, precision, init, saved)
+    criterion = make_loss(config.setting("loss"), config.dice_weight,
+                          float(config.setting("bce_weight")))
+    run = Training(config, dist, model, val, train, criterion, precision, init, saved)
+    run.carry = carry
+    return run
 
 
 def _score_initial(run: Training) -> dict:
@@ -415,6 +436,10 @@ def _finish(run: Training, summary: dict, t_start: float, progress) -> RunResult
     seconds_train = float(sum(r["seconds"] for r in run.history))
     t_eval = time.perf_counter()
     metrics = evaluate(config, model=run.model, device=run.device, progress=progress, write=True)
+    summary["recipe"] = {"name": config.recipe, **config.settings()}
+    summary["provenance"] = _provenance(run)
+    if config.fast_dev_run is not None:
+        summary["fast_dev_run"] = config.fast_dev_run
     seconds_eval = time.perf_counter() - t_eval
     summary.update({
         "seconds_total": seconds_train + seconds_eval,
@@ -423,6 +448,9 @@ def _finish(run: Training, summary: dict, t_start: float, progress) -> RunResult
         "precision": run.precision, "device": str(run.device),
         "world_size": run.dist.world_size,
         "learning_rate": config.learning_rate, "batch_size": config.global_batch_size,
+        # the first epoch's: differs from learning_rate when a synthetic run's optimiser
+        # state is continued (as-run synth-pt-real-ft)
+        "learning_rate_used": run.history[0]["lr"] if run.history else config.learning_rate,
         "image_size": run.model.spec.image_size,
         "n_train": len(run.train) if run.train is not None else 0,
         "n_val": len(run.val), "n_test": len(metrics),
@@ -432,7 +460,22 @@ def _finish(run: Training, summary: dict, t_start: float, progress) -> RunResult
     write_text_atomic(run_dir / HISTORY_FILE, _history_frame(run.history).to_csv(index=False))
     summary[FILES_KEY] = file_records(run_dir, run_files(config.strategy))
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
+    if not config.keep_state:  # complete: nothing resumes from it (1.7 GB for paper CRIS)
+        (run_dir / STATE_FILE).unlink(missing_ok=True)
     return RunResult(run_dir, config, summary, _history_frame(run.history), metrics)
+
+
+def _provenance(run: Training) -> dict:
+    """What the run's initial weights came from: ``pretrained`` resolved (path or hub id and
+    revision, SHA-256 of the files), or the synthetic run's weights for synth-pt-real-ft."""
+    config = run.config
+    init = run.best.get("initialised_from")
+    if init is not None:
+        record = {"init": {"path": init, "sha256": file_sha256(init)}}
+        if run.best.get("continued_from"):
+            record["continued_from"] = run.best["continued_from"]
+        return record
+    return {"pretrained": weights_provenance(config.model, config.pretrained)}
 
 
 # -- training -------------------------------------------------------------------------------
@@ -441,12 +484,14 @@ def _train(run: Training, on_epoch_end=None, progress: bool | None = None) -> di
     best weights and ``state.pt`` are written (rank 0). Returns the training summary."""
     config, dist = run.config, run.dist
     _start_training(run)
-    bar = tqdm(total=config.epochs, initial=run.epoch, desc=config.run_id, unit="epoch",
-               disable=(None if progress is None else not progress) if dist.main else True)
+    hide = (None if progress is None else not progress) if dist.main else True
+    total = 1 if config.fast_dev_run is not None else config.epochs - run.first_epoch + 1
+    bar = tqdm(total=total, initial=run.epoch - run.first_epoch + 1, desc=config.run_id,
+               unit="epoch", disable=hide)
     writer = BackgroundWriter()
     try:
         while not run.finished:
-            row = _train_epoch(run, run.epoch + 1)
+            row = _train_epoch(run, run.epoch + 1, hide)
             _record_epoch(run, row, writer)
             bar.update(1)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_dice=f"{row['val_dice']:.1f}",
@@ -482,9 +527,35 @@ def _start_training(run: Training) -> None:
         run.best = {"best_epoch": 0, "best_val_dice": -math.inf, "seconds_to_best": 0.0,
                     "initial_val_dice": val_dice, "initial_val_loss": val_loss,
                     "initialised_from": str(run.init) if run.init is not None else None}
+        run.stopping = {"best": -math.inf, "wait": 0}
+        if run.carry is not None:
+            _continue(run, run.carry)
     run.per_rank = max(1, math.ceil(config.global_batch_size / dist.world_size))
     run.sampler = DistributedSampler(range(len(run.train)), num_replicas=dist.world_size,
                                      rank=dist.rank, shuffle=True, seed=config.seed)
+
+
+def _continue(run: Training, state: dict) -> None:
+    """``as-run`` synth-pt-real-ft: continue the synthetic run's best-epoch state, as the
+    study's ``trainer.fit(ckpt_path=best.ckpt)``: its optimiser state (the learning rate
+    included), plateau schedule, gradient scaler, epoch counter and early-stopping state; the
+    best weights are chosen afresh (Lightning's checkpoint callback of another folder)."""
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.epoch = int(state["epoch"])
+    run.first_epoch = run.epoch + 1
+    run.stopping = dict(state.get("stopping") or _stopping_from(state["best"], run.epoch))
+    run.best["best_epoch"] = run.epoch
+    run.best["first_epoch"] = run.first_epoch
+    run.best["continued_from"] = str(run.init.parent / BEST_STATE_FILE)
+    # at least one epoch is trained, even when the synthetic run ended past `epochs`
+
+
+def _stopping_from(best: dict, epoch: int) -> dict:
+    """The early-stopping state of a ``state.pt`` written before it was stored separately."""
+    return {"best": best.get("best_val_dice", -math.inf),
+            "wait": epoch - int(best.get("best_epoch", 0))}
 
 
 def _resume(run: Training, state: dict) -> None:
@@ -499,6 +570,8 @@ def _resume(run: Training, state: dict) -> None:
     run.best = dict(state["best"])
     run.epoch = int(state["epoch"])
     run.finished = bool(state["finished"])
+    run.stopping = dict(state.get("stopping") or _stopping_from(run.best, run.epoch))
+    run.first_epoch = int(run.best.get("first_epoch", 1))
 
 
 def _record_epoch(run: Training, row: dict, writer: BackgroundWriter) -> None:
@@ -511,13 +584,22 @@ def _record_epoch(run: Training, row: dict, writer: BackgroundWriter) -> None:
     if improved:
         run.best.update(best_epoch=epoch, best_val_dice=row["val_dice"],
                         seconds_to_best=sum(r["seconds"] for r in run.history))
-    run.finished = epoch >= config.epochs or (
-        config.patience is not None and epoch >= config.min_epochs
-        and epoch - run.best["best_epoch"] >= config.patience)
+    # early stopping (Lightning's EarlyStopping): a wait counter reset by an improvement of
+    # more than min_delta; never before min_epochs
+    if row["val_dice"] > run.stopping["best"] + float(config.setting("min_delta")):
+        run.stopping = {"best": row["val_dice"], "wait": 0}
+    else:
+        run.stopping = {"best": run.stopping["best"], "wait": run.stopping["wait"] + 1}
+    patience = config.early_stopping
+    run.finished = epoch >= config.epochs or config.fast_dev_run is not None or (
+        patience is not None and epoch >= config.min_epochs
+        and run.stopping["wait"] >= patience)
     if run.dist.main:
         if improved:
             save_weights(run.model, config.run_dir / WEIGHTS_FILE)
-        writer.submit(_write_state, config.run_dir, _snapshot(run))
+        keep_best = improved and config.strategy == "synthetic" and \
+            config.setting("resume_pretraining")
+        writer.submit(_write_state, config.run_dir, _snapshot(run), keep_best)
 
 
 def _snapshot(run: Training) -> dict:
@@ -526,7 +608,7 @@ def _snapshot(run: Training) -> dict:
         "epoch": run.epoch, "finished": run.finished, "model": unwrap(run.model).state_dict(),
         "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
         "scaler": run.scaler.state_dict(), "best": dict(run.best), "history": list(run.history),
-        "rng": rng_state(), "config": result_fields(run.config)})
+        "stopping": dict(run.stopping), "rng": rng_state(), "config": result_fields(run.config)})
 
 
 def train_step(net, pixel_values, input_ids, attention_mask, masks, criterion, optimizer, scaler,
@@ -559,15 +641,18 @@ def make_optimizer(config: TrainConfig, model, device: torch.device, precision: 
     return params, optimizer, scheduler, scaler
 
 
-def _write_state(run_dir: Path, state: dict) -> None:
+def _write_state(run_dir: Path, state: dict, best: bool = False) -> None:
     save_state(run_dir / STATE_FILE, state)
+    if best:  # what synth-pt-real-ft continues under as-run
+        save_state(run_dir / BEST_STATE_FILE, state)
     write_text_atomic(run_dir / HISTORY_FILE,
                       _history_frame(state["history"]).to_csv(index=False))
 
 
-def _train_epoch(run: Training, epoch: int) -> dict:
+def _train_epoch(run: Training, epoch: int, hide: bool | None = True) -> dict:
     """One epoch: batch order, phrasings and dropout drawn from (seed, epoch); then the
-    validation loss and Dice, and the plateau scheduler's step. Returns the history row."""
+    validation loss and Dice, and the plateau scheduler's step. Returns the history row.
+    ``hide``: the step bar's ``disable`` (None: shown on a TTY only)."""
     config, train, device = run.config, run.train, run.device
     spec = unwrap(run.net).spec
     t0 = time.perf_counter()
@@ -580,12 +665,19 @@ def _train_epoch(run: Training, epoch: int) -> dict:
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     n_seen = 0
     lr = run.optimizer.param_groups[0]["lr"]
-    for idx in _batches(order, run.per_rank):
+    batches = _batches(order, run.per_rank)
+    if config.fast_dev_run is not None:
+        batches = batches[:config.fast_dev_run]
+    steps = tqdm(batches, desc=f"epoch {epoch}", unit="step", leave=False, disable=hide)
+    for idx in steps:
         images, masks, ids, attn = train.batch(idx, phrasing)
         loss = train_step(run.net, _inputs(images, spec, config), ids, attn, masks, run.criterion,
                           run.optimizer, run.scaler, run.params, config.grad_clip, run.precision)
         loss_sum += loss.detach().double() * len(idx)
         n_seen += len(idx)
+        if not steps.disable:
+            steps.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+    steps.close()
     counts = torch.tensor([float(n_seen)], dtype=torch.float64, device=device)
     D.all_reduce_sum(run.dist, loss_sum)
     D.all_reduce_sum(run.dist, counts)
@@ -618,6 +710,16 @@ def predict(model, data, index: torch.Tensor, config: TrainConfig, precision: st
     return logits[:, 0]
 
 
+def _test_index(data, fast_dev_run: int | None) -> torch.Tensor:
+    """The test triplets scored: all, or those of the first ``fast_dev_run`` images."""
+    if fast_dev_run is None:
+        return torch.arange(len(data))
+    first = sorted({s["sample"] for s in data.samples})[:fast_dev_run]
+    keep = set(first)
+    return torch.tensor([i for i, s in enumerate(data.samples) if s["sample"] in keep],
+                        dtype=torch.long)
+
+
 def evaluate(config: TrainConfig, weights: str | Path | None = None, model=None,
              device: str | torch.device | None = None, write: bool = True,
              save_predictions: bool | None = None, progress: bool | None = None) -> pd.DataFrame:
@@ -648,8 +750,8 @@ def evaluate(config: TrainConfig, weights: str | Path | None = None, model=None,
     save = config.save_predictions if save_predictions is None else save_predictions
     bs = max(1, min(config.global_batch_size, 64))
     rows = []
-    for idx in tqdm(list(torch.split(torch.arange(len(data)), bs)), desc="test", leave=False,
-                    disable=None if progress is None else not progress):
+    for idx in tqdm(list(torch.split(_test_index(data, config.fast_dev_run), bs)), desc="test",
+                    leave=False, disable=None if progress is None else not progress):
         pred = (predict(model, data, idx, config, precision, size) > cut).cpu()
         scores = segmentation_metrics(pred, data.full_mask(idx))
         for j, i in enumerate(idx.tolist()):

@@ -42,7 +42,9 @@ class SDMConfig:
     ``unet`` overrides fields of the size's architecture (pairs ``(name, value)``);
     ``splits`` are the dataset splits trained on; ``precision`` is ``auto`` (bf16 autocast
     on a GPU that supports it, else fp32), ``bf16`` or ``fp32``; ``channels_last`` ``None``
-    means on; ``sample_every`` 0 writes a grid at the end only.
+    means on; ``sample_every`` 0 writes a grid at the end only. ``fast_dev_run`` ``N``
+    (as Lightning's): train only ``min(train_steps, N)`` steps (:attr:`steps`), everything
+    else as configured; a rehearsal of the path, not a model.
     """
 
     size: str = "tiny"
@@ -67,8 +69,12 @@ class SDMConfig:
     seed: int = 0
     device: str = "auto"
     unet: tuple[tuple[str, object], ...] = field(default_factory=tuple)
+    fast_dev_run: int | None = None
 
     def __post_init__(self):
+        fdr = self.fast_dev_run
+        if fdr is not None and (isinstance(fdr, bool) or int(fdr) != fdr or fdr < 1):
+            raise ValueError(f"fast_dev_run {fdr!r}: expected None or a whole number >= 1")
         if self.precision not in SDM_PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: expected 'auto', 'bf16' or 'fp32'")
         if self.train_steps < 0 or self.batch_size < 1:
@@ -87,6 +93,17 @@ class SDMConfig:
                     ema_decay=0.9999, checkpoint_every=2_000, sample_every=5_000)
         base.update(overrides)
         return cls(**base)
+
+    @property
+    def steps(self) -> int:
+        """The steps this run trains: ``train_steps``, or at most ``fast_dev_run``.
+
+        >>> SDMConfig(train_steps=200, fast_dev_run=2).steps
+        2
+        """
+        if self.fast_dev_run is None:
+            return self.train_steps
+        return min(self.train_steps, int(self.fast_dev_run))
 
     @property
     def spec(self) -> UNetSpec:

@@ -179,8 +179,8 @@ def _checkpoint(run_dir: Path, run: _Run) -> None:
 
 
 def _train_loop(run_dir: Path, run: _Run, data: TrainingData, progress: bool) -> int:
-    """Train up to ``config.train_steps``, with grids and checkpoints on the way; returns the
-    step of the last checkpoint."""
+    """Train up to ``config.steps`` (``train_steps``, or ``fast_dev_run``), with grids and
+    checkpoints on the way; returns the step of the last checkpoint."""
     cfg = run.config
     forward = torch.compile(run.model) if cfg.compile else run.model
     alphas = training_alphas_cumprod().to(run.device)
@@ -189,11 +189,11 @@ def _train_loop(run_dir: Path, run: _Run, data: TrainingData, progress: bool) ->
     t_start = time.perf_counter() - (run.history[-1]["seconds"] if run.history else 0.0)
     last_ckpt = run.step
     running = None
-    bar = tqdm(total=cfg.train_steps, initial=run.step, desc="SDM", unit="step",
+    bar = tqdm(total=cfg.steps, initial=run.step, desc="SDM", unit="step",
                disable=None if progress else True)
     run.model.train()
     try:
-        while run.step < cfg.train_steps:
+        while run.step < cfg.steps:
             loss = _optimize(run, forward, _draw_batch(run, on_device), alphas)
             run.step += 1
             running = loss if running is None else 0.95 * running + 0.05 * loss
@@ -203,7 +203,7 @@ def _train_loop(run_dir: Path, run: _Run, data: TrainingData, progress: bool) ->
             bar.set_postfix(loss=f"{running:.4f}")
             if cfg.sample_every and run.step % cfg.sample_every == 0:
                 _write_grid(run_dir, run, data)
-            if run.step - last_ckpt >= cfg.checkpoint_every or run.step == cfg.train_steps:
+            if run.step - last_ckpt >= cfg.checkpoint_every or run.step == cfg.steps:
                 _checkpoint(run_dir, run)
                 last_ckpt = run.step
     finally:
@@ -243,7 +243,7 @@ def train_sdm(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike,
     run_dir.mkdir(parents=True, exist_ok=True)
     clean_temp_files(run_dir, recursive=True)
     state = read_resume_state(run_dir, config)
-    if state is not None and state["step"] >= config.train_steps:
+    if state is not None and state["step"] >= config.steps:
         problem = weights_problem(run_dir)
         if problem is not None:
             print(f"{run_dir}: {problem}; writing it again from state.pt (step "

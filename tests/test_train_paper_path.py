@@ -1,0 +1,210 @@
+"""The paper path of training: fast_dev_run, the two recipes, trust for CRIS's TorchScript
+weights, state.pt on completion, weights provenance, the threaded HD95."""
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from echo_vlsm.models import build_model
+from echo_vlsm.train import TrainConfig, fit, is_complete
+from echo_vlsm.train import loop as L
+from echo_vlsm.train.config import result_fields
+from echo_vlsm.train.losses import DiceCEProbsLoss, soft_dice_loss
+from echo_vlsm.train.metrics import segmentation_metrics
+
+
+@pytest.fixture(scope="module")
+def dataset(task_dataset):
+    return task_dataset
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def config(dataset, runs_root, **changes):
+    values = dict(model="clipseg", size="tiny", prompt="p1", strategy="real", epochs=3,
+                  batch_size=4, lr=1e-3, device="cpu", real_dir=str(dataset),
+                  synthetic_dir=str(dataset), runs_root=str(runs_root))
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_fast_dev_run_does_n_batches_and_leaves_a_complete_run(dataset, tmp_path, monkeypatch,
+                                                               one_thread):
+    steps = []
+    real_step = L.train_step
+
+    def count_step(*args, **kwargs):
+        steps.append(1)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(L, "train_step", count_step)
+    cfg = config(dataset, tmp_path, fast_dev_run=2, epochs=50)
+    res = fit(cfg, progress=False)
+    assert len(steps) == 2  # 2 batches of one epoch, not 12 x 50
+    assert res.history["epoch"].tolist() == [1]
+    assert is_complete(res.run_dir) and res.summary["fast_dev_run"] == 2
+    assert json.loads((res.run_dir / "config.json").read_text())["fast_dev_run"] == 2
+    assert res.metrics["sample"].nunique() == 2 and len(res.metrics) == 6  # 2 images x 3
+    assert not (res.run_dir / "state.pt").exists()  # deleted on completion
+
+    # a rehearsal never counts as the real run: the settings differ
+    with pytest.raises(ValueError, match="fast_dev_run: 2 -> None"):
+        fit(cfg.replace(fast_dev_run=None), progress=False)
+
+    kept = fit(cfg.replace(runs_root=str(tmp_path / "kept"), keep_state=True), progress=False)
+    assert (kept.run_dir / "state.pt").is_file()
+
+
+def test_validation_is_capped_by_fast_dev_run(dataset, one_thread):
+    cfg = TrainConfig(model="clipseg", size="tiny", batch_size=4, fast_dev_run=1, device="cpu",
+                      real_dir=str(dataset))
+    model = build_model("clipseg", size="tiny")
+    data = L.load_split(cfg, model, dataset, "val", torch.device("cpu"), progress=False)
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    L.validate(model, data, cfg, L.make_loss("dice-bce", 1, 0.25), "fp32")
+    assert len(calls) == 1 and len(data) > 4
+
+
+def test_recipes_set_their_fields_and_explicit_fields_win():
+    pub = TrainConfig(model="cris", strategy="synth-pt-real-ft")
+    run = pub.replace(recipe="as-run")
+    assert pub.settings() == {"dropout": 0.1, "loss": "dice-bce", "bce_weight": 0.25,
+                              "lr": 2e-5, "patience": None, "min_delta": 0.0,
+                              "resume_pretraining": False}
+    assert run.settings() == {"dropout": 0.2, "loss": "dicece-probs", "bce_weight": 0.2,
+                              "lr": 2e-5, "patience": 20, "min_delta": 0.01,
+                              "resume_pretraining": True}
+    clip = TrainConfig(model="clipseg", strategy="synth-pt-real-ft", recipe="as-run")
+    assert clip.learning_rate == 2e-4 and clip.replace(strategy="real").learning_rate == 2e-3
+    assert run.replace(dropout=0.3, patience=0).settings()["dropout"] == 0.3
+    assert run.replace(patience=0).early_stopping is None
+    # a config.json written before recipes existed (bce_weight 0.25) matches as-published
+    old = TrainConfig.from_dict({**pub.to_dict(), "bce_weight": 0.25})
+    assert result_fields(old) == result_fields(pub) != result_fields(run)
+    with pytest.raises(ValueError, match="recipe"):
+        TrainConfig(recipe="as-written")
+    with pytest.raises(ValueError, match="fast_dev_run"):
+        TrainConfig(fast_dev_run=0)
+
+
+def test_as_run_loss_is_monai_dicece_on_probabilities():
+    from monai.losses import DiceCELoss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 1, 16, 16, generator=g) * 3
+    target = (torch.rand(3, 1, 16, 16, generator=g) > 0.6).float()
+    prob = torch.sigmoid(logits)
+    # the MONAI installed here (>= 1.4) takes BCE with logits on one channel: a second sigmoid
+    newer = DiceCELoss(lambda_dice=1.0, lambda_ce=0.2)(prob, target)
+    assert float(DiceCEProbsLoss(monai="1.4")(logits, target)) == pytest.approx(float(newer),
+                                                                                abs=1e-6)
+    # MONAI 1.2 (the study's pin) took CrossEntropyLoss over the one channel: exactly 0
+    ce12 = torch.nn.CrossEntropyLoss()(prob, target)
+    assert float(ce12) == 0.0
+    expected = soft_dice_loss(logits, target) + 0.2 * ce12
+    assert float(DiceCEProbsLoss()(logits, target)) == pytest.approx(float(expected), abs=1e-7)
+
+
+def test_threaded_hd95_gives_the_same_numbers():
+    yy, xx = np.mgrid[:96, :96]
+    rng = np.random.default_rng(0)
+    pred, target = [], []
+    for _ in range(9):
+        cy, cx, r = rng.integers(30, 66, 3)
+        pred.append((yy - cy) ** 2 + (xx - cx) ** 2 < (r % 20 + 5) ** 2)
+        target.append((yy - cy - 3) ** 2 + (xx - cx) ** 2 < (r % 20 + 7) ** 2)
+    pred[4][:] = False  # one empty prediction: the diagonal
+    one = segmentation_metrics(np.stack(pred), np.stack(target), workers=1)
+    many = segmentation_metrics(np.stack(pred), np.stack(target), workers=4)
+    for k in one:
+        assert np.array_equal(one[k], many[k]), k
+    assert one["hd95"][4] == pytest.approx(math.hypot(96, 96)) and (one["hd95"] > 0).all()
+
+
+def test_cris_from_a_torchscript_archive_needs_trust_and_records_provenance(
+        dataset, tmp_path, one_thread):
+    from echo_vlsm.models.weights import UntrustedCheckpointError
+
+    state = build_model("cris", size="tiny").state_dict()
+    plain = tmp_path / "cris.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, plain)
+    cfg = config(dataset, tmp_path / "runs", model="cris", pretrained=str(plain), fast_dev_run=1)
+    res = fit(cfg, progress=False)
+    prov = res.summary["provenance"]["pretrained"]
+    assert prov["kind"] == "local" and prov["path"] == str(plain)
+    assert prov["files"] == {str(plain): hashlib.sha256(plain.read_bytes()).hexdigest()}
+
+    class Holder(torch.nn.Module):  # a TorchScript archive of the same weights
+        def __init__(self):
+            super().__init__()
+            for i, v in enumerate(state.values()):
+                self.register_buffer(f"b{i}", v.clone())
+
+        def forward(self, x):
+            return x
+
+    scripted = tmp_path / "cris_scripted.pt"
+    torch.jit.save(torch.jit.script(Holder()), str(scripted))
+    script_cfg = cfg.replace(pretrained=str(scripted), runs_root=str(tmp_path / "s"))
+    with pytest.raises(UntrustedCheckpointError):
+        fit(script_cfg, progress=False)
+
+
+def test_as_run_synth_pt_real_ft_continues_the_synthetic_runs_state(dataset, tmp_path,
+                                                                     one_thread):
+    syn = fit(config(dataset, tmp_path, strategy="synthetic", recipe="as-run", epochs=2,
+                     patience=5), progress=False)
+    best = syn.run_dir / L.BEST_STATE_FILE
+    assert best.is_file() and not (syn.run_dir / "state.pt").exists()
+    saved = torch.load(best, weights_only=True)
+    assert saved["epoch"] == syn.summary["best_epoch"]
+
+    ft = fit(config(dataset, tmp_path, strategy="synth-pt-real-ft", recipe="as-run", epochs=4,
+                    lr=5e-2, patience=5), progress=False)
+    first = saved["epoch"] + 1
+    assert ft.history["epoch"].tolist()[0] == first and ft.history["epoch"].max() == 4
+    # the optimiser state (and its learning rate) came from the synthetic run, not lr=5e-2
+    assert ft.summary["learning_rate_used"] == pytest.approx(saved["optimizer"]["param_groups"][0]
+                                                             ["lr"])
+    assert ft.summary["provenance"]["continued_from"] == str(best)
+    assert ft.summary["recipe"]["name"] == "as-run"
+
+    fresh = fit(config(dataset, tmp_path / "pub", strategy="synthetic", epochs=1),
+                progress=False)
+    assert not (fresh.run_dir / L.BEST_STATE_FILE).exists()
+    pub = fit(config(dataset, tmp_path / "pub", strategy="synth-pt-real-ft", epochs=1, lr=5e-2),
+              progress=False)
+    assert pub.history["epoch"].tolist() == [1] and pub.summary["learning_rate_used"] == 5e-2
+
+
+def test_early_stopping_needs_more_than_min_delta(dataset, tmp_path, one_thread):
+    res = fit(config(dataset, tmp_path, epochs=6, patience=1, min_delta=1000.0),
+              progress=False)
+    assert res.history["epoch"].tolist() == [1, 2]  # epoch 2 cannot beat epoch 1 by 1000
+    pd.testing.assert_series_equal(res.history["epoch"], pd.Series([1, 2], name="epoch"))
+
+
+def test_trust_weights_reaches_build_model_for_cris_only(monkeypatch):
+    seen = {}
+
+    def spy(name, **kwargs):
+        seen[name] = kwargs
+        return build_model(name, size="tiny")
+
+    monkeypatch.setattr(L, "build_model", spy)
+    L.build(TrainConfig(model="cris", trust_weights=True, recipe="as-run"), torch.device("cpu"))
+    L.build(TrainConfig(model="clipseg", trust_weights=True), torch.device("cpu"))
+    assert seen["cris"]["trust"] is True and seen["cris"]["dropout"] == 0.2
+    assert "trust" not in seen["clipseg"] and "dropout" not in seen["clipseg"]
