@@ -244,6 +244,17 @@ def read_summary(folder: str | os.PathLike) -> tuple[dict | None, str | None]:
     return summary, None
 
 
+def read_done_summary(folder: str | os.PathLike) -> tuple[dict | None, str | None]:
+    """``(summary, None)`` when ``<folder>/summary.json`` says ``done: true``, else
+    ``(None, problem)`` (missing, damaged, or not done)."""
+    summary, problem = read_summary(folder)
+    if problem is not None:
+        return None, problem
+    if summary.get("done") is not True:
+        return None, f"incomplete: {SUMMARY_FILE} has no done: true"
+    return summary, None
+
+
 def run_files(strategy: str | None) -> tuple[str, ...]:
     """The files a complete run folder vouches for: config, history, test metrics, and the
     best weights unless the run is zero-shot (which trains nothing)."""
@@ -270,11 +281,9 @@ def run_problem(run_dir: str | os.PathLike, deep: bool = False) -> str | None:
         'missing: summary.json'
     """
     run_dir = Path(run_dir)
-    summary, problem = read_summary(run_dir)
+    summary, problem = read_done_summary(run_dir)
     if problem is not None:
         return problem
-    if summary.get("done") is not True:
-        return f"incomplete: {SUMMARY_FILE} has no done: true"
     records = summary.get(FILES_KEY)
     if records is not None:
         if not isinstance(records, dict) or not records:

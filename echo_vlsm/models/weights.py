@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from echo_vlsm.grid import sha256_file
 from echo_vlsm.paths import resolve
 
 WEIGHTS_DOC = "docs/weights.md"
@@ -321,15 +322,8 @@ def load_clip_into_backbone(backbone: torch.nn.Module, state: Mapping[str, torch
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """The SHA-256 of a file, read in 4 MiB pieces."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+#: The SHA-256 of a file (``echo_vlsm.grid.sha256_file``), for provenance records.
+file_sha256 = sha256_file
 
 
 def _hashed(paths) -> dict[str, str]:

@@ -34,6 +34,7 @@ from echo_vlsm.grid import (
     FILES_KEY,
     file_records,
     files_problem,
+    read_done_summary,
     read_summary,
     safetensors_problem,
 )
@@ -153,11 +154,9 @@ def weights_problem(run_dir: str | os.PathLike, deep: bool = True) -> str | None
 def sdm_problem(run_dir: str | os.PathLike) -> str | None:
     """Why ``run_dir`` is not a finished, intact SDM run (``summary.json`` done, the files it
     records as recorded), or None."""
-    summary, problem = read_summary(run_dir)
+    summary, problem = read_done_summary(run_dir)
     if problem is not None:
         return problem
-    if summary.get("done") is not True:
-        return f"incomplete: {SUMMARY_FILE} has no done: true"
     records = summary.get(FILES_KEY)
     if isinstance(records, dict) and records:
         problem = files_problem(run_dir, records)
