@@ -232,7 +232,8 @@ def test_fit_redoes_a_damaged_run_to_the_same_result(task_dataset, tmp_path, cap
         cfg = TrainConfig(model="cris", size="tiny", prompt="p1", strategy="real",
                           encoders="trained", epochs=2, batch_size=4, lr=1e-3, seed=0,
                           device="cpu", real_dir=str(task_dataset),
-                          synthetic_dir=str(task_dataset), runs_root=str(tmp_path))
+                          synthetic_dir=str(task_dataset), runs_root=str(tmp_path),
+                          keep_state=True)  # damaged metrics are then scored from state.pt
         fit(cfg, progress=False)
         run = cfg.run_dir
         first = G.file_records(run, G.run_files("real"))
@@ -260,6 +261,15 @@ def test_fit_redoes_a_damaged_run_to_the_same_result(task_dataset, tmp_path, cap
         assert "scoring again" in capsys.readouterr().out
         assert (run / G.WEIGHTS_FILE).stat().st_mtime_ns == mtime
         assert G.sha256_file(run / G.METRICS_FILE) == first[G.METRICS_FILE]["sha256"]
+
+        # without state.pt (what keep_state=False leaves) damaged metrics mean training
+        # again, to the same weights and metrics
+        (run / G.STATE_FILE).unlink()
+        (run / G.METRICS_FILE).write_text("model,strategy\n")
+        fit(cfg, progress=False)
+        assert "training again" in capsys.readouterr().out
+        for name in (G.WEIGHTS_FILE, G.METRICS_FILE):
+            assert G.sha256_file(run / name) == first[name]["sha256"], name
     finally:
         torch.set_num_threads(n)
 

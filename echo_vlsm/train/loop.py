@@ -335,6 +335,9 @@ def _forget_damaged(run_dir: Path) -> str | None:
     weights_bad = WEIGHTS_FILE in problem or (
         problem.startswith(f"damaged: {SUMMARY_FILE}") and weights.is_file()
         and safetensors_problem(weights) is not None)
+    # scoring again resumes from state.pt; without it (deleted on completion unless
+    # keep_state) the run is trained again, which ends with the same weights
+    weights_bad = weights_bad or not (run_dir / STATE_FILE).is_file()
     redo = (SUMMARY_FILE, METRICS_FILE, STATE_FILE, WEIGHTS_FILE, HISTORY_FILE) if weights_bad \
         else (SUMMARY_FILE, METRICS_FILE)
     print(f"{run_dir}: {problem}; {'training again' if weights_bad else 'scoring again'} "
