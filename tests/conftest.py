@@ -87,3 +87,15 @@ def task_dataset(exported_dataset, tmp_path_factory):
     shutil.copytree(exported_dataset, root)
     write_tasks(root)
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: the same float results whatever the machine's core
+    count (and no oversubscription beside the other test worker)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -22,6 +22,7 @@ from echo_vlsm.models.weights import (
     WeightsNotFoundError,
     read_state_dict,
 )
+from echo_vlsm.rehearsal import save_openai_torchscript
 
 
 @pytest.fixture(scope="module")
@@ -131,29 +132,6 @@ def test_missing_checkpoint_points_to_docs(tmp_path, monkeypatch):
         build_model("cris", "tiny", pretrained=True)
 
 
-class _Node(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-def _openai_torchscript(state: dict, path) -> None:
-    """Save ``state`` the way OpenAI's RN50.pt holds it: a TorchScript module whose state
-    dict has CLIP's keys (fp16 weights, plus input_resolution / context_length / vocab_size)."""
-    root = _Node()
-    for key, value in state.items():
-        *parents, leaf = key.split(".")
-        node = root
-        for name in parents:
-            if not hasattr(node, name):
-                node.add_module(name, _Node())
-            node = getattr(node, name)
-        if value.is_floating_point() and value.ndim > 0:
-            node.register_parameter(leaf, nn.Parameter(value.half(), requires_grad=False))
-        else:
-            node.register_buffer(leaf, value.clone())
-    torch.jit.save(torch.jit.script(root), str(path))
-
-
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_openai_rn50_torchscript_format(tmp_path):
     torch.manual_seed(5)
@@ -162,7 +140,7 @@ def test_openai_rn50_torchscript_format(tmp_path):
     state.update(input_resolution=torch.tensor(224), context_length=torch.tensor(77),
                  vocab_size=torch.tensor(49408))
     path = tmp_path / "RN50.pt"
-    _openai_torchscript(state, path)
+    save_openai_torchscript(state, path)  # the rehearsal's stand-in writer
 
     with pytest.raises(UntrustedCheckpointError, match="trust=True"):
         build_model("cris", "tiny", pretrained=path)

@@ -34,15 +34,6 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.fixture
-def one_thread():
-    """Same float results whatever the machine's core count (and no oversubscription)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.slow
 def test_fit_learns_writes_a_complete_run_and_resumes_exactly(dataset, tmp_path, monkeypatch,
                                                               one_thread):

@@ -23,14 +23,6 @@ def dataset(task_dataset):
     return task_dataset
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def config(dataset, runs_root, **changes):
     values = dict(model="clipseg", size="tiny", prompt="p1", strategy="real", epochs=3,
                   batch_size=4, lr=1e-3, device="cpu", real_dir=str(dataset),

@@ -25,7 +25,7 @@ Examples::
 from echo_vlsm.grid import Run, pretrain_source, run_complete
 from echo_vlsm.paths import project_root
 from echo_vlsm.pipeline.errors import PipelineError, ProfileError
-from echo_vlsm.pipeline.execute import Outcome, Plan, execute_notebook, plan, reproduce
+from echo_vlsm.pipeline.execute import Outcome, Plan, plan, reproduce
 from echo_vlsm.pipeline.graph import Job, JobState, build_graph, job_state
 from echo_vlsm.pipeline.locks import JobLock, lock_holder
 from echo_vlsm.pipeline.parameters import notebook_parameters
@@ -52,6 +52,7 @@ from echo_vlsm.pipeline.selection import (
 )
 from echo_vlsm.pipeline.state import FAILURE_FILE, read_failure, run_dir, steps_dir
 from echo_vlsm.pipeline.status import status
+from echo_vlsm.pipeline.worker import execute_notebook
 
 __all__ = [
     "ANALYSIS_STEPS", "EXPLORE_STEPS", "FAILURE_FILE", "GRID_KEYS", "PREPARE_STEPS", "PROFILE_KEYS", "STAGES",

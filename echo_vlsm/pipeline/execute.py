@@ -45,7 +45,6 @@ from echo_vlsm.pipeline.profiles import (
     load_profile,
 )
 from echo_vlsm.pipeline.selection import filter_runs, shard_runs, sort_key
-from echo_vlsm.pipeline.worker import execute_notebook  # noqa: F401  (the runner's face)
 
 TIMINGS_FILE = "reproduce_timings.jsonl"
 STALE_FILE = "stale_runs.json"
@@ -88,10 +87,10 @@ class Plan:
     keep_going: bool
     log: Callable[[str], None]
     out: Outcome = field(default_factory=Outcome)
+    by_name: dict[str, Job] = field(init=False)
 
-    @property
-    def by_name(self) -> dict[str, Job]:
-        return {j.name: j for j in self.graph}
+    def __post_init__(self):
+        self.by_name = {j.name: j for j in self.graph}
 
     def notebook(self, stem: str) -> Path:
         path = self.nb_dir / f"{stem}.ipynb"
@@ -493,12 +492,11 @@ class Pool:
                 continue
             self.elsewhere.discard(name)
             changed = True
-            state = job_state(job, self.by_name).state
-            if state == "done":
+            state = job_state(job, self.by_name)
+            if state.state == "done":
                 self._record(name, {"status": "skipped"})
-            elif state == "failed":
-                self._record(name, {"status": "failed",
-                                    "message": job_state(job, self.by_name).detail})
+            elif state.state == "failed":
+                self._record(name, {"status": "failed", "message": state.detail})
             else:
                 self.todo.insert(0, name)
         return changed
@@ -543,5 +541,4 @@ def _finish(p: Plan, t_start: float, raise_on_fail: bool) -> Outcome:
     return out
 
 
-__all__ = ["LAUNCHERS", "Outcome", "Plan", "Pool", "execute_notebook", "plan", "reproduce",
-           "visible_gpus"]
+__all__ = ["LAUNCHERS", "Outcome", "Plan", "Pool", "plan", "reproduce", "visible_gpus"]

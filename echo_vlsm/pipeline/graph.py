@@ -36,8 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from echo_vlsm.grid import METRICS_FILE, Run, pretrain_source, run_complete, run_problem
-from echo_vlsm.paths import resolve
+from echo_vlsm.grid import (
+    METRICS_FILE,
+    Run,
+    parse_run_id,
+    pretrain_source,
+    run_complete,
+    run_problem,
+)
 from echo_vlsm.pipeline.profiles import ANALYSIS_STEPS, TRAIN_NOTEBOOK, Profile
 from echo_vlsm.pipeline.state import (
     FAILURE_FILE,
@@ -110,8 +116,6 @@ class Job:
 
     @classmethod
     def from_dict(cls, d: dict) -> Job:
-        from echo_vlsm.grid import parse_run_id
-
         return cls(d["name"], d["kind"], d["notebook"], d["params"], tuple(d["needs"]),
                    Path(d["folder"]), d["stage"], parse_run_id(d["run"]) if d["run"] else None,
                    d.get("extra") or {})
@@ -186,17 +190,6 @@ def set_fast_dev_run(jobs: Sequence[Job], takes_it, n: int) -> None:
             job.params["fast_dev_run"] = n
 
 
-def dependants(jobs: Sequence[Job], name: str) -> set[str]:
-    """Every job that waits, directly or not, for ``name``."""
-    out: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for j in jobs:
-            if j.name not in out and (name in j.needs or out & set(j.needs)):
-                out.add(j.name)
-                changed = True
-    return out
 
 
 # ----------------------------------------------------------------------------- fingerprints
@@ -334,7 +327,3 @@ def marker_record(job: Job, by_name: dict[str, Job], state: str, **extra) -> dic
     inputs = [[n, identity(by_name[n]) if n in by_name else "-"] for n in job.needs]
     return {"job": job.name, "state": state, "fingerprint": fingerprint(job, by_name),
             "inputs": inputs, "params": job.params, **extra}
-
-
-def job_folder_root(prof: Profile, root) -> Path:
-    return resolve(prof.runs_root, root)

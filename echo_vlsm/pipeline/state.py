@@ -1,21 +1,17 @@
-"""What the runner keeps on disk: run folders, step markers, failure records.
-
-A run is complete when its folder is (``echo_vlsm.grid.run_complete``); a step when its
-marker ``<runs_root>/steps/<step>.done.json`` records the same parameters. A failure leaves
-``failure.json`` in the run folder (``steps/<step>.failure.json`` for a step): the papermill
-cell, the exception and its message.
+"""What the runner keeps on disk besides its job records (``graph``): where run folders and
+step notebooks live, and failure records. A failure leaves ``failure.json`` in the run folder
+(``steps/<step>.failure.json`` for a step): the papermill cell, the exception and its message.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 import traceback as tb
 from pathlib import Path
 
-from echo_vlsm.grid import SUMMARY_FILE, Run
+from echo_vlsm.grid import Run
 from echo_vlsm.io import write_json_atomic
 from echo_vlsm.paths import resolve
 
@@ -32,43 +28,16 @@ def steps_dir(runs_root: str | os.PathLike, root=None) -> Path:
     return resolve(runs_root, root) / "steps"
 
 
-def step_marker(sdir: Path, step: str) -> Path:
-    return sdir / f"{step}.done.json"
 
 
-def step_failure_name(step: str) -> str:
-    return f"{step}.{FAILURE_FILE}"
 
 
-def params_hash(params: dict) -> str:
-    """A short hash of a parameter set (what a step marker records)."""
-    text = json.dumps(params, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def runs_fingerprint(runs_root: str | os.PathLike, runs, root=None) -> str:
-    """A hash of which runs have a summary and when it was written: the analysis steps are
-    redone when it changes."""
-    parts = []
-    for run in runs:
-        f = run_dir(runs_root, run, root) / SUMMARY_FILE
-        if f.is_file():
-            parts.append(f"{run.id}:{f.stat().st_mtime_ns}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def step_complete(marker: Path, expected_hash: str) -> bool:
-    """The marker exists and records ``expected_hash``."""
-    try:
-        data = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("params_hash") == expected_hash
 
 
-def write_step_marker(marker: Path, expected_hash: str, seconds: float, params: dict) -> None:
-    write_json_atomic(marker, {"params_hash": expected_hash, "seconds": round(seconds, 2),
-                               "parameters": params, "time": _now()})
 
 
 def read_failure(folder: str | os.PathLike, name: str = FAILURE_FILE) -> dict | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from echo_vlsm.grid import run_complete
 from echo_vlsm.io import write_json_atomic
 from echo_vlsm.pipeline.errors import PipelineError
-from echo_vlsm.pipeline.graph import Job, job_state, marker_record, read_marker
+from echo_vlsm.pipeline.graph import Job, fingerprint, job_state, marker_record, read_marker
 from echo_vlsm.pipeline.locks import JobLock
 from echo_vlsm.pipeline.state import failure_message, write_failure
 
@@ -109,9 +109,7 @@ def _prepare_folder(job: Job, by_name: dict[str, Job]) -> None:
     if job.kind != "run" or not job.folder.is_dir():
         return
     marker = read_marker(job)
-    same = marker is not None and marker.get("fingerprint") == \
-        marker_record(job, by_name, "started")["fingerprint"]
-    if same:
+    if marker is not None and marker.get("fingerprint") == fingerprint(job, by_name):
         return
     keep = {job.lock_path.name, job.slurm_record.name}  # the runner's own records
     if marker is None and not any(c.name not in keep for c in job.folder.iterdir()):

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from echo_vlsm.io import write_json_atomic, write_png
+from echo_vlsm.io import atomic_path, write_json_atomic, write_png
 
 #: The parts :func:`build_standins` writes and their place under ``root``.
 STANDINS = {
@@ -69,17 +69,6 @@ def _atomic_dir(path: Path):
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _atomic_file(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -146,7 +135,7 @@ def save_openai_torchscript(state: dict[str, torch.Tensor], path: str | os.PathL
     path = Path(path)
     with warnings.catch_warnings():  # torch.jit is deprecated; OpenAI's format needs it
         warnings.simplefilter("ignore", FutureWarning)
-        with _atomic_file(path) as tmp:
+        with atomic_path(path) as tmp:
             torch.jit.save(torch.jit.script(root), str(tmp))
     return path
 
@@ -176,7 +165,7 @@ def _write_cris(path: Path, seed: int) -> None:
     torch.manual_seed(seed)
     model = build_cris("paper")
     state = {f"module.{k}": v for k, v in model.state_dict().items()}
-    with _atomic_file(path) as tmp:
+    with atomic_path(path) as tmp:
         torch.save({"epoch": 0, "state_dict": state}, tmp)
 
 
