@@ -31,33 +31,53 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: The two vision-language segmentation models of the study.
-MODELS: tuple[str, ...] = ("clipseg", "cris")
+VLSM_MODELS: tuple[str, ...] = ("clipseg", "cris")
+#: Text-free supervised baselines trained by the same engine (beyond the study): a U-Net
+#: predicting the three structures at once (softmax over background + 3).
+BASELINE_MODELS: tuple[str, ...] = ("unet",)
+#: Every model this project trains; ``all`` in a profile's grid means ``VLSM_MODELS``.
+MODELS: tuple[str, ...] = VLSM_MODELS + BASELINE_MODELS
 #: ``paper``: the study's architecture; ``tiny``: the same architecture at small width.
 SIZES: tuple[str, ...] = ("paper", "tiny")
 #: CLIP image and text encoders trained with the decoder, or frozen (Table 2).
 ENCODERS: tuple[str, ...] = ("trained", "frozen")
 #: The study's strategies, in its table order, which is also dependency order: zero-shot
 #: trains nothing; synth-pt-real-ft starts from a synthetic run.
-STRATEGIES: tuple[str, ...] = ("zeroshot", "synthetic", "real", "synth-pt-real-ft")
+STUDY_STRATEGIES: tuple[str, ...] = ("zeroshot", "synthetic", "real", "synth-pt-real-ft")
+#: The study's strategies and ``mixed`` (beyond the study, its proposed direction): one
+#: training set of real and synthetic images together. ``all`` in a grid means the study's.
+STRATEGIES: tuple[str, ...] = STUDY_STRATEGIES + ("mixed",)
+#: Strategies whose training set holds real images: the ones ``real_fraction`` subsets.
+REAL_DATA_STRATEGIES: tuple[str, ...] = ("real", "synth-pt-real-ft", "mixed")
 #: The prompt kinds P0..P7.
 PROMPT_KEYS: tuple[str, ...] = tuple(f"p{i}" for i in range(8))
 #: Synthetic images carry no image-quality label, so a synthetic set stops at P6.
 SYNTHETIC_PROMPT_KEYS: tuple[str, ...] = PROMPT_KEYS[:7]
 #: A training prompt key outside the grid: a random one of P0..P7 per sample.
 RANDOM_PROMPT = "random"
-#: Which prompt keys the study ran with each strategy.
+#: The prompt of a text-free model (``BASELINE_MODELS``).
+NO_PROMPT = "none"
+#: Which prompt keys the study ran with each strategy (``mixed``: P0-P6, the keys both real
+#: and synthetic images have).
 STRATEGY_PROMPTS: dict[str, tuple[str, ...]] = {
     "zeroshot": PROMPT_KEYS,
     "synthetic": SYNTHETIC_PROMPT_KEYS,
     "real": PROMPT_KEYS,
     "synth-pt-real-ft": PROMPT_KEYS,
+    "mixed": SYNTHETIC_PROMPT_KEYS,
 }
+#: The strategies a baseline trains with (zero-shot needs a pretrained text-prompted model).
+BASELINE_STRATEGIES: tuple[str, ...] = ("synthetic", "real", "synth-pt-real-ft", "mixed")
 #: Columns of a run's tidy ``metrics.csv``: one row per test sample and structure; dice and
-#: iou in percent, hd95 in pixels at 512 x 512.
+#: iou in percent, hd95 in pixels at 512 x 512. ``seed``, ``real_fraction`` and
+#: ``provenance`` name the run's replicate, real-data subset and prompt option; files
+#: written before they existed lack them and mean ``METRIC_DEFAULTS``.
 METRIC_COLUMNS: tuple[str, ...] = (
-    "model", "strategy", "encoders", "prompt", "sample", "structure", "view", "phase",
-    "dice", "iou", "hd95",
+    "model", "strategy", "encoders", "prompt", "seed", "real_fraction", "provenance",
+    "sample", "structure", "view", "phase", "dice", "iou", "hd95",
 )
+#: The value of a column a metrics file may lack (written before the column existed).
+METRIC_DEFAULTS: dict[str, object] = {"seed": 0, "real_fraction": 1.0, "provenance": False}
 #: Columns of a run's ``history.csv``: one row per epoch.
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "images_per_s",
@@ -70,12 +90,18 @@ WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
+#: A run trained on part of the real data records which patients (``real_fraction`` < 1).
+SUBSET_FILE = "real_subset.json"
 
 _FIELDS = ("model", "strategy", "encoders", "prompt")
 
 
-def run_id(model: str, strategy: str, encoders: str, prompt: str) -> str:
-    """The name of a run: ``<model>_<strategy>_<encoders>_<prompt>``.
+def run_id(model: str, strategy: str, encoders: str, prompt: str, seed: int = 0,
+           real_fraction: float = 1.0, provenance: bool = False) -> str:
+    """The name of a run: ``<model>_<strategy>_<encoders>_<prompt>``, then ``_seed<N>`` when
+    the seed is not 0, ``_real<percent>`` when it trains on part of the real data and
+    ``_prov`` when its prompts say real or synthetic. The study's runs (seed 0, all the real
+    data, no provenance) keep their four-part names.
 
     Raises:
         ValueError: a part is empty or holds ``_`` or ``/`` (it could not be parsed back).
@@ -84,32 +110,132 @@ def run_id(model: str, strategy: str, encoders: str, prompt: str) -> str:
 
         >>> run_id("cris", "synth-pt-real-ft", "frozen", "p3")
         'cris_synth-pt-real-ft_frozen_p3'
+        >>> run_id("clipseg", "mixed", "trained", "p1", seed=2, real_fraction=0.05,
+        ...        provenance=True)
+        'clipseg_mixed_trained_p1_seed2_real5_prov'
     """
     for name, value in zip(_FIELDS, (model, strategy, encoders, prompt)):
         if not isinstance(value, str) or not value or "_" in value or "/" in value:
             raise ValueError(f"run_id: {name} must be a non-empty string without '_' or '/', "
                              f"got {value!r}")
-    return f"{model}_{strategy}_{encoders}_{prompt}"
+    parts = [model, strategy, encoders, prompt]
+    if seed:
+        parts.append(f"seed{int(seed)}")
+    if real_fraction != 1.0:
+        parts.append(f"real{fraction_percent(real_fraction)}")
+    if provenance:
+        parts.append("prov")
+    return "_".join(parts)
+
+
+def fraction_percent(fraction: float) -> str:
+    """``0.05`` -> ``"5"``, ``0.125`` -> ``"12.5"``: a fraction as the percent a run id shows.
+
+    >>> fraction_percent(0.1), fraction_percent(0.125)
+    ('10', '12.5')
+    """
+    return f"{round(float(fraction) * 100, 6):g}"
 
 
 @dataclass(frozen=True, order=True)
 class Run:
-    """One cell of the study's grid: a model finetuned (or not, for zero-shot) with one
-    strategy, encoder setting and prompt."""
+    """One cell of the grid: a model finetuned (or not, for zero-shot) with one strategy,
+    encoder setting and prompt; beyond the study, a training ``seed`` (a replicate), the
+    ``real_fraction`` of the real training patients it sees, and ``provenance`` (its prompts
+    say whether an image is real or synthetic; ``mixed`` only).
+
+    Raises:
+        ValueError: an unknown model, strategy, encoder setting or prompt, or a combination
+            the grid has no cell for (e.g. a real fraction for a synthetic run).
+    """
 
     model: str
     strategy: str
     encoders: str
     prompt: str
+    seed: int = 0
+    real_fraction: float = 1.0
+    provenance: bool = False
+
+    def __post_init__(self):
+        problem = run_problem_of(self)
+        if problem:
+            raise ValueError(f"run {self.model}/{self.strategy}/{self.encoders}/{self.prompt}"
+                             f" (seed {self.seed!r}, real_fraction {self.real_fraction!r}, "
+                             f"provenance {self.provenance!r}): {problem}")
+        object.__setattr__(self, "real_fraction", float(self.real_fraction))
 
     @property
     def id(self) -> str:
-        """``<model>_<strategy>_<encoders>_<prompt>`` (``run_id``)."""
-        return run_id(self.model, self.strategy, self.encoders, self.prompt)
+        """``<model>_<strategy>_<encoders>_<prompt>[_seed<N>][_real<pct>][_prov]``."""
+        return run_id(self.model, self.strategy, self.encoders, self.prompt, self.seed,
+                      self.real_fraction, self.provenance)
 
-    def as_dict(self) -> dict[str, str]:
+    @property
+    def is_study(self) -> bool:
+        """A cell of the study's own grid (its models, strategies, seed 0, all real data)."""
+        return (self.model in VLSM_MODELS and self.strategy in STUDY_STRATEGIES
+                and self.seed == 0 and self.real_fraction == 1.0 and not self.provenance)
+
+    @property
+    def cell(self) -> tuple[str, str, str, str]:
+        """``(model, strategy, encoders, prompt)``: what seeds replicate."""
+        return (self.model, self.strategy, self.encoders, self.prompt)
+
+    def as_dict(self) -> dict:
+        """The run's fields as notebook 04's parameters: the four study fields always,
+        ``seed``, ``real_fraction`` and ``provenance`` only when they differ from the
+        defaults (so the parameters, and the fingerprints, of the study's runs are those
+        they always were)."""
+        out = {"model": self.model, "strategy": self.strategy, "encoders": self.encoders,
+               "prompt": self.prompt}
+        if self.seed:
+            out["seed"] = self.seed
+        if self.real_fraction != 1.0:
+            out["real_fraction"] = self.real_fraction
+        if self.provenance:
+            out["provenance"] = True
+        return out
+
+    def as_record(self) -> dict:
+        """All seven fields (a row of a table of runs)."""
         return {"model": self.model, "strategy": self.strategy, "encoders": self.encoders,
-                "prompt": self.prompt}
+                "prompt": self.prompt, "seed": self.seed, "real_fraction": self.real_fraction,
+                "provenance": self.provenance}
+
+
+def run_problem_of(run: Run) -> str | None:
+    """Why ``run``'s fields name no cell of the grid, or None."""
+    if run.model not in MODELS:
+        return f"unknown model; expected one of {MODELS}"
+    if run.strategy not in STRATEGIES:
+        return f"unknown strategy; expected one of {STRATEGIES}"
+    if run.encoders not in ENCODERS:
+        return f"unknown encoders; expected one of {ENCODERS}"
+    if run.model in BASELINE_MODELS:
+        if run.prompt != NO_PROMPT:
+            return f"a text-free model takes prompt {NO_PROMPT!r}"
+        if run.encoders != "trained":
+            return "a text-free model has no CLIP encoders to freeze (encoders 'trained')"
+        if run.strategy not in BASELINE_STRATEGIES:
+            return f"a text-free model trains with one of {BASELINE_STRATEGIES}"
+    elif run.prompt not in PROMPT_KEYS and run.prompt != RANDOM_PROMPT:
+        return f"unknown prompt; expected one of {PROMPT_KEYS} or {RANDOM_PROMPT!r}"
+    if isinstance(run.seed, bool) or not isinstance(run.seed, int) or run.seed < 0:
+        return "seed must be an integer >= 0"
+    if isinstance(run.real_fraction, bool) or not isinstance(run.real_fraction, (int, float)):
+        return "real_fraction must be a number in (0, 1]"
+    if not 0 < float(run.real_fraction) <= 1:
+        return "real_fraction must be in (0, 1]"
+    if float(run.real_fraction) != 1.0 and run.strategy not in REAL_DATA_STRATEGIES:
+        return f"real_fraction < 1 needs a strategy with real training data {REAL_DATA_STRATEGIES}"
+    if not isinstance(run.provenance, bool):
+        return "provenance must be true or false"
+    if run.provenance and (run.strategy != "mixed" or run.model in BASELINE_MODELS):
+        return "provenance is a prompt option of a text-prompted model's mixed strategy"
+    if run.strategy == "zeroshot" and run.seed:
+        return "zero-shot trains nothing: it has seed 0 only"
+    return None
 
 
 def parse_run_id(text: str) -> Run:
@@ -117,15 +243,41 @@ def parse_run_id(text: str) -> Run:
 
     Raises:
         ValueError: ``text`` is not a run id of a known model, strategy and encoder setting.
+
+    >>> parse_run_id("unet_real_trained_none_seed1_real25")
+    Run(model='unet', strategy='real', encoders='trained', prompt='none', seed=1, real_fraction=0.25, provenance=False)
     """
     parts = str(text).split("_")
-    if (len(parts) != 4 or parts[0] not in MODELS or parts[1] not in STRATEGIES
+    bad = ValueError(
+        f"{text!r} is not a run id <model>_<strategy>_<encoders>_<prompt>[_seed<N>]"
+        f"[_real<percent>][_prov] with model in {list(MODELS)}, strategy in "
+        f"{list(STRATEGIES)}, encoders in {list(ENCODERS)}"
+    )
+    if (len(parts) < 4 or parts[0] not in MODELS or parts[1] not in STRATEGIES
             or parts[2] not in ENCODERS or not parts[3]):
-        raise ValueError(
-            f"{text!r} is not a run id <model>_<strategy>_<encoders>_<prompt> with model in "
-            f"{list(MODELS)}, strategy in {list(STRATEGIES)}, encoders in {list(ENCODERS)}"
-        )
-    return Run(*parts)
+        raise bad
+    extra: dict = {}
+    for part in parts[4:]:
+        if part.startswith("seed") and part[4:].isdigit() and "seed" not in extra \
+                and not extra:
+            extra["seed"] = int(part[4:])
+        elif part.startswith("real") and "real_fraction" not in extra and "provenance" \
+                not in extra:
+            try:
+                extra["real_fraction"] = float(part[4:]) / 100
+            except ValueError:
+                raise bad from None
+        elif part == "prov" and "provenance" not in extra:
+            extra["provenance"] = True
+        else:
+            raise bad
+    try:
+        run = Run(*parts[:4], **extra)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+    if run.id != text:  # "seed0", "real100", "real010": not the canonical name
+        raise ValueError(f"{text!r} is not written as a run id; its run is named {run.id!r}")
+    return run
 
 
 def pretrain_prompt(prompt: str) -> str:
@@ -135,11 +287,12 @@ def pretrain_prompt(prompt: str) -> str:
 
 
 def pretrain_source(run: Run) -> Run | None:
-    """The synthetic run whose best weights a synth-pt-real-ft run starts from (same model and
-    encoders, ``pretrain_prompt``); None for the other strategies."""
+    """The synthetic run whose best weights a synth-pt-real-ft run starts from (same model,
+    encoders and seed, ``pretrain_prompt``, all the synthetic data); None for the other
+    strategies. Every real fraction of a seed shares it."""
     if run.strategy != "synth-pt-real-ft":
         return None
-    return Run(run.model, "synthetic", run.encoders, pretrain_prompt(run.prompt))
+    return Run(run.model, "synthetic", run.encoders, pretrain_prompt(run.prompt), seed=run.seed)
 
 
 # -- complete means intact ------------------------------------------------------------------
@@ -255,12 +408,14 @@ def read_done_summary(folder: str | os.PathLike) -> tuple[dict | None, str | Non
     return summary, None
 
 
-def run_files(strategy: str | None) -> tuple[str, ...]:
-    """The files a complete run folder vouches for: config, history, test metrics, and the
-    best weights unless the run is zero-shot (which trains nothing)."""
+def run_files(strategy: str | None, subset: bool = False) -> tuple[str, ...]:
+    """The files a complete run folder vouches for: config, history, test metrics, the best
+    weights unless the run is zero-shot (which trains nothing), and the record of its real
+    patients when it trained on part of them (``subset``)."""
     names = (CONFIG_FILE, HISTORY_FILE, METRICS_FILE)
-    return names if strategy == "zeroshot" else (CONFIG_FILE, HISTORY_FILE, WEIGHTS_FILE,
-                                                 METRICS_FILE)
+    if strategy != "zeroshot":
+        names = (CONFIG_FILE, HISTORY_FILE, WEIGHTS_FILE, METRICS_FILE)
+    return names + ((SUBSET_FILE,) if subset else ())
 
 
 def run_problem(run_dir: str | os.PathLike, deep: bool = False) -> str | None:

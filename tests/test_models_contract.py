@@ -1,4 +1,4 @@
-"""The contract both models keep (``echo_vlsm.models.base.SegmentationModel``): spec and
+"""The contract both vision-language models keep (``echo_vlsm.models.base.SegmentationModel``): spec and
 build errors, logits at the input resolution, tokenize, frozen encoders (no gradient, eval
 mode under ``model.train()``), and input errors that say what would be accepted."""
 
@@ -9,7 +9,8 @@ import torch
 from model_inputs import model_inputs
 from torch import nn
 
-from echo_vlsm.models import MODELS, ModelSpec, SegmentationModel, build_model, model_spec
+from echo_vlsm.grid import VLSM_MODELS
+from echo_vlsm.models import ModelSpec, SegmentationModel, build_model, model_spec
 from echo_vlsm.models.tokenizer import ClipTokenizer
 
 SPECS = {
@@ -21,7 +22,7 @@ SPECS = {
 _TINY: dict[str, SegmentationModel] = {}
 
 
-@pytest.fixture(params=MODELS)
+@pytest.fixture(params=VLSM_MODELS)  # the U-Net baseline: tests/test_beyond_train.py
 def name(request) -> str:
     return request.param
 
@@ -56,8 +57,8 @@ def test_spec(name):
 
 
 def test_build_errors(name):
-    with pytest.raises(ValueError, match="unknown model 'unet'"):
-        build_model("unet")
+    with pytest.raises(ValueError, match="unknown model 'sam'"):
+        build_model("sam")
     with pytest.raises(ValueError, match="unknown size 'huge'"):
         model_spec(name, "huge")
     with pytest.raises(ValueError, match="encoders must be one of"):

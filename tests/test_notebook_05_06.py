@@ -82,3 +82,27 @@ def test_notebook_06_dice_difference_plots(run_notebook, tree, tmp_path):
     # model, pairs (trained p0, p1; frozen p1), epoch, match, time speed-ups, at cap, study
     assert "| cris | 3 | 4.00 | 4.00 | 4.00 | 0 | 4.55 |" in report
     assert "**Demo profile**" in report
+
+
+@pytest.mark.notebook
+def test_notebook_06_ignores_runs_beyond_the_study(run_notebook, tmp_path):
+    """A folder that also holds seed replicates, real fractions, mixed and U-Net runs (the
+    demo-beyond profile shares runs/demo with the demo profile) gives notebook 06 the same
+    Table 1, figures and report, byte for byte."""
+    from tests.tiny_runs import write_beyond_runs
+
+    out = {}
+    for name, extra in (("plain", False), ("extra", True)):
+        runs = tmp_path / name / "runs" / "t"
+        _write_runs(runs)
+        if extra:
+            assert len(write_beyond_runs(runs, samples=SAMPLES)) > 10
+        run_notebook("06_dice_difference_plots.ipynb", {
+            "profile": "demo", "runs_root": str(runs), "figures_dir": str(tmp_path / name / "fig"),
+            "tables_dir": str(tmp_path / name / "paper")})
+        out[name] = {f"paper/{f}": (tmp_path / name / "paper" / f).read_bytes()
+                     for f in ("table1.csv", "table1.md", "table1.tex", "report.md")}
+        out[name].update({f"fig/{f}.png": (tmp_path / name / "fig" / f"{f}.png").read_bytes()
+                          for f in ("strategy_difference", "learning_curves", "per_structure")})
+    for key, value in out["plain"].items():
+        assert out["extra"][key] == value, key

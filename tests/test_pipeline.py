@@ -49,6 +49,40 @@ def test_select_grid_adds_dependencies_and_checks_values(tmp_path):
         P.select_grid([{"model": ["cris"]}])
 
 
+def test_grid_blocks_beyond_the_study(tmp_path):
+    """seeds, real_fractions and provenance cross a block's cells; `all` stays the study's;
+    mixed and the U-Net come only when named; dependencies keep their seed."""
+    assert P.select_grid([{"models": "all", "strategies": "all", "prompts": "all",
+                           "encoders": "all"}]) == P.study_grid()
+    runs = P.select_grid([{"models": ["cris"], "strategies": ["real", "synth-pt-real-ft"],
+                           "prompts": ["p1"], "encoders": ["trained"], "seeds": [0, 2],
+                           "real_fractions": [0.5, 1.0]}])
+    assert [r.id for r in runs] == [
+        "cris_synthetic_trained_p1", "cris_synthetic_trained_p1_seed2",  # the sources
+        "cris_real_trained_p1", "cris_real_trained_p1_real50",
+        "cris_real_trained_p1_seed2", "cris_real_trained_p1_seed2_real50",
+        "cris_synth-pt-real-ft_trained_p1", "cris_synth-pt-real-ft_trained_p1_real50",
+        "cris_synth-pt-real-ft_trained_p1_seed2", "cris_synth-pt-real-ft_trained_p1_seed2_real50"]
+    mixed = P.select_grid([{"models": ["clipseg", "unet"], "strategies": ["mixed", "synthetic"],
+                            "prompts": ["p1"], "encoders": ["trained"],
+                            "provenance": [False, True], "real_fractions": [0.25]}])
+    assert [r.id for r in mixed] == [
+        "clipseg_synthetic_trained_p1", "unet_synthetic_trained_none",
+        "clipseg_mixed_trained_p1_real25", "clipseg_mixed_trained_p1_real25_prov",
+        "unet_mixed_trained_none_real25"]
+    # zero-shot has no replicates
+    zs = P.select_grid([{"models": "cris", "strategies": "zeroshot", "prompts": "p0",
+                         "seeds": [0, 1, 2]}])
+    assert [r.id for r in zs] == ["cris_zeroshot_frozen_p0"]
+    for block, why in [({"seeds": [-1]}, "seeds: -1"), ({"seeds": [1.5]}, "seeds: 1.5"),
+                       ({"real_fractions": [0]}, "real_fractions: 0"),
+                       ({"real_fractions": ["half"]}, "real_fractions: 'half'"),
+                       ({"provenance": ["yes"]}, "provenance \\['yes'\\] unknown"),
+                       ({"strategies": ["mixd"]}, "strategies \\['mixd'\\] unknown")]:
+        with pytest.raises(P.ProfileError, match=why):
+            P.select_grid([block], tmp_path / "x.yaml")
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7])
 def test_shards_are_disjoint_covering_deterministic_and_keep_dependencies(n):
     grid = P.study_grid()
@@ -100,6 +134,38 @@ def test_shipped_profiles_load():
     # CLIPSeg's lr comes from the recipe (2e-3; as-run finetunes synth-pt-real-ft at 2e-4)
     assert "lr" not in paper.run_parameters(P.Run("clipseg", "real", "trained", "p1"))
     assert paper.run_parameters(P.Run("cris", "real", "trained", "p1"))["lr"] == 2e-5
+
+
+def test_demo_beyond_shares_the_demo_runs_and_skips_its_analysis():
+    """The beyond profile reuses the demo's prepared data and finished runs: the same step
+    parameters and run parameters, so the same fingerprints and run folders."""
+    demo = P.load_profile("demo", ROOT)
+    beyond = P.load_profile("demo-beyond", ROOT)
+    assert beyond.runs_root == demo.runs_root
+    assert set(beyond.steps) == set(P.PREPARE_STEPS) | set(P.BEYOND_STEPS)  # null: not run
+    for step in P.PREPARE_STEPS:
+        assert beyond.step_parameters(step) == demo.step_parameters(step)
+    shared = set(beyond.runs) & set(demo.runs)
+    assert {r.id for r in shared} >= {"cris_real_trained_p1", "clipseg_synth-pt-real-ft_trained_p1"}
+    for run in shared:
+        assert beyond.run_parameters(run) == demo.run_parameters(run)
+    ids = {r.id for r in beyond.runs}
+    assert {"cris_real_trained_p1_seed2", "cris_synthetic_trained_p1_seed2",
+            "clipseg_mixed_trained_p1_prov", "cris_mixed_trained_p1_real25",
+            "unet_synth-pt-real-ft_trained_none"} <= ids
+    params = beyond.run_parameters(P.Run("cris", "mixed", "trained", "p1", seed=1,
+                                         real_fraction=0.5, provenance=True))
+    assert (params["seed"], params["real_fraction"], params["provenance"]) == (1, 0.5, True)
+    assert beyond.step_parameters("08_beyond")["runs_root"] == "runs/demo"
+
+
+def test_a_run_key_of_the_grid_is_refused_in_train(tmp_path):
+    for where, text in [("train.seed", "train: {seed: 3}"),
+                        ("models.cris.real_fraction", "models: {cris: {real_fraction: 0.5}}")]:
+        path = tmp_path / "p.yaml"
+        path.write_text(f"profile: p\n{text}\ngrid: []\n")
+        with pytest.raises(P.ProfileError, match=rf"p\.yaml: {where}: .* set by a grid block"):
+            P.load_profile(path)
 
 
 def test_load_profile_errors_name_the_file(tmp_path):
@@ -476,7 +542,8 @@ def test_plan_states_the_cost_of_a_grid_from_counted_flops(tmp_path):
     assume = Assumptions(tflops=100.0, utilization=0.5, epochs_per_run=4)
     table = plan_cost(prof, tmp_path, assume)  # no exported data here: the study's sizes
     assert table["runs"].sum() == len(prof.runs)
-    row = table.set_index(["model", "strategy", "encoders"]).loc[("cris", "real", "trained")]
+    row = table.set_index(["model", "strategy", "encoders", "real_fraction"]).loc[
+        ("cris", "real", "trained", 1.0)]
     train, infer = step_flops("cris", "trained", "tiny")
     assert 0 < infer < train
     expect = 4 * (1600 * 3 * train + 400 * 3 * infer) + 200 * 3 * infer
@@ -485,3 +552,35 @@ def test_plan_states_the_cost_of_a_grid_from_counted_flops(tmp_path):
     frozen = step_flops("cris", "frozen", "tiny")[0]
     assert frozen < train  # no gradient through the encoders
     assert "total:" in format_plan(table, prof, assume)
+    # beyond the study: a real fraction trains on that part of the real images, mixed on the
+    # real and the synthetic ones together (validated on the real)
+    from echo_vlsm.pipeline.cost import training_images
+    images = {"real": {"train": 1600, "val": 400}, "synthetic": {"train": 8000, "val": 1000}}
+    assert training_images(P.Run("cris", "real", "trained", "p1", real_fraction=0.25),
+                           images) == (400, 100)
+    assert training_images(P.Run("cris", "mixed", "trained", "p1", real_fraction=0.5),
+                           images) == (800 + 8000, 200)
+    assert training_images(P.Run("cris", "synthetic", "trained", "p1", seed=2),
+                           images) == (8000, 1000)
+
+
+def test_paper_profiles_optional_blocks_state_their_run_counts():
+    """Each commented block of paper.yaml's grid selects as many runs beyond the study's
+    grid as its comment says."""
+    import re
+
+    import yaml
+
+    lines = (ROOT / "notebooks" / "params" / "paper.yaml").read_text().splitlines()
+    tail = lines[lines.index("grid:") + 1:]
+    paragraphs = "\n".join(ln[4:] if ln.startswith("  # ") else "" for ln in tail).split("\n\n")
+    paper = set(P.load_profile("paper", ROOT).runs)
+    blocks = []
+    for par in paragraphs:
+        if "- {" not in par:
+            continue
+        block = yaml.safe_load(" ".join(par[par.index("- {") + 2:].split()))
+        blocks.append((block, int(re.search(r"(\d+) runs", " ".join(par.split())).group(1))))
+    assert len(blocks) == 4
+    for block, n in blocks:
+        assert len(set(P.select_grid([block])) - paper) == n, block

@@ -248,7 +248,7 @@ def test_pick_prompt_errors_list_valid_keys():
     msg = str(err.value)
     assert "no prompt 'p7'" in msg and "synthetic" in msg
     assert "['p0', 'p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'random']" in msg
-    with pytest.raises(ValueError, match=r"unknown prompt key 'p9'.*'p7', 'random'\]"):
+    with pytest.raises(ValueError, match=r"unknown prompt key 'p9'.*'p7', 'random', 'none'\]"):
         pick_prompt(TASK, "p9")
     with pytest.raises(ValueError, match="unknown prompt key 'P1'"):
         pick_prompt(TASK, "P1")

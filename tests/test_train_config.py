@@ -45,8 +45,20 @@ def test_pretraining_run_uses_p6_for_p7(tmp_path):
 
 
 @pytest.mark.parametrize("changes, match", [
-    ({"model": "unet"}, "model"),
-    ({"strategy": "mixed"}, "strategy"),
+    ({"model": "sam"}, "model"),
+    ({"strategy": "mixup"}, "strategy"),
+    ({"model": "unet"}, r"prompt='p1'.*model 'unet'.*\('none',\)"),
+    ({"model": "unet", "prompt": "none", "encoders": "frozen"}, "encoders.*'trained'"),
+    ({"model": "unet", "prompt": "none", "pretrained": True}, "pretrained.*scratch"),
+    ({"model": "unet", "prompt": "none", "strategy": "zeroshot"}, "strategy.*'unet'"),
+    ({"real_fraction": 0}, r"real_fraction=0.*0 < real_fraction <= 1"),
+    ({"real_fraction": 1.5}, "real_fraction"),
+    ({"real_fraction": 0.5, "strategy": "synthetic"}, "real_fraction.*'synthetic'"),
+    ({"provenance": True}, "provenance.*'mixed'"),
+    ({"provenance": "yes", "strategy": "mixed"}, "provenance"),
+    ({"synthetic_ratio": 1.0}, "synthetic_ratio.*'mixed'"),
+    ({"synthetic_ratio": 0, "strategy": "mixed"}, "synthetic_ratio.*> 0"),
+    ({"subset_seed": -1}, "subset_seed"),
     ({"encoders": "half"}, "encoders"),
     ({"precision": "int8"}, "precision"),
     ({"prompt": "P 3"}, "prompt"),

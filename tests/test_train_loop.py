@@ -13,8 +13,8 @@ from echo_vlsm.train import MissingRunError, TrainConfig, evaluate, fit, is_comp
 from echo_vlsm.train import loop as L
 
 HISTORY = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "images_per_s"]
-METRICS = ["model", "strategy", "encoders", "prompt", "sample", "structure", "view", "phase",
-           "dice", "iou", "hd95"]
+METRICS = ["model", "strategy", "encoders", "prompt", "seed", "real_fraction", "provenance",
+           "sample", "structure", "view", "phase", "dice", "iou", "hd95"]
 
 
 @pytest.fixture(scope="module")

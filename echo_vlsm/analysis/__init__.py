@@ -12,7 +12,16 @@ and derives what the study reports; its parts:
 - ``differences``: strategy minus real, frozen minus trained, the P0/P1 prompt gap;
 - ``convergence``: epochs and seconds to the best validation dice, real vs synth-pt-real-ft;
 - ``figures``: strategy and freeze differences, learning curves, per structure;
-- ``report``: ``report.md``.
+- ``report``: ``report.md`` (``report_sections``; ``beyond_sections`` and
+  ``update_report`` for notebook 08's block);
+- beyond the study (issue #15): ``seeds`` (``seed_table``, the hierarchical bootstrap
+  ``hierarchical_bootstrap``, ``claim_verdicts``), ``efficiency`` (dice against real
+  training images, ``images_to_reach``), ``beyond`` (``beyond_blocks``, ``beyond_table``,
+  ``baseline_table``, ``SUPERVISED_SOTA``, ``beyond_results``).
+
+The study's tables, tests and figures use the study's own cells only (``study_rows``: seed 0,
+all the real data, CLIPSeg and CRIS, its four strategies), so runs beyond it in the same
+folder leave them unchanged.
 
 It loads no torch. Examples::
 
@@ -23,6 +32,18 @@ It loads no torch. Examples::
                 {"model": "cris", "strategy": "real", "prompt": "p2"})
 """
 
+from echo_vlsm.analysis.beyond import (
+    BLOCKS,
+    SUPERVISED_SOTA,
+    SUPERVISED_SOTA_SOURCE,
+    baseline_table,
+    beyond_blocks,
+    beyond_results,
+    beyond_summary,
+    beyond_table,
+    mixed_difference_figure,
+    mixed_differences,
+)
 from echo_vlsm.analysis.convergence import STUDY_SPEEDUPS, convergence_speedups, speedup_summary
 from echo_vlsm.analysis.differences import (
     freeze_differences,
@@ -30,6 +51,12 @@ from echo_vlsm.analysis.differences import (
     prompt_gap,
     prompt_gap_verdict,
     strategy_differences,
+)
+from echo_vlsm.analysis.efficiency import (
+    efficiency_figure,
+    efficiency_runs,
+    efficiency_table,
+    images_to_reach,
 )
 from echo_vlsm.analysis.figures import (
     freeze_difference_figure,
@@ -39,8 +66,11 @@ from echo_vlsm.analysis.figures import (
     strategy_difference_figure,
 )
 from echo_vlsm.analysis.loading import (
+    CELL_COLUMNS,
     PAPER_RESULTS,
+    RUN_COLUMNS,
     MetricsFormatError,
+    beyond_rows,
     load_histories,
     load_metrics,
     load_summaries,
@@ -49,6 +79,9 @@ from echo_vlsm.analysis.loading import (
     read_metrics,
     stale_note,
     stale_runs,
+    study_mask,
+    study_rows,
+    with_run_columns,
 )
 from echo_vlsm.analysis.paired import (
     STUDY_TESTS,
@@ -58,7 +91,27 @@ from echo_vlsm.analysis.paired import (
     select,
     study_tests,
 )
-from echo_vlsm.analysis.report import report_sections, write_report
+from echo_vlsm.analysis.report import (
+    beyond_sections,
+    report_sections,
+    update_report,
+    write_report,
+)
+from echo_vlsm.analysis.seeds import (
+    BootstrapResult,
+    bootstrap_difference,
+    claim_pairs,
+    claim_verdicts,
+    claims_summary,
+    comparison_display,
+    hierarchical_bootstrap,
+    run_means,
+    seed_comparison,
+    seed_comparisons,
+    seed_table,
+    seed_table_display,
+    verdict,
+)
 from echo_vlsm.analysis.tables import (
     MODEL_LABELS,
     STRATEGY_LABELS,
@@ -67,18 +120,28 @@ from echo_vlsm.analysis.tables import (
     summary_table,
     to_latex,
     to_markdown,
+    write_frame,
     write_table,
 )
 from echo_vlsm.grid import ENCODERS, METRIC_COLUMNS, MODELS, PROMPT_KEYS, STRATEGIES
 
 __all__ = [
-    "ENCODERS", "METRIC_COLUMNS", "MODELS", "MODEL_LABELS", "PAPER_RESULTS", "PROMPT_KEYS",
-    "STRATEGIES", "STRATEGY_LABELS", "STUDY_SPEEDUPS", "STUDY_TESTS", "MetricsFormatError",
-    "PairedTest", "best_cell", "convergence_speedups", "format_table",
-    "freeze_difference_figure", "freeze_differences", "learning_curve_figure",
-    "load_histories", "load_metrics", "load_summaries", "markdown_table", "metrics_files",
-    "paired_test", "paper_freeze_effect", "paper_results", "per_structure_figure",
-    "prompt_gap", "prompt_gap_verdict", "read_metrics", "report_sections", "save_figure",
-    "select", "speedup_summary", "stale_note", "stale_runs", "strategy_difference_figure", "strategy_differences",
-    "study_tests", "summary_table", "to_latex", "to_markdown", "write_report", "write_table",
+    "BLOCKS", "CELL_COLUMNS", "ENCODERS", "METRIC_COLUMNS", "MODELS", "MODEL_LABELS",
+    "PAPER_RESULTS", "PROMPT_KEYS", "RUN_COLUMNS", "STRATEGIES", "STRATEGY_LABELS",
+    "STUDY_SPEEDUPS", "STUDY_TESTS", "SUPERVISED_SOTA", "SUPERVISED_SOTA_SOURCE",
+    "BootstrapResult", "MetricsFormatError", "PairedTest", "baseline_table", "best_cell",
+    "beyond_blocks", "beyond_results", "beyond_rows", "beyond_summary", "beyond_sections", "beyond_table",
+    "bootstrap_difference", "claim_pairs", "claim_verdicts", "claims_summary",
+    "comparison_display", "convergence_speedups", "efficiency_figure", "efficiency_runs",
+    "efficiency_table", "format_table", "freeze_difference_figure", "freeze_differences",
+    "hierarchical_bootstrap", "images_to_reach", "learning_curve_figure", "load_histories",
+    "load_metrics", "load_summaries", "markdown_table", "metrics_files",
+    "mixed_difference_figure", "mixed_differences", "paired_test", "paper_freeze_effect",
+    "paper_results", "per_structure_figure", "prompt_gap", "prompt_gap_verdict",
+    "read_metrics", "report_sections", "run_means", "save_figure", "seed_comparison",
+    "seed_comparisons", "seed_table", "seed_table_display", "select", "speedup_summary",
+    "stale_note", "stale_runs", "strategy_difference_figure", "strategy_differences",
+    "study_mask", "study_rows", "study_tests", "summary_table", "to_latex", "to_markdown",
+    "update_report", "verdict", "with_run_columns", "write_frame", "write_report",
+    "write_table",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from echo_vlsm.analysis.loading import study_rows
 from echo_vlsm.analysis.tables import order_rows
 from echo_vlsm.grid import MODELS
 
@@ -25,7 +26,12 @@ def convergence_speedups(summaries: pd.DataFrame, histories: pd.DataFrame | None
       the ratio of best epochs it stays meaningful when a run is stopped by its epoch cap;
     - ``base_at_cap``: the base run was still improving at its last epoch, so its best epoch
       (and ``epoch_speedup``) is censored by the cap.
+
+    Only the study's own runs count (``study_rows``: seed 0, all the real data).
     """
+    summaries = study_rows(summaries)
+    if histories is not None:
+        histories = study_rows(histories)
     keys = ["model", "encoders", "prompt"]
     a = summaries[summaries["strategy"] == base].set_index(keys)
     b = summaries[summaries["strategy"] == boosted].set_index(keys)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from echo_vlsm.analysis.differences import freeze_differences, strategy_differences
+from echo_vlsm.analysis.loading import study_rows
 from echo_vlsm.analysis.tables import MODEL_LABELS, STRATEGY_LABELS
 from echo_vlsm.grid import MODELS, PROMPT_KEYS, STRATEGIES
 from echo_vlsm.io import atomic_path
@@ -105,9 +106,11 @@ def learning_curve_figure(histories: pd.DataFrame, out_dir: str | os.PathLike,
                           strategies: Iterable[str] = ("real", "synth-pt-real-ft"),
                           encoders: str = "trained") -> list[Path]:
     """Validation curves per epoch of ``strategies`` (default real vs synth-pt-real-ft),
-    one panel per model, one line per prompt."""
+    one panel per model, one line per prompt; the study's own runs only (``study_rows``)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
+
+    histories = study_rows(histories)
 
     if y is None:
         y = next((c for c in ("val_dice", "val_loss", "train_loss") if c in histories.columns),
@@ -134,9 +137,12 @@ def learning_curve_figure(histories: pd.DataFrame, out_dir: str | os.PathLike,
 def per_structure_figure(df: pd.DataFrame, out_dir: str | os.PathLike,
                          name: str = "per_structure", encoders: str = "trained") -> list[Path]:
     """Mean dice per structure (LV cavity, myocardium, LA) for each strategy and model,
-    averaged over prompts P1..P7 (P0 names no structure)."""
+    averaged over prompts P1..P7 (P0 names no structure); the study's own runs only
+    (``study_rows``)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
+
+    df = study_rows(df)
 
     sel = df[((df["encoders"] == encoders) | (df["strategy"] == "zeroshot"))
              & (df["prompt"] != "p0")]
@@ -149,7 +155,7 @@ def per_structure_figure(df: pd.DataFrame, out_dir: str | os.PathLike,
     for ax, m in zip(axes[0], models):
         sns.barplot(data=sel[sel["model"] == m], x="strategy", y="dice", hue="structure",
                     order=order, hue_order=[s for s in STRUCTURES if s in set(sel["structure"])],
-                    errorbar=("ci", 95), ax=ax, palette="colorblind")
+                    errorbar=("ci", 95), seed=0, ax=ax, palette="colorblind")
         ax.set_title(MODEL_LABELS[m])
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels([STRATEGY_LABELS[s] for s in order], rotation=20, fontsize=7)

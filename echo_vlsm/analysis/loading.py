@@ -15,10 +15,13 @@ from echo_vlsm.grid import (
     ENCODERS,
     HISTORY_FILE,
     METRIC_COLUMNS,
+    METRIC_DEFAULTS,
     METRICS_FILE,
     MODELS,
     STRATEGIES,
+    STUDY_STRATEGIES,
     SUMMARY_FILE,
+    VLSM_MODELS,
     parse_run_id,
 )
 from echo_vlsm.structures import STRUCTURES
@@ -28,18 +31,94 @@ _PAPER_ENCODERS = {"unfrozen": "trained", "frozen": "frozen"}
 PAPER_RESULTS = Path(__file__).resolve().parents[2] / "paper" / "paper_results.csv"
 
 
+#: The fields that name a run (``echo_vlsm.grid.Run.as_record``): the study's four, then the
+#: seed (a replicate), the real fraction and the provenance option (beyond the study).
+RUN_COLUMNS: tuple[str, ...] = ("model", "strategy", "encoders", "prompt", "seed",
+                                "real_fraction", "provenance")
+#: What seeds replicate: a run's fields but its seed.
+CELL_COLUMNS: tuple[str, ...] = tuple(c for c in RUN_COLUMNS if c != "seed")
+
+
 class MetricsFormatError(PathError):
     """A metrics or history file that does not have the tidy format."""
 
 
+def with_run_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with ``seed``, ``real_fraction`` and ``provenance`` (``METRIC_DEFAULTS`` where
+    absent: a table made before those columns existed), typed int, float, bool."""
+    missing = {c: v for c, v in METRIC_DEFAULTS.items() if c not in df.columns}
+    if missing:
+        df = df.assign(**missing)
+    return df.astype({"seed": int, "real_fraction": float, "provenance": bool})
+
+
+def study_mask(df: pd.DataFrame) -> pd.Series:
+    """Which rows of a metrics, summaries or histories table are the study's own cells: its
+    models (CLIPSeg, CRIS) and strategies, seed 0, all the real data, no provenance phrase
+    (``echo_vlsm.grid.Run.is_study``). Absent columns mean their ``METRIC_DEFAULTS``."""
+    mask = df["model"].isin(VLSM_MODELS) & df["strategy"].isin(STUDY_STRATEGIES)
+    if "seed" in df.columns:
+        mask &= pd.to_numeric(df["seed"], errors="coerce").fillna(-1) == 0
+    if "real_fraction" in df.columns:
+        mask &= pd.to_numeric(df["real_fraction"], errors="coerce").fillna(-1) == 1.0
+    if "provenance" in df.columns:
+        mask &= ~df["provenance"].fillna(True).astype(bool)
+    return mask
+
+
+def study_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``df`` that belong to the study's own grid (``study_mask``): what its
+    Tables 1 and 2, paired tests, difference figures and convergence speed-ups are made of,
+    so that seed replicates, real fractions, ``mixed`` and U-Net runs in the same folder
+    leave them unchanged.
+
+    >>> t = pd.DataFrame({"model": ["cris", "cris", "unet"], "strategy": ["real"] * 3,
+    ...                   "seed": [0, 1, 0]})
+    >>> study_rows(t).index.tolist()
+    [0]
+    """
+    return df[study_mask(df)]
+
+
+def beyond_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``df`` that go beyond the study (the complement of ``study_rows``)."""
+    return df[~study_mask(df)]
+
+
+_TRUE = {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}
+
+
+def _run_columns_checked(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Fill the run columns a file lacks with ``METRIC_DEFAULTS`` and check the others."""
+    for col, default in METRIC_DEFAULTS.items():
+        if col not in df.columns:
+            df[col] = default
+    seed = pd.to_numeric(df["seed"], errors="coerce")
+    if seed.isna().any() or (seed < 0).any() or (seed != seed.round()).any():
+        raise MetricsFormatError(path, "column 'seed' must hold integers >= 0")
+    df["seed"] = seed.astype(int)
+    frac = pd.to_numeric(df["real_fraction"], errors="coerce")
+    if frac.isna().any() or (frac <= 0).any() or (frac > 1).any():
+        raise MetricsFormatError(path, "column 'real_fraction' must hold numbers in (0, 1]")
+    df["real_fraction"] = frac.astype(float)
+    prov = df["provenance"].map(lambda v: v if isinstance(v, (bool, np.bool_))
+                                else _TRUE.get(str(v).strip().lower()))
+    if prov.isna().any():
+        raise MetricsFormatError(path, "column 'provenance' must hold true or false")
+    df["provenance"] = prov.astype(bool)
+    return df
+
+
 def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
-    """Read one tidy ``metrics.csv`` and check its columns and values."""
+    """Read one tidy ``metrics.csv`` and check its columns and values. A file written before
+    the ``seed``, ``real_fraction`` and ``provenance`` columns existed gets their
+    ``METRIC_DEFAULTS`` (seed 0, all the real data, no provenance)."""
     path = Path(path)
     try:
         df = pd.read_csv(path, dtype={"sample": str, "prompt": str, "view": str, "phase": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise MetricsFormatError(path, f"not a readable CSV ({exc})") from exc
-    missing = [c for c in METRIC_COLUMNS if c not in df.columns]
+    missing = [c for c in METRIC_COLUMNS if c not in df.columns and c not in METRIC_DEFAULTS]
     if missing:
         raise MetricsFormatError(
             path, f"missing columns {missing}; a tidy metrics file has {list(METRIC_COLUMNS)}"
@@ -54,6 +133,9 @@ def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
             raise MetricsFormatError(
                 path, f"column {col!r} has values {bad}; accepted: {list(allowed)}"
             )
+    if df["prompt"].isna().any():
+        raise MetricsFormatError(path, "column 'prompt' has empty values")
+    df = _run_columns_checked(df, path)
     for col in ("dice", "iou", "hd95"):
         values = pd.to_numeric(df[col], errors="coerce")
         if col != "hd95" and values.isna().any():
@@ -116,8 +198,9 @@ def _run_dirs(root: Path) -> list[Path]:
 
 def load_summaries(root: str | os.PathLike) -> pd.DataFrame:
     """``summary.json`` of every run folder under ``root`` (named by run id) as one table:
-    model, strategy, encoders, prompt, best_epoch, best_val_dice, seconds_to_best,
-    epochs_run, seconds_total, done."""
+    run_id, the run's fields (``RUN_COLUMNS``), best_epoch, best_val_dice, seconds_to_best,
+    epochs_run, seconds_total, done, and (NaN where a summary lacks them) ``n_train``,
+    ``train_images`` and ``real_train_images`` (unique real images it trained on)."""
     rows = []
     for d in _run_dirs(Path(root)):
         f = d / SUMMARY_FILE
@@ -130,9 +213,10 @@ def load_summaries(root: str | os.PathLike) -> pd.DataFrame:
         missing = [k for k in ("best_epoch", "seconds_to_best") if k not in s]
         if missing:
             raise MetricsFormatError(f, f"missing keys {missing}")
-        rows.append({**parse_run_id(d.name).as_dict(), "run_id": d.name, **s})
-    cols = ["run_id", "model", "strategy", "encoders", "prompt", "best_epoch", "best_val_dice",
-            "seconds_to_best", "epochs_run", "seconds_total", "done"]
+        rows.append({**s, **parse_run_id(d.name).as_record(), "run_id": d.name})
+    cols = ["run_id", *RUN_COLUMNS, "best_epoch", "best_val_dice", "seconds_to_best",
+            "epochs_run", "seconds_total", "done", "n_train", "train_images",
+            "real_train_images"]
     out = pd.DataFrame(rows)
     for c in cols:
         if c not in out.columns:
@@ -142,7 +226,7 @@ def load_summaries(root: str | os.PathLike) -> pd.DataFrame:
 
 def load_histories(root: str | os.PathLike) -> pd.DataFrame:
     """``history.csv`` of every run folder under ``root`` as one long table, with the run's
-    model, strategy, encoders and prompt, and ``epoch`` (1-based if absent)."""
+    fields (``RUN_COLUMNS``), ``run_id`` and ``epoch`` (1-based if absent)."""
     frames = []
     for d in _run_dirs(Path(root)):
         f = d / HISTORY_FILE
@@ -153,12 +237,12 @@ def load_histories(root: str | os.PathLike) -> pd.DataFrame:
             continue
         if "epoch" not in h.columns:
             h.insert(0, "epoch", np.arange(1, len(h) + 1))
-        for k, v in parse_run_id(d.name).as_dict().items():
+        for k, v in parse_run_id(d.name).as_record().items():
             h[k] = v
         h["run_id"] = d.name
         frames.append(h)
     if not frames:
-        return pd.DataFrame(columns=["run_id", "model", "strategy", "encoders", "prompt", "epoch"])
+        return pd.DataFrame(columns=["run_id", *RUN_COLUMNS, "epoch"])
     return pd.concat(frames, ignore_index=True)
 
 

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from echo_vlsm.analysis.loading import study_rows
 from echo_vlsm.analysis.tables import MODEL_LABELS, summary_table
 from echo_vlsm.grid import MODELS, PROMPT_KEYS
 
@@ -79,8 +80,9 @@ def paired_test(
             ex = dup[key].drop_duplicates().head(3).values.tolist()
             raise ValueError(
                 f"selection {name}={dict(where)} has {len(dup)} rows sharing a (sample, "
-                f"structure), e.g. {ex}; narrow it (model, strategy, encoders, prompt) so each "
-                "sample appears once"
+                f"structure), e.g. {ex}; narrow it (model, strategy, encoders, prompt, and seed, "
+                "real_fraction, provenance where the runs have several) so each sample appears "
+                "once"
             )
         sides[name] = rows.set_index(key)["dice"]
     only_a = sides["a"].index.difference(sides["b"].index)
@@ -122,7 +124,10 @@ def best_cell(summary: pd.DataFrame, strategy: str) -> dict | None:
 def study_tests(df: pd.DataFrame, encoders: str = "trained") -> pd.DataFrame:
     """The study's tests (Sec. 4): best synthetic vs best real (one-sided, synthetic < real;
     study: CRIS P5 vs CRIS P2, -5.19, p = 8.8e-73), and synth-pt-real-ft vs real for every
-    model and prompt run with both (one-sided, greater; study: CRIS P2, p = 8.3e-6)."""
+    model and prompt run with both (one-sided, greater; study: CRIS P2, p = 8.3e-6). Only
+    the study's own cells are tested (``study_rows``); ``seeds.claim_verdicts`` is the
+    seed-aware version."""
+    df = study_rows(df)
     summary = summary_table(df, encoders)
     rows = []
     best_syn, best_real = best_cell(summary, "synthetic"), best_cell(summary, "real")

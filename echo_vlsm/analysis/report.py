@@ -1,13 +1,16 @@
-"""``report.md``: every table and figure of a profile next to the study's numbers."""
+"""``report.md``: every table and figure of a profile next to the study's numbers, and (from
+notebook 08) the blocks beyond the study, in a marked block at its end."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
 
+from echo_vlsm.analysis.beyond import BLOCKS, SUPERVISED_SOTA_SOURCE
 from echo_vlsm.analysis.convergence import speedup_summary
 from echo_vlsm.analysis.differences import (
     freeze_differences,
@@ -15,7 +18,9 @@ from echo_vlsm.analysis.differences import (
     prompt_gap_verdict,
     strategy_differences,
 )
+from echo_vlsm.analysis.loading import study_rows
 from echo_vlsm.analysis.paired import STUDY_TESTS
+from echo_vlsm.analysis.seeds import claims_summary, comparison_display, seed_table_display
 from echo_vlsm.analysis.tables import format_table, markdown_table, to_markdown
 from echo_vlsm.io import write_text_atomic
 
@@ -91,6 +96,7 @@ def report_sections(
 
 
 def _overview(profile: str, metrics: pd.DataFrame, notes: Iterable[str]) -> str:
+    metrics = study_rows(metrics)
     runs = metrics.groupby(["model", "strategy", "encoders", "prompt"]).size()
     rehearsal = [f"**REHEARSAL** (`--fast-dev-run`): every run trained on a few batches "
                  f"and scored on a few test images, to prove the `{profile[:-4]}` profile "
@@ -142,3 +148,149 @@ def _convergence_body(speedups: pd.DataFrame) -> str:
     if speedups.empty:
         return body + "*(no real / synth-pt-real-ft pair)*"
     return body + markdown_table(speedup_summary(speedups)) + "\n\n" + markdown_table(speedups)
+
+
+# -- beyond the study (notebook 08) ---------------------------------------------------------
+#: The lines around the block notebook 08 writes at the end of ``report.md``.
+BEYOND_BEGIN = "<!-- beyond the study: begin (notebook 08 writes this block) -->"
+BEYOND_END = "<!-- beyond the study: end -->"
+_BEYOND_BLOCK = re.compile("\n" + re.escape(BEYOND_BEGIN) + ".*?" + re.escape(BEYOND_END)
+                           + "\n", re.S)
+_BLOCK_NAMES = {"seeds": "seed replicates", "mixed": "mixed training (with or without "
+                "provenance)", "efficiency": "real fractions below 1",
+                "baseline": "the supervised U-Net"}
+
+
+def update_report(path: str | os.PathLike, sections: list[tuple[str, str]],
+                  title: str = "Reproduction report") -> Path:
+    """Write ``sections`` as the beyond-the-study block at the end of ``report.md``
+    (between ``BEYOND_BEGIN`` and ``BEYOND_END``), replacing the block a previous call wrote
+    and leaving the rest (notebook 06's report) as it is. With no sections the block is
+    removed: the file is then byte for byte what notebook 06 wrote (untouched if it had no
+    block). A missing report is started with ``title``."""
+    path = Path(path)
+    before = path.read_text(encoding="utf-8") if path.is_file() else None
+    text = _BEYOND_BLOCK.sub("", before) if before is not None else f"# {title}\n"
+    if sections:
+        body = "\n".join(f"## {heading}\n\n{body.strip()}\n" for heading, body in sections)
+        text = f"{text.rstrip(chr(10))}\n\n{BEYOND_BEGIN}\n\n{body}\n{BEYOND_END}\n"
+    if text != before and (before is not None or sections):
+        write_text_atomic(path, text)
+    return path
+
+
+def beyond_sections(
+    report_path: str | os.PathLike,
+    results: Mapping,
+    *,
+    figures: Mapping[str, Iterable[Path]] | None = None,
+    n_boot: int = 2000,
+    level: float = 0.95,
+) -> list[tuple[str, str]]:
+    """The report's sections beyond the study, from ``beyond.beyond_results``: an overview
+    (which blocks have runs, every cell at all the real data), then seed variation (the seed
+    table, the study's claims with their bootstrap intervals and Wilcoxon tests, the other
+    comparisons), mixed training and provenance, data efficiency, and the supervised
+    baseline, each only when its runs exist. No block with runs: no section (``[]``), so a
+    report without such runs stays as notebook 06 wrote it.
+
+    ``figures``: ``{"mixed_difference": paths, "data_efficiency": paths}``.
+    """
+    blocks = results["blocks"]
+    if not any(blocks.values()):
+        return []
+    report_dir = Path(report_path).parent
+    figures = dict(figures or {})
+
+    def figure(key: str, caption: str) -> str:
+        return _figure_md(report_dir, figures.get(key), caption)
+
+    present = [_BLOCK_NAMES[b] for b in BLOCKS if blocks[b]]
+    absent = [_BLOCK_NAMES[b] for b in BLOCKS if not blocks[b]]
+    overview = ("Runs beyond the study's grid (issue #15: its proposed next experiments, seed "
+                "variation and a supervised baseline). The study's own tables above use only "
+                "its own cells (seed 0, all the real data, CLIPSeg and CRIS, its four "
+                "strategies); these sections hold the rest. Runs present: "
+                + ", ".join(present) + "."
+                + (f" No runs, so no section: {', '.join(absent)}." if absent else "")
+                + "\n\nEvery cell trained on all the real data: mean over seeds of each run's "
+                "mean test dice ± the across-seed standard deviation.\n\n"
+                + markdown_table(results["beyond_table"]))
+    sections = [("Beyond the study: what was run", overview)]
+    comparisons = results.get("comparisons")
+    if blocks["seeds"]:
+        sections.append(("Beyond the study: seed variation",
+                         _seeds_body(results, comparisons, n_boot, level)))
+    if blocks["mixed"]:
+        body = ("Mixed training, the study's proposed direction: one training set of real and "
+                "synthetic images, evaluated on the real test split; with provenance, each "
+                "training prompt says whether its image is real or synthetic (at test time: "
+                "real). Mean dice (over seeds) of each strategy minus real; `paper_diff` is the "
+                "study's, which ran no mixed cell.\n\n"
+                + figure("mixed_difference", "Strategy minus real, with mixed") + "\n\n"
+                + markdown_table(results["mixed_differences"]))
+        mixed = comparisons[comparisons["comparison"].isin(
+            ["mixed vs real", "provenance in the prompt"])] if comparisons is not None else None
+        if mixed is not None and not mixed.empty and not blocks["seeds"]:
+            body += ("\n\n" + _bootstrap_definition(n_boot, level) + "\n\n"
+                     + markdown_table(comparison_display(mixed)))
+        sections.append(("Beyond the study: mixed training and provenance", body))
+    if blocks["efficiency"]:
+        sections.append(("Beyond the study: data efficiency",
+                         _efficiency_body(results, figure("data_efficiency",
+                                                          "Test dice against real training "
+                                                          "images"))))
+    if blocks["baseline"]:
+        body = (f"A text-free U-Net (MONAI) trained by the same engine and scored by the same "
+                f"metrics, beside the VLSMs; for reference, {SUPERVISED_SOTA_SOURCE}.\n\n"
+                + markdown_table(results["baseline"]))
+        unet = comparisons[comparisons["comparison"] == "U-Net vs best VLSM"] \
+            if comparisons is not None else None
+        if unet is not None and not unet.empty and not blocks["seeds"]:
+            body += "\n\n" + markdown_table(comparison_display(unet))
+        sections.append(("Beyond the study: supervised baseline", body))
+    return sections
+
+
+def _bootstrap_definition(n_boot: int, level: float) -> str:
+    return (f"Hierarchical bootstrap ({n_boot} replicates): each replicate resamples each "
+            "cell's seeds with replacement, then the test samples (one draw for both cells, "
+            "which share the real test split), and takes mean dice of a minus b; CI: its "
+            f"{level * 100:g} % percentile interval. A claim *survives* seed variation when "
+            "its interval excludes 0 in the claimed direction; *not testable* with fewer than "
+            "2 seeds in a cell. Beside it, the study's one-sided Wilcoxon signed-rank test on "
+            "one run per cell (seed 0), and at how many common seeds that test alone is "
+            "significant.")
+
+
+def _seeds_body(results: Mapping, comparisons, n_boot: int, level: float) -> str:
+    claims = results["claims"]
+    body = ("The study ran one training per cell and compared cells with a Wilcoxon test "
+            "over test samples, which ignores how far a cell moves when only the training "
+            "seed changes. Per cell: the mean over seeds of each run's mean test dice, the "
+            "across-seed standard deviation, and the study's value.\n\n"
+            + markdown_table(seed_table_display(results["seed_table"]))
+            + "\n\n" + _bootstrap_definition(n_boot, level) + "\n\n"
+            + claims_summary(claims, level=level, n_boot=n_boot) + "\n\n"
+            + "**The study's claims**\n\n" + markdown_table(comparison_display(claims)))
+    if comparisons is not None and not comparisons.empty:
+        body += ("\n\n**Beyond the study's claims** (two-sided)\n\n"
+                 + markdown_table(comparison_display(comparisons)))
+    return body
+
+
+def _efficiency_body(results: Mapping, figure: str) -> str:
+    reach, eff = results.get("reach"), results.get("efficiency")
+    body = ("Test dice against the number of real training images (patient-level "
+            "subsets of the real training patients, nested), per strategy and model; error "
+            "bars: the across-seed standard deviation.\n\n"
+            + figure)
+    if reach is not None:
+        body += ("\n\nReal training images each strategy needs to reach the dice of "
+                 "`real` with all of them (linear interpolation between measured "
+                 "fractions):\n\n" + (markdown_table(reach) if not reach.empty
+                                        else "*(no real run with all the real data)*"))
+    if eff is not None and bool(eff["images_inferred"].any()):
+        body += ("\n\n*Some runs' summaries predate `real_train_images`: their count was "
+                 "taken from runs at the same fraction.*")
+    return body

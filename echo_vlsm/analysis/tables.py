@@ -10,17 +10,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from echo_vlsm.analysis.loading import paper_results
+from echo_vlsm.analysis.loading import paper_results, study_rows
 from echo_vlsm.grid import ENCODERS, MODELS, PROMPT_KEYS, STRATEGIES
 from echo_vlsm.io import write_text_atomic
 
-MODEL_LABELS = {"clipseg": "CLIPSeg", "cris": "CRIS"}
+MODEL_LABELS = {"clipseg": "CLIPSeg", "cris": "CRIS", "unet": "U-Net"}
 STRATEGY_LABELS = {
     "zeroshot": "Zero-shot",
     "synthetic": "Synthetic",
     "real": "Real",
     "synth-pt-real-ft": "Synth-PT:Real-FT",
+    "mixed": "Mixed",
 }
+
+
+def prompt_label(prompt: str) -> str:
+    """``"p2"`` -> ``"P2"``; other prompts (``none``, ``random``) as they are."""
+    return prompt.upper() if prompt in PROMPT_KEYS else str(prompt)
 
 
 def order_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -46,10 +52,13 @@ def summary_table(
 
     Zero-shot rows (no training, so no encoder setting) belong to Table 1, as in the study,
     whatever their ``encoders`` label; Table 2 has none. With ``all_paper_cells`` every cell
-    of the study's table is listed, with ``n = 0`` where it was not reproduced.
+    of the study's table is listed, with ``n = 0`` where it was not reproduced. Only the
+    study's own cells count (``study_rows``: seed 0, all the real data, its models and
+    strategies); the runs beyond it have their own tables (``seeds``, ``beyond``).
     """
     if encoders not in ENCODERS:
         raise ValueError(f"encoders={encoders!r}; expected one of {list(ENCODERS)}")
+    df = study_rows(df)
     if encoders == "trained":
         sel = df[(df["encoders"] == "trained") | (df["strategy"] == "zeroshot")]
     else:
@@ -157,6 +166,18 @@ def to_latex(wide: pd.DataFrame, caption: str = "", label: str = "") -> str:
         lines.append(" & ".join(_latex(v) for v in row.tolist()) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def write_frame(df: pd.DataFrame, out_dir: str | os.PathLike, name: str, caption: str = "",
+                floatfmt: str = ".2f") -> dict[str, Path]:
+    """Write a long table as ``<name>.md`` (``markdown_table``, under a bold caption) and
+    ``<name>.csv`` into ``out_dir``; return their paths."""
+    out_dir = Path(out_dir)
+    paths = {"md": out_dir / f"{name}.md", "csv": out_dir / f"{name}.csv"}
+    md = (f"**{caption}**\n\n" if caption else "") + markdown_table(df, floatfmt=floatfmt)
+    write_text_atomic(paths["md"], md)
+    write_text_atomic(paths["csv"], df.to_csv(index=False))
+    return paths
 
 
 def write_table(

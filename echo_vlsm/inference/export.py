@@ -56,12 +56,16 @@ _ARCHITECTURE = {
                "a light transformer decoder conditioned on the prompt (FiLM)",
     "cris": "CRIS (Wang et al., CVPR 2022): a CLIP ResNet-50 image and text encoder, a "
             "vision-language decoder and a text-to-pixel contrastive projector",
+    "unet": "a text-free U-Net baseline (MONAI's nnU-Net-like DynUNet) predicting the three "
+            "structures at once (softmax over background + 3); its prompt is the structure's "
+            "name",
 }
 _STRATEGY = {
     "zeroshot": "no finetuning (the pretrained model, scored as it is)",
     "real": "finetuned on real images",
     "synthetic": "finetuned on synthetic images of the semantic diffusion model (SDM)",
     "synth-pt-real-ft": "pretrained on synthetic SDM images, then finetuned on real images",
+    "mixed": "finetuned on real and synthetic SDM images together",
 }
 
 

@@ -1,6 +1,7 @@
-"""The vision-language segmentation models of the study: CLIPSeg and CRIS.
+"""The vision-language segmentation models of the study, CLIPSeg and CRIS, and a text-free
+U-Net baseline (beyond the study).
 
-``build_model(name, size, pretrained, encoders)`` reaches both; every model is called as
+``build_model(name, size, pretrained, encoders)`` reaches all three; every model is called as
 ``model(pixel_values, input_ids, attention_mask) -> logits (B, 1, H, W)`` and carries a
 ``.spec`` (input size, normalisation, threshold) and ``.tokenize(texts)``: the contract of
 :class:`~echo_vlsm.models.base.SegmentationModel`. Where pretrained weights go:
@@ -8,7 +9,8 @@
 
 Modules: ``base`` (``ModelSpec``, the shared contract), ``clipseg`` and ``cris`` (one model
 each, whole), ``tokenizer`` (CLIP's BPE), ``weights`` (reading foreign checkpoints),
-``checks`` (``encoder_gradient_check``, the study's CLIPSeg defect shown).
+``checks`` (``encoder_gradient_check``, the study's CLIPSeg defect shown), ``unet`` (MONAI's
+DynUNet predicting the three structures at once, read per structure by the same engine).
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ import json
 
 import torch
 
-from echo_vlsm.grid import ENCODERS, MODELS, SIZES
+from echo_vlsm.grid import BASELINE_MODELS, ENCODERS, MODELS, SIZES
 from echo_vlsm.models.base import UPSAMPLINGS, ModelSpec, SegmentationModel, check_model
 from echo_vlsm.models.checks import encoder_gradient_check
 from echo_vlsm.models.clipseg import build_clipseg, clipseg_spec
 from echo_vlsm.models.cris import build_cris, cris_spec
 from echo_vlsm.models.tokenizer import ClipTokenizer
+from echo_vlsm.models.unet import build_unet, unet_spec
 from echo_vlsm.models.weights import StateDictMismatchError, local_path
 
-_SPECS = {"clipseg": clipseg_spec, "cris": cris_spec}
-_BUILDERS = {"clipseg": build_clipseg, "cris": build_cris}
+_SPECS = {"clipseg": clipseg_spec, "cris": cris_spec, "unet": unet_spec}
+_BUILDERS = {"clipseg": build_clipseg, "cris": build_cris, "unet": build_unet}
 
 
 def model_spec(name: str, size: str = "paper") -> ModelSpec:
@@ -51,6 +54,7 @@ def build_model(name: str, size: str = "paper", pretrained=None, encoders: str =
     ``echo-vlsm export-model`` (its ``config.json`` says ``"format": "echo-vlsm-model"``).
     ``encoders``:
     ``"trained"`` (gradients reach the CLIP image and text encoders) or ``"frozen"``.
+    ``unet`` (``echo_vlsm.models.unet``) takes no pretrained weights and trained encoders only.
     CRIS also takes ``trust=True`` to read OpenAI's TorchScript ``RN50.pt``, ``dropout``
     (the decoder's) and ``upsample`` (``"bicubic-corners"``, the study's and the default, or
     ``"bilinear"``; see ``ModelSpec.upsample``).
@@ -113,7 +117,7 @@ def _load_exported(name, size, encoders, pretrained, config: dict, **kwargs):
         raise StateDictMismatchError(f"{weights}: weights do not fit {name} {size}: missing "
                                      f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
     vocab = folder / str(config.get("tokenizer", {}).get("vocabulary", ""))
-    if vocab.is_file():
+    if vocab.is_file() and name not in BASELINE_MODELS:  # a text-free model reads no text
         model._tokenizer = ClipTokenizer(model.spec.context_length, bpe_path=vocab)
     return model
 

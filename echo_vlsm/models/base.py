@@ -49,10 +49,10 @@ def check_model(name: str, size: str, encoders: str) -> None:
     Examples::
 
         >>> check_model("clipseg", "tiny", "frozen")
-        >>> check_model("unet", "tiny", "frozen")
+        >>> check_model("sam", "tiny", "frozen")
         Traceback (most recent call last):
         ...
-        ValueError: unknown model 'unet'; expected one of ('clipseg', 'cris')
+        ValueError: unknown model 'sam'; expected one of ('clipseg', 'cris', 'unet')
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {MODELS}")

@@ -31,6 +31,9 @@ STUDY_IMAGES = {"real": {"train": 1600, "val": 400, "test": 200},
 #: weights (shared/reference): CLIPSeg at batch 128 (encoders without gradient, as in the
 #: study's code), CRIS at batch 32 (trained encoders).
 MEASURED_IMG_S = {("clipseg", "frozen"): 1857.0, ("cris", "trained"): 136.0}
+#: The utilisation assumed for a model without a measured rate (the U-Net baseline): a
+#: plain convolutional network at mixed precision; stated in the plan's text.
+ASSUMED_UTILIZATION = 0.35
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,23 @@ def implied_utilization(model: str, assume: Assumptions) -> float:
     (``MEASURED_IMG_S``); the assumption's own value when it gives one."""
     if assume.utilization is not None:
         return assume.utilization
-    (enc, img_s), = [(e, v) for (m, e), v in MEASURED_IMG_S.items() if m == model]
+    measured = [(e, v) for (m, e), v in MEASURED_IMG_S.items() if m == model]
+    if not measured:
+        return ASSUMED_UTILIZATION
+    (enc, img_s), = measured
     return img_s * step_flops(model, enc)[0] / (989.0 * 1e12)
+
+
+def training_images(run, images: dict[str, dict[str, int]]) -> tuple[int, int]:
+    """(training, validation) images of ``run``: the synthetic set, the real one (its
+    ``real_fraction``), or both for ``mixed`` (validated on the real set)."""
+    real_train = round(images["real"].get("train", 0) * run.real_fraction)
+    real_val = round(images["real"].get("val", 0) * run.real_fraction)
+    if run.strategy == "synthetic":
+        return images["synthetic"].get("train", 0), images["synthetic"].get("val", 0)
+    if run.strategy == "mixed":
+        return real_train + images["synthetic"].get("train", 0), real_val
+    return real_train, real_val
 
 
 def plan_cost(prof: Profile, root, assume: Assumptions = Assumptions()):
@@ -104,18 +122,16 @@ def plan_cost(prof: Profile, root, assume: Assumptions = Assumptions()):
         if run.strategy == "zeroshot":
             train, val, n_epochs = 0, 0, 0
         else:
-            kind = "synthetic" if run.strategy == "synthetic" else "real"
-            train = images[kind].get("train", 0) * n_struct
-            val = images[kind].get("val", 0) * n_struct
+            train, val = (n * n_struct for n in training_images(run, images))
             n_epochs = epochs
         flops = n_epochs * (train * train_flops + val * infer_flops) + test * infer_flops
         util = implied_utilization(run.model, assume)
         rows.append({"model": run.model, "strategy": run.strategy, "encoders": run.encoders,
-                     "train_triplets": train, "epochs": n_epochs, "pflops": flops / 1e15,
+                     "real_fraction": run.real_fraction, "train_triplets": train, "epochs": n_epochs, "pflops": flops / 1e15,
                      "utilization": util,
                      "gpu_hours": flops / (assume.tflops * 1e12 * util) / 3600})
     df = pd.DataFrame(rows)
-    return df.groupby(["model", "strategy", "encoders"], sort=False).agg(
+    return df.groupby(["model", "strategy", "encoders", "real_fraction"], sort=False).agg(
         runs=("pflops", "size"), train_triplets=("train_triplets", "first"),
         epochs=("epochs", "first"), pflops_per_run=("pflops", "mean"),
         utilization=("utilization", "first"), gpu_hours=("gpu_hours", "sum")).reset_index()
@@ -126,6 +142,8 @@ def format_plan(table, prof: Profile, assume: Assumptions) -> str:
     util = ("the utilisation each model reaches in the measured training rates of the study's "
             "recipe on one H200 (CLIPSeg 1857 img/s, CRIS 136 img/s)"
             if assume.utilization is None else f"{assume.utilization:.0%} utilisation")
+    if assume.utilization is None and set(table["model"]) - {m for m, _ in MEASURED_IMG_S}:
+        util += f" ({ASSUMED_UTILIZATION:.0%} assumed for models without a measured rate)"
     return "\n".join([
         f"Plan of profile {prof.name}: {len(prof.runs)} runs at {assume.tflops:.0f} peak "
         f"TFLOP/s and {util}; {assume.epochs_per_run} epochs per run (profile cap "

@@ -44,7 +44,7 @@ from echo_vlsm.grid import (
     run_complete,
     run_problem,
 )
-from echo_vlsm.pipeline.profiles import ANALYSIS_STEPS, TRAIN_NOTEBOOK, Profile
+from echo_vlsm.pipeline.profiles import ANALYSIS_STEPS, BEYOND_STEPS, TRAIN_NOTEBOOK, Profile
 from echo_vlsm.pipeline.state import (
     FAILURE_FILE,
     failure_message,
@@ -162,7 +162,9 @@ def build_graph(prof: Profile, root: str | os.PathLike, runs: Sequence[Run] | No
                            ("02_sdm_synthesis",), ("01_data_preparation",))
     in_call = set(runs)
     for run in runs:
-        needs = synthetic_data if run.strategy == "synthetic" else real_data
+        needs = {"synthetic": synthetic_data,  # mixed trains on both sets
+                 "mixed": tuple(dict.fromkeys(real_data + synthetic_data))}.get(run.strategy,
+                                                                                real_data)
         source = pretrain_source(run)
         if source is not None and source in in_call:
             needs = (source.id, *needs)
@@ -179,6 +181,10 @@ def build_graph(prof: Profile, root: str | os.PathLike, runs: Sequence[Run] | No
     if "07_explore" in has:
         step("07_explore", run_ids + tuple(n for n in ANALYSIS_STEPS if n in has), "analysis",
              prof.step_parameters("07_explore"))
+    for name in BEYOND_STEPS:  # after 06, whose report it adds its sections to
+        if name in has:
+            step(name, run_ids + tuple(n for n in ANALYSIS_STEPS if n in has), "analysis",
+                 prof.step_parameters(name))
     return jobs
 
 

@@ -26,6 +26,11 @@ TRAIN_NOTEBOOK = "04_train_vlsm"
 ANALYSIS_STEPS = ("05_freeze_ablation", "06_dice_difference_plots")
 #: After the analysis: a trained model explored (static figures under papermill).
 EXPLORE_STEPS = ("07_explore",)
+#: Beyond the study: seed-aware comparisons, mixed training, data efficiency, the baseline.
+BEYOND_STEPS = ("08_beyond",)
+#: Keys of a run that belong to the grid (a block's ``seeds``, ``real_fractions``,
+#: ``provenance``), not to ``train:`` or ``models:``, so a run's id always names them.
+GRID_RUN_KEYS = ("seed", "real_fraction", "provenance")
 STAGES = ("prepare", "runs", "analysis")
 PROFILE_KEYS = {"profile", "description", "runs_root", "env", "kernel", "execution_timeout",
                 "steps", "train", "models", "grid", "slurm", "inherits"}
@@ -58,9 +63,9 @@ class Profile:
         """Papermill parameters of a prepare or analysis step (the analysis steps learn the
         profile's name and runs folder unless the profile sets them)."""
         params = dict(self.steps.get(step) or {})
-        if step in ANALYSIS_STEPS:
+        if step in ANALYSIS_STEPS or step in BEYOND_STEPS:
             params.setdefault("profile", self.name)
-        if step in ANALYSIS_STEPS or step in EXPLORE_STEPS:
+        if step in ANALYSIS_STEPS or step in EXPLORE_STEPS or step in BEYOND_STEPS:
             params.setdefault("runs_root", self.runs_root)
         return params
 
@@ -82,7 +87,7 @@ def load_profile(profile: str | os.PathLike, root: str | os.PathLike | None = No
     path = profile_path(profile, root)
     data = _inherited(path, root, [])
     steps = data.get("steps") or {}
-    known_steps = set(PREPARE_STEPS) | set(ANALYSIS_STEPS) | set(EXPLORE_STEPS)
+    known_steps = set(PREPARE_STEPS) | set(ANALYSIS_STEPS) | set(EXPLORE_STEPS) | set(BEYOND_STEPS)
     bad = set(steps) - known_steps
     if bad:
         raise ProfileError(path, f"steps {sorted(bad)} unknown; accepted: {sorted(known_steps)} "
@@ -94,6 +99,14 @@ def load_profile(profile: str | os.PathLike, root: str | os.PathLike | None = No
     bad = set(models) - set(MODELS)
     if bad:
         raise ProfileError(path, f"models {sorted(bad)} unknown; accepted: {list(MODELS)}")
+    grid_key = {"seed": "seeds", "real_fraction": "real_fractions", "provenance": "provenance"}
+    for where, params in [("train", data.get("train") or {}),
+                          *((f"models.{m}", v or {}) for m, v in models.items())]:
+        for key in GRID_RUN_KEYS:  # the defaults (seed: 0) are what every study run has
+            if key in params and params[key] not in (0, 1.0, False):
+                raise ProfileError(path, f"{where}.{key}: {params[key]!r}; a run's {key} is "
+                                         f"set by a grid block's '{grid_key[key]}', so that "
+                                         "its run id names it")
     name = str(data.get("profile") or path.stem)
     return Profile(
         name=name,
@@ -112,7 +125,8 @@ def load_profile(profile: str | os.PathLike, root: str | os.PathLike | None = No
 
 def _inherited(path: Path, root, seen: list[Path]) -> dict:
     """The profile at ``path`` on top of the one it ``inherits`` (recursively): mappings are
-    merged key by key (steps and models one level deeper), other values replaced."""
+    merged key by key (steps and models one level deeper), other values replaced; a step
+    set to ``null`` is one the inheriting profile does not run."""
     if path in seen:
         raise ProfileError(path, "inherits itself: " + " -> ".join(str(p) for p in seen))
     data = _read_yaml(path)
@@ -126,6 +140,9 @@ def _inherited(path: Path, root, seen: list[Path]) -> dict:
         if key in ("steps", "models") and isinstance(value, dict):
             merged = dict(base.get(key) or {})
             for name, params in value.items():
+                if key == "steps" and params is None:
+                    merged.pop(name, None)
+                    continue
                 merged[name] = {**(merged.get(name) or {}), **(params or {})}
             base[key] = merged
         elif key in ("train", "env", "slurm") and isinstance(value, dict):

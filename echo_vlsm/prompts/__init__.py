@@ -21,17 +21,20 @@ from echo_vlsm.prompts.tasks import (
 from echo_vlsm.prompts.templates import (
     KINDS,
     PROMPT_KEYS,
+    PROVENANCE_PHRASES,
     Attributes,
     age_words,
     make_prompts,
     phrasings_of,
     prompt_keys,
     required_attributes,
+    with_provenance,
 )
 
 __all__ = [
-    "BACKENDS", "KINDS", "PROMPT_KEYS", "SHAPES", "Attributes", "TaskFileError", "age_words",
-    "build_tasks", "geometric_shape", "make_prompts", "phrasings_of", "pick_prompt",
-    "prompt_candidates", "prompt_keys", "read_tasks", "required_attributes", "shape_measures",
-    "shape_of", "task_path", "write_tasks",
+    "BACKENDS", "KINDS", "PROMPT_KEYS", "PROVENANCE_PHRASES", "SHAPES", "Attributes",
+    "TaskFileError", "age_words", "build_tasks", "geometric_shape", "make_prompts",
+    "phrasings_of", "pick_prompt", "prompt_candidates", "prompt_keys", "read_tasks",
+    "required_attributes", "shape_measures", "shape_of", "task_path", "with_provenance",
+    "write_tasks",
 ]

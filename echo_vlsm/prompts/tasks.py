@@ -36,12 +36,18 @@ from tqdm.auto import tqdm
 
 from echo_vlsm.dataset import RECORDS_FILE, image_name, mask_name, read_records, task_path
 from echo_vlsm.errors import PathError
-from echo_vlsm.grid import PROMPT_KEYS, RANDOM_PROMPT
+from echo_vlsm.grid import NO_PROMPT, PROMPT_KEYS, RANDOM_PROMPT
 from echo_vlsm.io import read_png, write_text_atomic
 from echo_vlsm.prompts import vqa
 from echo_vlsm.prompts.shape_backends import check_backend, shape_of
-from echo_vlsm.prompts.templates import KINDS, Attributes, make_prompts, phrasings_of
-from echo_vlsm.structures import SPLITS, STRUCTURES
+from echo_vlsm.prompts.templates import (
+    KINDS,
+    Attributes,
+    make_prompts,
+    phrasings_of,
+    with_provenance,
+)
+from echo_vlsm.structures import SPLITS, STRUCTURE_NAMES, STRUCTURES
 
 __all__ = [
     "ON_EMPTY", "REQUIRED_KEYS", "TaskFileError", "build_tasks", "detect_kind", "dumps_tasks",
@@ -366,13 +372,16 @@ def read_tasks(dataset_dir: str | os.PathLike, split: str | None = None) -> list
 # --------------------------------------------------------------------------- picking
 
 
-def prompt_candidates(task: Mapping, key: str) -> list[str]:
+def prompt_candidates(task: Mapping, key: str, provenance: str | None = None) -> list[str]:
     """Every text a prompt ``key`` gives for ``task``: the one rule ``pick_prompt`` draws from
     and the training data (``echo_vlsm.train.triplets``) tokenizes up front.
 
     ``key``: ``p0``..``p7`` -> that prompt's phrasings (one for P0, the study's two for
-    P1..); ``random`` -> every non-empty phrasing of every prompt of the task; any other text
-    containing a space -> that text itself (a fixed override prompt).
+    P1..); ``random`` -> every non-empty phrasing of every prompt of the task; ``none`` (a
+    text-free model's) -> the structure's name alone, which such a model reads as a class;
+    any other text containing a space -> that text itself (a fixed override prompt).
+    ``provenance`` (``real`` | ``synthetic``, beyond the study) appends the phrase saying
+    where the image comes from to each text (``templates.with_provenance``).
 
     Raises:
         ValueError: ``task`` is not a task; ``key`` is unknown or the task lacks it (``p7``
@@ -390,7 +399,18 @@ def prompt_candidates(task: Mapping, key: str) -> list[str]:
         True
         >>> prompt_candidates(task, "An echo of the heart.")
         ['An echo of the heart.']
+        >>> prompt_candidates({**task, "structure": "la"}, "none")
+        ['Left atrium cavity']
+        >>> prompt_candidates(task, "p1", provenance="real")[0]
+        'Left atrium cavity of the heart in a real echocardiogram.'
     """
+    texts = _candidates(task, key)
+    if provenance is None:
+        return texts
+    return [with_provenance(t, provenance) for t in texts]
+
+
+def _candidates(task: Mapping, key: str) -> list[str]:
     if not isinstance(task, Mapping) or not isinstance(task.get("prompts"), Mapping):
         raise ValueError(f"not a task (an object with a 'prompts' object): {task!r:.200}")
     if not isinstance(key, str):
@@ -398,6 +418,8 @@ def prompt_candidates(task: Mapping, key: str) -> list[str]:
     prompts = task["prompts"]
     if key in PROMPT_KEYS and key in prompts:
         return _phrasings(task, key)
+    if key == NO_PROMPT:
+        return [STRUCTURE_NAMES[_structure_of(task)]]
     if key == RANDOM_PROMPT:
         options = [t for k in PROMPT_KEYS if k in prompts for t in _phrasings(task, k) if t]
         if not options:
@@ -406,6 +428,20 @@ def prompt_candidates(task: Mapping, key: str) -> list[str]:
     if " " in key.strip():
         return [key]
     raise ValueError(_key_problem(task, key))
+
+
+def _structure_of(task: Mapping) -> str:
+    """The structure key of a task: its ``structure``, its attributes', or its mask's folder
+    (``masks/<structure>/<split>/<stem>.png``)."""
+    attrs = task.get("attributes") if isinstance(task.get("attributes"), Mapping) else {}
+    candidates = [task.get("structure"), attrs.get("structure")]
+    parts = PurePosixPath(str(task.get("mask_name", "")).replace("\\", "/")).parts
+    candidates += [p for p in parts if p in STRUCTURES]
+    for value in candidates:
+        if value in STRUCTURES:
+            return str(value)
+    raise ValueError(f"task {task.get('img_name')!r} names no structure ({list(STRUCTURES)}); "
+                     f"prompt {NO_PROMPT!r} gives the structure's name")
 
 
 def _phrasings(task: Mapping, key: str) -> list[str]:
@@ -424,7 +460,7 @@ def _key_problem(task: Mapping, key: str) -> str:
     have = [k for k in PROMPT_KEYS if k in task["prompts"]]
     fixed = "or a free text with spaces as a fixed prompt"
     if key not in PROMPT_KEYS:
-        valid = [*PROMPT_KEYS, RANDOM_PROMPT]
+        valid = [*PROMPT_KEYS, RANDOM_PROMPT, NO_PROMPT]
         return f"unknown prompt key {key!r}; expected one of {valid}, {fixed}"
     note = "; synthetic tasks have no p7: their P6 carries the shape" if key == "p7" else ""
     return (f"task {task.get('img_name')!r} has no prompt {key!r} (it has {have}{note}); valid "
@@ -445,11 +481,12 @@ def _choice(n: int, rng) -> int:
     )
 
 
-def pick_prompt(task: Mapping, key: str, rng=None) -> str:
+def pick_prompt(task: Mapping, key: str, rng=None, provenance: str | None = None) -> str:
     """The text prompt of a task for ``key`` (Synthetic Boost: one phrasing drawn at random).
 
-    One of ``prompt_candidates(task, key)``, drawn uniformly with ``rng`` (a numpy Generator
-    or a ``random.Random``; ``None`` gives the first one). Errors as ``prompt_candidates``.
+    One of ``prompt_candidates(task, key, provenance)``, drawn uniformly with ``rng`` (a numpy
+    Generator or a ``random.Random``; ``None`` gives the first one). Errors as
+    ``prompt_candidates``.
     """
-    options = prompt_candidates(task, key)
+    options = prompt_candidates(task, key, provenance)
     return options[_choice(len(options), rng)]

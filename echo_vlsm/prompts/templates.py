@@ -129,6 +129,36 @@ def phrasings_of(value: str | Sequence[str]) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+#: Beyond the study: where an image comes from, said in a prompt (``provenance``, the study's
+#: proposed "indicating in the language prompt whether the sample is real or artificial").
+#: The one place of this wording.
+PROVENANCE_PHRASES: dict[str, str] = {
+    "real": "in a real echocardiogram",
+    "synthetic": "in a synthetic echocardiogram",
+}
+
+
+def with_provenance(text: str, source: str) -> str:
+    """``text`` with the phrase saying its image is ``real`` or ``synthetic``, before its final
+    period; the empty prompt (P0) becomes the phrase alone.
+
+    Examples::
+
+        >>> with_provenance("Left atrium cavity of the heart.", "synthetic")
+        'Left atrium cavity of the heart in a synthetic echocardiogram.'
+        >>> with_provenance("", "real")
+        'In a real echocardiogram.'
+    """
+    if source not in PROVENANCE_PHRASES:
+        raise ValueError(f"provenance source {source!r}; expected one of "
+                         f"{list(PROVENANCE_PHRASES)}")
+    phrase = PROVENANCE_PHRASES[source]
+    body = text.strip()
+    if not body:
+        return f"{phrase[0].upper()}{phrase[1:]}."
+    return f"{body[:-1] if body.endswith('.') else body} {phrase}."
+
+
 def make_prompts(
     attrs: Attributes, kind: str = "camus", keys: Iterable[str] | None = None
 ) -> dict[str, str | list[str]]:

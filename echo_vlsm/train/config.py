@@ -32,10 +32,14 @@ from typing import Any
 
 from echo_vlsm.device import PRECISIONS
 from echo_vlsm.grid import (
+    BASELINE_MODELS,
+    BASELINE_STRATEGIES,
     ENCODERS,
     MODELS,
+    NO_PROMPT,
     PROMPT_KEYS,
     RANDOM_PROMPT,
+    REAL_DATA_STRATEGIES,
     SIZES,
     STRATEGIES,
     Run,
@@ -45,12 +49,18 @@ from echo_vlsm.grid import (
 )
 from echo_vlsm.paths import resolve
 
-__all__ = ["DEFAULT_BATCH", "DEFAULT_LR", "ENCODERS", "LOSSES", "MODELS", "PRECISIONS", "RECIPES",
+__all__ = ["BEYOND_DEFAULTS", "DEFAULT_BATCH", "DEFAULT_LR", "ENCODERS", "LOSSES", "MODELS", "PRECISIONS", "RECIPES",
            "RECIPE_FIELDS", "RUNTIME_FIELDS", "SIZES", "STRATEGIES", "TrainConfig", "prompt_keys",
            "recipe_value", "result_fields", "run_id"]
-#: The study's learning rates (AdamW) and batch sizes per model.
-DEFAULT_LR = {"clipseg": 2e-3, "cris": 2e-5}
-DEFAULT_BATCH = {"clipseg": 128, "cris": 32}
+#: The study's learning rates (AdamW) and batch sizes per model; for the U-Net baseline
+#: (beyond the study) this project's choice, AdamW at 1e-3 with batch 16 as usual for 2D
+#: CAMUS U-Nets trained from scratch (the study trained none).
+DEFAULT_LR = {"clipseg": 2e-3, "cris": 2e-5, "unet": 1e-3}
+DEFAULT_BATCH = {"clipseg": 128, "cris": 32, "unet": 16}
+#: Fields added beyond the study, with the value a ``config.json`` (or ``state.pt``) written
+#: before they existed means.
+BEYOND_DEFAULTS = {"real_fraction": 1.0, "subset_seed": 0, "provenance": False,
+                   "synthetic_ratio": None}
 
 
 #: ``as-published``: the study's text (Sec. 3); ``as-run``: its code and configuration.
@@ -65,7 +75,9 @@ RECIPE_FIELDS = ("dropout", "loss", "bce_weight", "lr", "patience", "min_delta",
 
 def recipe_value(recipe: str, name: str, model: str, strategy: str):
     """What ``recipe`` sets ``name`` to for a run of ``model`` under ``strategy``
-    (``docs/recipes.md`` has the table and the sources).
+    (``docs/recipes.md`` has the table and the sources). ``mixed`` is set as ``real`` (it
+    trains on the real images and more); the ``unet`` baseline's learning rate is
+    :data:`DEFAULT_LR`'s under both recipes (the study has none).
 
     Examples::
 
@@ -95,9 +107,15 @@ def recipe_value(recipe: str, name: str, model: str, strategy: str):
     raise KeyError(f"{name!r} is not a recipe field; recipe fields: {RECIPE_FIELDS}")
 
 
-def prompt_keys() -> tuple[str, ...]:
+def prompt_keys(model: str | None = None) -> tuple[str, ...]:
     """The prompt keys a run may use: ``p0``..``p7`` and ``random`` (a random one of them
-    per sample)."""
+    per sample); a text-free model's (``unet``): ``none`` only.
+
+    >>> prompt_keys("unet")
+    ('none',)
+    """
+    if model in BASELINE_MODELS:
+        return (NO_PROMPT,)
     return (*PROMPT_KEYS, RANDOM_PROMPT)
 
 
@@ -109,13 +127,16 @@ class TrainConfig:
     Args:
         model, size, pretrained: passed to ``echo_vlsm.models.build_model`` (``pretrained``:
             ``None`` random weights, ``True`` the study's weights, or a hub id / local path).
+            ``unet``: the text-free baseline (beyond the study): prompt ``none``, encoders
+            ``trained``, no pretrained weights.
         prompt: ``p0``..``p7`` or ``random``; one of the two phrasings is drawn per sample and
-            epoch, as the study did.
+            epoch, as the study did; ``none`` for ``unet``.
         strategy: ``real`` (train and validate on real images), ``synthetic`` (on synthetic
             images), ``synth-pt-real-ft`` (start from the best weights of the ``synthetic`` run
-            with the same model, encoders and prompt, P6's for P7, then train on real) or
-            ``zeroshot`` (evaluate the initial model, no training). The test split is always
-            the real test split.
+            with the same model, encoders and prompt, P6's for P7, then train on real),
+            ``zeroshot`` (evaluate the initial model, no training) or ``mixed`` (beyond the
+            study: train on the real and the synthetic training images together, validate on
+            the real ones). The test split is always the real test split.
         encoders: ``trained`` or ``frozen`` CLIP encoders.
         epochs, min_epochs: at most ``epochs``; early stopping never before ``min_epochs``.
         batch_size: global batch (split over processes under torchrun); ``None``: the study's
@@ -151,7 +172,18 @@ class TrainConfig:
             scaler; fp32 on CPU), ``bf16``, ``fp16`` or ``fp32``.
         compile: ``torch.compile`` the model. channels_last: channels-last memory format.
         seed: seeds weights, batch order and phrasing choice; a resumed run ends where an
-            uninterrupted one does.
+            uninterrupted one does. The grid's seed (a replicate): the run id ends in
+            ``_seed<N>`` when it is not 0.
+        real_fraction: train and validate on this fraction (0 < f <= 1) of the real patients
+            of each split (``echo_vlsm.train.subsets``: nested, fixed by ``subset_seed``;
+            recorded in ``real_subset.json``); strategies with real training data only
+            (``real``, ``synth-pt-real-ft``, ``mixed``). The test split is never subset.
+        subset_seed: which patients a fraction keeps (the same for every ``seed``).
+        provenance: ``mixed`` only: each training prompt says whether its image is real or
+            synthetic (``echo_vlsm.prompts.PROVENANCE_PHRASES``); validation and test read
+            the real phrase.
+        synthetic_ratio: ``mixed`` only: synthetic training images per real training image
+            (a seeded draw of whole images); ``None``: all synthetic images.
         real_dir, synthetic_dir, runs_root: folders (relative ones from the project root).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``, ...
         init_from: weights (``.safetensors``) to start from instead of the synthetic run's, for
@@ -196,6 +228,10 @@ class TrainConfig:
     fast_dev_run: int | None = None
     trust_weights: bool = False
     keep_state: bool = False
+    real_fraction: float = 1.0
+    subset_seed: int = 0
+    provenance: bool = False
+    synthetic_ratio: float | None = None
 
     def __post_init__(self):
         for name, allowed in (("model", MODELS), ("size", SIZES), ("strategy", STRATEGIES),
@@ -204,7 +240,7 @@ class TrainConfig:
             check_choice("TrainConfig", name, getattr(self, name), allowed)
         if self.loss is not None:
             check_choice("TrainConfig", "loss", self.loss, LOSSES)
-        for name in ("trust_weights", "keep_state", "resume_pretraining"):
+        for name in ("trust_weights", "keep_state", "resume_pretraining", "provenance"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (value is None and name in RECIPE_FIELDS):
                 raise ValueError(f"TrainConfig.{name}={value!r}; expected true or false")
@@ -215,10 +251,11 @@ class TrainConfig:
         if self.dropout is not None and not 0 <= float(self.dropout) < 1:
             raise ValueError(f"TrainConfig.dropout={self.dropout!r}; expected None or "
                              "0 <= dropout < 1")
-        if self.prompt not in prompt_keys():
-            raise ValueError(f"TrainConfig.prompt={self.prompt!r}: unknown prompt key; "
-                             f"expected one of {prompt_keys()}")
-        for name in ("epochs", "min_epochs", "plateau_patience", "seed"):
+        if self.prompt not in prompt_keys(self.model):
+            raise ValueError(f"TrainConfig.prompt={self.prompt!r}: unknown prompt key for "
+                             f"model {self.model!r}; expected one of {prompt_keys(self.model)}")
+        self._check_beyond()
+        for name in ("epochs", "min_epochs", "plateau_patience", "seed", "subset_seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"TrainConfig.{name}={value!r}; expected an integer >= 0")
@@ -252,11 +289,47 @@ class TrainConfig:
             raise ValueError("TrainConfig.init_from is only used by strategy "
                              f"'synth-pt-real-ft', not {self.strategy!r}")
 
+    def _check_beyond(self) -> None:
+        """The fields beyond the study: the baseline's limits, real_fraction, provenance and
+        synthetic_ratio, each with the strategies it applies to."""
+        if self.model in BASELINE_MODELS:
+            if self.encoders != "trained":
+                raise ValueError(f"TrainConfig.encoders={self.encoders!r}: model "
+                                 f"{self.model!r} has no CLIP encoders to freeze; expected "
+                                 "'trained'")
+            if self.pretrained is not None and self.pretrained is not False:
+                raise ValueError(f"TrainConfig.pretrained={self.pretrained!r}: model "
+                                 f"{self.model!r} trains from scratch; expected None")
+            if self.strategy not in BASELINE_STRATEGIES:
+                raise ValueError(f"TrainConfig.strategy={self.strategy!r}: model "
+                                 f"{self.model!r} trains with one of {BASELINE_STRATEGIES}")
+        f = self.real_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < float(f) <= 1:
+            raise ValueError(f"TrainConfig.real_fraction={f!r}; expected a number with "
+                             "0 < real_fraction <= 1")
+        if float(f) != 1.0 and self.strategy not in REAL_DATA_STRATEGIES:
+            raise ValueError(f"TrainConfig.real_fraction={f!r}: strategy {self.strategy!r} "
+                             f"trains on no real images; real_fraction < 1 needs one of "
+                             f"{REAL_DATA_STRATEGIES}")
+        if self.provenance and (self.strategy != "mixed" or self.model in BASELINE_MODELS):
+            raise ValueError(f"TrainConfig.provenance=True: a prompt option of a "
+                             f"text-prompted model's 'mixed' strategy, not {self.model!r} "
+                             f"with {self.strategy!r}")
+        r = self.synthetic_ratio
+        if r is not None:
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not float(r) > 0:
+                raise ValueError(f"TrainConfig.synthetic_ratio={r!r}; expected None (all "
+                                 "synthetic images) or a number > 0")
+            if self.strategy != "mixed":
+                raise ValueError(f"TrainConfig.synthetic_ratio={r!r}: only strategy 'mixed' "
+                                 f"mixes synthetic images in, not {self.strategy!r}")
+
     # -- derived values ---------------------------------------------------------------------
     @property
     def run(self) -> Run:
-        """The grid cell of this run."""
-        return Run(self.model, self.strategy, self.encoders, self.prompt)
+        """The grid cell of this run (its seed, real fraction and provenance included)."""
+        return Run(self.model, self.strategy, self.encoders, self.prompt, seed=self.seed,
+                   real_fraction=float(self.real_fraction), provenance=self.provenance)
 
     @property
     def run_id(self) -> str:
@@ -293,8 +366,14 @@ class TrainConfig:
 
     @property
     def train_dir(self) -> Path:
-        """The dataset trained and validated on."""
+        """The dataset trained and validated on (``mixed``: validated on; it also trains on
+        ``synthetic_dir``'s training split)."""
         return resolve(self.synthetic_dir if self.strategy == "synthetic" else self.real_dir)
+
+    @property
+    def subset(self) -> bool:
+        """Trains on part of the real patients (``real_fraction < 1``)."""
+        return float(self.real_fraction) != 1.0
 
     @property
     def test_dir(self) -> Path:
@@ -336,6 +415,7 @@ def result_fields(config: TrainConfig) -> dict:
     is compared field by field."""
     values = {k: v for k, v in config.to_dict().items()
               if k not in RUNTIME_FIELDS and k != "recipe"}
+    values["real_fraction"] = float(values["real_fraction"])
     values.update(config.settings())
     values["patience"] = config.early_stopping  # 0 and None both mean never
     if config.model != "cris":

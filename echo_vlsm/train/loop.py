@@ -13,7 +13,16 @@ directory ``<runs_root>/<run_id>/``:
   done: true, details of how it ran, the recipe's settings as used, ``provenance`` (what
   ``pretrained`` resolved to and the SHA-256 of the files read), and under ``files`` the size
   and SHA-256 of the files it vouches for: config, history, weights, metrics;
-  ``echo_vlsm.grid.run_problem`` checks them).
+  ``echo_vlsm.grid.run_problem`` checks them); beyond the study, ``train_images`` and
+  ``real_train_images`` (unique images trained on, and the real ones of them), ``seed``,
+  ``real_fraction`` and ``prompt_provenance``,
+- ``real_subset.json`` when the run trains on part of the real patients (``real_fraction``
+  < 1, ``echo_vlsm.train.subsets``): which patients of each split, how many images.
+
+Beyond the study, the same loop trains the ``mixed`` strategy (one training set of the real and
+the synthetic triplets, ``concat_triplets``) and the text-free ``unet`` baseline, whose
+per-triplet logits are its softmax log-odds of the triplet's structure
+(``echo_vlsm.models.unet``).
 
 A run folder whose files do not match its summary (a truncated ``model.safetensors``, a
 damaged ``metrics.csv``) is not complete: ``fit`` redoes what is damaged (retrains when the
@@ -56,6 +65,7 @@ from echo_vlsm.grid import (
     HISTORY_FILE,
     METRIC_COLUMNS,
     METRICS_FILE,
+    SUBSET_FILE,
     SUMMARY_FILE,
     file_records,
     run_files,
@@ -81,14 +91,16 @@ from echo_vlsm.train.checkpoint import (
     set_rng_state,
     unwrap,
 )
-from echo_vlsm.train.config import TrainConfig, result_fields
+from echo_vlsm.train.config import BEYOND_DEFAULTS, TrainConfig, result_fields
 from echo_vlsm.train.losses import make_loss
 from echo_vlsm.train.metrics import batch_dice, segmentation_metrics
-from echo_vlsm.train.triplets import Triplets, load_triplets, normalise
+from echo_vlsm.train.subsets import select_patients, synthetic_share, write_subset_record
+from echo_vlsm.train.triplets import Triplets, concat_triplets, load_triplets, normalise
 
 __all__ = [
     "MissingRunError", "RunResult", "Training", "build", "evaluate", "fit", "is_complete",
-    "load_run", "load_split", "make_optimizer", "predict", "train_step", "validate",
+    "load_run", "load_split", "load_training_data", "make_optimizer", "predict", "train_step",
+    "validate",
 ]
 
 _EVAL_SEED_OFFSET = 7919  # phrasing draw of validation and test sets (fixed over epochs)
@@ -145,6 +157,7 @@ class Training:
     init: Path | None = None  # the weights synth-pt-real-ft started from
     saved: dict | None = None  # state.pt of an interrupted run
     carry: dict | None = None  # the synthetic run's best-epoch state continued (as-run)
+    data: dict = field(default_factory=dict)  # unique training images, real and synthetic
 
     net: nn.Module | None = None  # what is called: the model, in DDP / torch.compile
     params: list[nn.Parameter] = field(default_factory=list)
@@ -182,11 +195,51 @@ def build(config: TrainConfig, device: torch.device, pretrained=True):
 
 
 def load_split(config: TrainConfig, model, dataset_dir: Path, split: str, device: torch.device,
-               full_masks: bool = False, progress: bool | None = None) -> Triplets:
-    """The decoded triplets of a split for ``model`` (``load_triplets``), on ``device``."""
-    return load_triplets(dataset_dir, split, config.prompt, model.spec.image_size,
-                         model.tokenize, cache_dir=config.cache_dir, full_masks=full_masks,
-                         device=device, progress=progress is not False)
+               full_masks: bool = False, progress: bool | None = None,
+               source: str = "real") -> Triplets:
+    """The decoded triplets of a split for ``model`` (``load_triplets``), on ``device``.
+    ``source`` (``real`` | ``synthetic``): where the split's images come from, which the
+    prompts say when ``config.provenance`` (validation and test: real)."""
+    return load_triplets(dataset_dir, split, config.prompt, unwrap(model).spec.image_size,
+                         unwrap(model).tokenize, cache_dir=config.cache_dir,
+                         full_masks=full_masks, device=device, progress=progress is not False,
+                         provenance=source if config.provenance else None)
+
+
+def load_training_data(config: TrainConfig, model, device: torch.device,
+                       progress: bool | None = None) -> tuple[Triplets | None, Triplets, dict]:
+    """``(train, val, record)``: the training set (None for zeroshot) and validation set of
+    a run. ``real_fraction < 1``: both on that patient-level subset of the real patients
+    (``echo_vlsm.train.subsets``); ``mixed``: the real training triplets and the synthetic
+    ones (all, or ``synthetic_ratio`` per real image) in one set, validated on the real
+    ones. ``record``: ``train_images``, ``real_train_images``, ``synthetic_train_images``
+    (unique images) and, for a subset, ``subset`` (per split, the patients kept)."""
+    def load(split: str, root: Path = config.train_dir, source: str = "real") -> Triplets:
+        return load_split(config, model, root, split, device, False, progress, source)
+
+    synthetic = config.strategy == "synthetic"
+    val = load("val", source="synthetic" if synthetic else "real")
+    train = None if config.strategy == "zeroshot" else load(
+        "train", source="synthetic" if synthetic else "real")
+    record: dict = {}
+    if config.subset:
+        subset = {}
+        val, subset["val"] = select_patients(val, config.real_fraction, config.subset_seed,
+                                             config.train_dir)
+        if train is not None:
+            train, subset["train"] = select_patients(train, config.real_fraction,
+                                                     config.subset_seed, config.train_dir)
+        record["subset"] = subset
+    n_train = 0 if train is None else int(train.images.shape[0])
+    real = 0 if synthetic else n_train
+    n_syn = n_train if synthetic else 0
+    if config.strategy == "mixed":
+        syn = load("train", resolve(config.synthetic_dir), "synthetic")
+        syn = synthetic_share(syn, config.synthetic_ratio, real, config.subset_seed)
+        n_syn = int(syn.images.shape[0])
+        train = concat_triplets([train, syn])
+    record.update(train_images=real + n_syn, real_train_images=real, synthetic_train_images=n_syn)
+    return train, val, record
 
 
 def _eval_generator(config: TrainConfig) -> torch.Generator:
@@ -296,6 +349,7 @@ def _fit(config: TrainConfig, dist: D.Dist, on_epoch_end, progress, overwrite) -
 def _check_same(config: TrainConfig, saved: dict, path: Path) -> None:
     """A run folder continues (or is returned) only for the settings it was made with."""
     now = result_fields(config)
+    saved = {**BEYOND_DEFAULTS, **saved}  # written before these fields existed: the defaults
     saved = {k: v for k, v in saved.items() if k in now}
     diff = sorted(k for k in now if k in saved and saved[k] != now[k])
     if diff:
@@ -310,7 +364,8 @@ def _complete_run(config: TrainConfig, dist: D.Dist, overwrite: bool) -> RunResu
     its results are removed first, so nothing is reused."""
     run_dir = config.run_dir
     if overwrite and dist.main and run_dir.is_dir():
-        for name in (SUMMARY_FILE, METRICS_FILE, STATE_FILE, WEIGHTS_FILE, HISTORY_FILE):
+        for name in (SUMMARY_FILE, METRICS_FILE, STATE_FILE, WEIGHTS_FILE, HISTORY_FILE,
+                     SUBSET_FILE):
             (run_dir / name).unlink(missing_ok=True)
     if dist.main and run_dir.is_dir():
         _forget_damaged(run_dir)
@@ -408,19 +463,19 @@ def _prepare(config: TrainConfig, dist: D.Dist, saved: dict | None, progress) ->
         model = build(config, device, pretrained=saved is None)
 
     # data: rank 0 decodes (and fills the cache) first, the others then read the cache
-    def load(split: str) -> Triplets:
-        return load_split(config, model, config.train_dir, split, device, False, progress)
-
     if not dist.main:
         D.barrier(dist)
-    val = load("val")
-    train = load("train") if config.strategy != "zeroshot" else None
+    train, val, record = load_training_data(config, model, device, progress)
     if dist.main:
+        if config.subset:
+            write_subset_record(config.run_dir, config.real_fraction, config.subset_seed,
+                                record["subset"])
         D.barrier(dist)
     criterion = make_loss(config.setting("loss"), config.dice_weight,
                           float(config.setting("bce_weight")))
     run = Training(config, dist, model, val, train, criterion, precision, init, saved)
     run.carry = carry
+    run.data = {k: v for k, v in record.items() if k != "subset"}
     return run
 
 
@@ -457,11 +512,15 @@ def _finish(run: Training, summary: dict, t_start: float, progress) -> RunResult
         "image_size": run.model.spec.image_size,
         "n_train": len(run.train) if run.train is not None else 0,
         "n_val": len(run.val), "n_test": len(metrics),
+        # unique images trained on, and the real ones of them (the data-efficiency axis)
+        **run.data,
+        "seed": config.seed, "real_fraction": float(config.real_fraction),
+        "prompt_provenance": config.provenance,
         "wall_seconds_this_call": time.perf_counter() - t_start,
         "done": True,
     })
     write_text_atomic(run_dir / HISTORY_FILE, _history_frame(run.history).to_csv(index=False))
-    summary[FILES_KEY] = file_records(run_dir, run_files(config.strategy))
+    summary[FILES_KEY] = file_records(run_dir, run_files(config.strategy, subset=config.subset))
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
     if not config.keep_state:  # complete: nothing resumes from it (1.7 GB for paper CRIS)
         (run_dir / STATE_FILE).unlink(missing_ok=True)
@@ -761,7 +820,8 @@ def evaluate(config: TrainConfig, weights: str | Path | None = None, model=None,
             s = data.samples[i]
             rows.append({"model": config.model, "strategy": config.strategy,
                          "encoders": config.encoders, "prompt": config.prompt,
-                         "sample": s["sample"], "structure": s["structure"], "view": s["view"],
+                         "seed": config.seed, "real_fraction": float(config.real_fraction),
+                         "provenance": bool(config.provenance), "sample": s["sample"], "structure": s["structure"], "view": s["view"],
                          "phase": s["phase"], "dice": scores["dice"][j], "iou": scores["iou"][j],
                          "hd95": scores["hd95"][j]})
             if save and write:

@@ -72,11 +72,13 @@ def _read_tasks(path: Path) -> list[dict]:
     return tasks
 
 
-def _prompt_texts(tasks: list[dict], prompt: str, path: Path) -> list[list[str]]:
+def _prompt_texts(tasks: list[dict], prompt: str, path: Path,
+                  provenance: str | None = None) -> list[list[str]]:
     """Per task, every text ``prompt`` gives (``echo_vlsm.prompts.prompt_candidates``, the
-    rule ``pick_prompt`` draws from); all of them are tokenized once."""
+    rule ``pick_prompt`` draws from, with the ``provenance`` phrase); all of them are
+    tokenized once."""
     try:
-        return [prompt_candidates(t, prompt) for t in tasks]
+        return [prompt_candidates(t, prompt, provenance) for t in tasks]
     except ValueError as exc:
         raise TripletError(path, str(exc)) from exc
 
@@ -165,6 +167,27 @@ class Triplets(torch.utils.data.Dataset):
         bit = self.mask_bit.cpu()[index].to(torch.uint8)
         return ((self.full_masks[img] >> bit[:, None, None]) & 1) > 0
 
+    def select_images(self, images: torch.Tensor) -> Triplets:
+        """The triplets of the unique images ``images`` (indices into ``self.images``, kept in
+        that order), with all their structures; images stay stored once."""
+        images = torch.as_tensor(images, dtype=torch.long).cpu()
+        new_of_old = torch.full((int(self.images.shape[0]),), -1, dtype=torch.long)
+        new_of_old[images] = torch.arange(len(images))
+        mapped = new_of_old[self.image_index.cpu()]
+        keep = torch.nonzero(mapped >= 0).view(-1)
+        dev = self.device
+        k = keep.tolist()
+        return Triplets(
+            images=self.images[images.to(dev)], masks=self.masks[images.to(dev)],
+            image_index=mapped[keep].to(dev), mask_bit=self.mask_bit[keep.to(dev)],
+            input_ids=self.input_ids[keep.to(dev)],
+            attention_mask=self.attention_mask[keep.to(dev)],
+            n_phrasings=self.n_phrasings[keep.to(dev)],
+            samples=[self.samples[i] for i in k], texts=[self.texts[i] for i in k],
+            full_masks=None if self.full_masks is None else self.full_masks[images],
+            source=dict(self.source),
+        )
+
     def prompt_text(self, i: int, phrasing: torch.Tensor | None = None) -> str:
         j = 0 if phrasing is None else int(phrasing[i])
         return self.texts[i][j]
@@ -178,6 +201,46 @@ class Triplets(torch.utils.data.Dataset):
             "attention_mask": attn[0],
             **self.samples[i],
         }
+
+
+def concat_triplets(parts: Sequence[Triplets]) -> Triplets:
+    """One training set of several (the ``mixed`` strategy's real and synthetic triplets):
+    images stored once each, masks still bit-packed per image, the phrasings of every triplet
+    padded to the same count by repeating its last one (draws are uniform over its own
+    ``n_phrasings``). ``source`` lists the parts'."""
+    parts = list(parts)
+    if len(parts) == 1:
+        return parts[0]
+    sizes = {p.image_size for p in parts}
+    lengths = {int(p.input_ids.shape[-1]) for p in parts}
+    if len(sizes) != 1 or len(lengths) != 1:
+        raise ValueError(f"concat_triplets: parts of image sizes {sorted(sizes)} and token "
+                         f"lengths {sorted(lengths)}; they must be decoded for one model")
+    dev = parts[0].device
+    width = max(int(p.input_ids.shape[1]) for p in parts)
+
+    def padded(t: torch.Tensor) -> torch.Tensor:
+        extra = width - int(t.shape[1])
+        return t if extra == 0 else torch.cat([t, t[:, -1:].expand(-1, extra, -1)], dim=1)
+
+    offsets, total = [], 0
+    for p in parts:
+        offsets.append(total)
+        total += int(p.images.shape[0])
+    full = [p.full_masks for p in parts]
+    return Triplets(
+        images=torch.cat([p.images.to(dev) for p in parts]),
+        masks=torch.cat([p.masks.to(dev) for p in parts]),
+        image_index=torch.cat([p.image_index.to(dev) + o for p, o in zip(parts, offsets)]),
+        mask_bit=torch.cat([p.mask_bit.to(dev) for p in parts]),
+        input_ids=torch.cat([padded(p.input_ids.to(dev)) for p in parts]),
+        attention_mask=torch.cat([padded(p.attention_mask.to(dev)) for p in parts]),
+        n_phrasings=torch.cat([p.n_phrasings.to(dev) for p in parts]),
+        samples=[s for p in parts for s in p.samples],
+        texts=[t for p in parts for t in p.texts],
+        full_masks=torch.cat(full) if all(f is not None for f in full) else None,
+        source={"parts": [p.source for p in parts]},
+    )
 
 
 def normalise(
@@ -317,6 +380,7 @@ def load_triplets(
     device: str | torch.device | None = None,
     workers: int | None = None,
     progress: bool = True,
+    provenance: str | None = None,
 ) -> Triplets:
     """Read ``<dataset>/tasks/<split>.json`` and decode its triplets for a model.
 
@@ -331,6 +395,9 @@ def load_triplets(
         full_masks: also keep the masks at their stored size (for the final scores).
         device: move the training tensors there (``None``: stay on the CPU).
         workers: decoding threads (default: up to 8).
+        provenance: ``real`` | ``synthetic``: each text says where its image comes from
+            (``echo_vlsm.prompts.with_provenance``; beyond the study); ``None``: the texts
+            as the task file gives them.
 
     Raises:
         TripletError: (naming the file) a missing task file, a file it names that is missing
@@ -339,7 +406,7 @@ def load_triplets(
     root = Path(dataset_dir)
     path = task_file(root, split)
     tasks = _read_tasks(path)
-    texts = _prompt_texts(tasks, prompt, path)
+    texts = _prompt_texts(tasks, prompt, path, provenance)
     index = _index_tasks(tasks, path)
     cache = None if cache_dir is False else Path(cache_dir) if cache_dir else root / ".cache"
     if cache is not None:
@@ -359,7 +426,8 @@ def load_triplets(
         samples=index.samples,
         texts=texts,
         full_masks=pix["full_masks"] if full_masks else None,
-        source={"dataset": str(root), "split": split, "prompt": prompt, "task_file": str(path)},
+        source={"dataset": str(root), "split": split, "prompt": prompt, "task_file": str(path),
+                "provenance": provenance},
     )
     return data.to(device) if device is not None else data
 

@@ -1,0 +1,221 @@
+"""Beyond the study: which of its proposed next experiments a folder of runs holds, the
+mixed-training and provenance cells beside the study's strategies, and a supervised U-Net
+beside the VLSMs and the supervised state of the art the study cites.
+
+Four blocks, each present only when its runs are (``beyond_blocks``): seed replicates
+(``seeds``), ``mixed`` training with or without provenance in the prompt, real fractions
+below 1 (``efficiency``), and the text-free baseline (``unet``). ``beyond_results`` computes
+every table of the blocks present, for notebook 08 and ``report.beyond_sections``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from echo_vlsm.analysis.efficiency import (
+    CURVE_LABELS,
+    curve_name,
+    efficiency_table,
+    images_to_reach,
+)
+from echo_vlsm.analysis.figures import _difference_panels, save_figure
+from echo_vlsm.analysis.loading import paper_results, with_run_columns
+from echo_vlsm.analysis.seeds import (
+    beyond_pairs,
+    claim_verdicts,
+    paper_lookup,
+    seed_comparisons,
+    seed_table,
+    study_value,
+)
+from echo_vlsm.analysis.tables import MODEL_LABELS, order_rows, prompt_label
+from echo_vlsm.grid import BASELINE_MODELS, PROMPT_KEYS, VLSM_MODELS
+
+#: The supervised state of the art on CAMUS that the study cites (mean dice, percent).
+SUPERVISED_SOTA = 94.1
+#: Where ``SUPERVISED_SOTA`` comes from, as the report quotes it.
+SUPERVISED_SOTA_SOURCE = (
+    "the supervised state of the art that Synthetic Boost (Adhikari et al., ASMUS 2023) "
+    "cites: 94.1 mean dice on CAMUS (the study's text as quoted in echo-vlsm issue #15; its "
+    "tables do not place it beside the VLSMs)"
+)
+#: The blocks beyond the study, in report order.
+BLOCKS = ("seeds", "mixed", "efficiency", "baseline")
+#: Columns of ``beyond_table``, in order: the strategies a baseline trains with, and mixed
+#: with provenance.
+BEYOND_CURVES = ("synthetic", "real", "synth-pt-real-ft", "mixed", "mixed+prov")
+
+
+def beyond_blocks(df: pd.DataFrame) -> dict[str, bool]:
+    """Which blocks beyond the study ``df`` (tidy metrics) has runs for: ``seeds`` (a run
+    with a seed other than 0), ``mixed`` (strategy mixed), ``efficiency`` (a real fraction
+    below 1), ``baseline`` (a text-free model, e.g. the U-Net)."""
+    df = with_run_columns(df)
+    return {
+        "seeds": bool((df["seed"] != 0).any()),
+        "mixed": bool((df["strategy"] == "mixed").any()),
+        "efficiency": bool((df["real_fraction"] < 1).any()),
+        "baseline": bool(df["model"].isin(BASELINE_MODELS).any()),
+    }
+
+
+def _cell_text(r) -> str:
+    spread = f" ± {r.seed_std:.2f}" if not np.isnan(r.seed_std) else ""
+    seeds = f" ({r.n_seeds} seeds)" if r.n_seeds > 1 else ""
+    return f"{r.dice_mean:.2f}{spread}{seeds}"
+
+
+def beyond_table(df: pd.DataFrame, seeds: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The cells trained on all the real data, one row per model, encoders and prompt (the
+    U-Net's prompt: ``none``), one column per strategy (synthetic, real, synth-pt-real-ft,
+    mixed, mixed + provenance): "mean ± across-seed std (k seeds)" of the runs' mean test
+    dice; the U-Net rows beside the VLSMs'. ``seeds``: a ``seed_table`` already made."""
+    table = seed_table(df) if seeds is None else seeds
+    table = table[(table["real_fraction"] == 1.0) & (table["strategy"] != "zeroshot")]
+    rows = {}
+    for r in table.itertuples():
+        key = (r.model, r.encoders, r.prompt)
+        row = rows.setdefault(key, {"model": MODEL_LABELS.get(r.model, r.model),
+                                    "encoders": r.encoders, "prompt": prompt_label(r.prompt)})
+        row[CURVE_LABELS[curve_name(r.strategy, r.provenance)]] = _cell_text(r)
+    cols = ["model", "encoders", "prompt"] + [CURVE_LABELS[c] for c in BEYOND_CURVES]
+    order = {m: i for i, m in enumerate(VLSM_MODELS + BASELINE_MODELS)}
+    prompts = {p: i for i, p in enumerate(PROMPT_KEYS)}
+    keys = sorted(rows, key=lambda k: (order.get(k[0], 99), k[1] != "trained",
+                                       prompts.get(k[2], 99)))
+    out = pd.DataFrame([rows[k] for k in keys], columns=cols).astype(object).fillna("–")
+    return out
+
+
+def mixed_differences(df: pd.DataFrame, seeds: pd.DataFrame | None = None,
+                      reference: str = "real") -> pd.DataFrame:
+    """Mean dice (over seeds) of each strategy minus ``reference``, per model, encoders and
+    prompt, at all the real data, with mixed and mixed + provenance (``curve``
+    ``mixed+prov``) beside the study's strategies; ``paper_diff``: the study's, where it has
+    both cells."""
+    table = seed_table(df) if seeds is None else seeds
+    table = table[(table["real_fraction"] == 1.0) & (table["strategy"] != "zeroshot")]
+    table = table.assign(strategy=[curve_name(s, p) for s, p in
+                                   zip(table["strategy"], table["provenance"])])
+    keys = ["model", "encoders", "prompt"]
+    ref = table[table["strategy"] == reference].set_index(keys)
+    rows = []
+    for r in table[table["strategy"] != reference].itertuples():
+        k = (r.model, r.encoders, r.prompt)
+        if k not in ref.index:
+            continue
+        rows.append({"strategy": r.strategy, "model": r.model, "encoders": r.encoders,
+                     "prompt": r.prompt, "n_seeds": r.n_seeds,
+                     "diff": r.dice_mean - ref.at[k, "dice_mean"],
+                     "paper_diff": r.paper_mean - ref.at[k, "paper_mean"]})
+    cols = ["strategy", "model", "encoders", "prompt", "n_seeds", "diff", "paper_diff"]
+    return order_rows(pd.DataFrame(rows, columns=cols))
+
+
+def mixed_difference_figure(diffs: pd.DataFrame, out_dir: str | os.PathLike,
+                            name: str = "mixed_difference") -> list[Path]:
+    """The study's main figure with mixed and mixed + provenance: mean dice of each strategy
+    minus real per prompt and VLSM, encoders trained (bars: this work, mean over seeds;
+    black ticks: the study, which ran no mixed cell)."""
+    import matplotlib.pyplot as plt
+
+    sel = diffs[diffs["model"].isin(VLSM_MODELS) & (diffs["encoders"] == "trained")]
+    if sel.empty or not sel["strategy"].str.startswith("mixed").any():
+        raise ValueError("no mixed run next to 'real' for the same VLSM and prompt")
+    labels = sel.assign(strategy=sel["strategy"].map(lambda s: CURVE_LABELS.get(s, s)))
+    order = [CURVE_LABELS[c] for c in BEYOND_CURVES if c != "real"]
+    fig = _difference_panels(labels, "strategy", order, "Strategy minus real, with mixed",
+                             "Δ dice vs real (points)")
+    paths = save_figure(fig, out_dir, name)
+    plt.close(fig)
+    return paths
+
+
+def baseline_table(df: pd.DataFrame, seeds: pd.DataFrame | None = None,
+                   paper: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The supervised U-Net beside the VLSMs, per strategy, at all the real data: its mean
+    dice over seeds (± across-seed std), per structure (LV cavity, myocardium, LA), the best
+    VLSM cell of this work for the same strategy and the difference, the study's best VLSM
+    value for that strategy (Table 1), and the supervised state of the art the study cites
+    (``SUPERVISED_SOTA``)."""
+    table = seed_table(df, paper) if seeds is None else seeds
+    table = table[(table["real_fraction"] == 1.0) & ~table["provenance"].astype(bool)]
+    lookup = paper_lookup(paper_results() if paper is None else paper)
+    metrics = with_run_columns(df)
+    rows = []
+    for r in table[table["model"].isin(BASELINE_MODELS)].itertuples():
+        own = metrics[(metrics["model"] == r.model) & (metrics["strategy"] == r.strategy)
+                      & (metrics["real_fraction"] == 1.0) & ~metrics["provenance"]]
+        per_structure = own.groupby("structure")["dice"].mean()
+        vlsm = table[table["model"].isin(VLSM_MODELS) & (table["strategy"] == r.strategy)]
+        best = vlsm.loc[vlsm["dice_mean"].idxmax()] if not vlsm.empty else None
+        published = [v for m in VLSM_MODELS for p in PROMPT_KEYS
+                     if not np.isnan(v := study_value(lookup, m, r.strategy, "trained", p))]
+        study_best = max(published) if published else np.nan
+        rows.append({
+            "model": r.model, "strategy": r.strategy, "n_seeds": r.n_seeds,
+            "dice_mean": r.dice_mean, "seed_std": r.seed_std,
+            **{f"dice_{s}": per_structure.get(s, np.nan) for s in ("lv", "myo", "la")},
+            "best_vlsm": f"{MODEL_LABELS[best['model']]} {prompt_label(best['prompt'])}"
+            + (" frozen" if best["encoders"] == "frozen" else "") if best is not None else "–",
+            "best_vlsm_dice": best["dice_mean"] if best is not None else np.nan,
+            "minus_best_vlsm": r.dice_mean - best["dice_mean"] if best is not None else np.nan,
+            "study_best_vlsm": study_best, "supervised_sota": SUPERVISED_SOTA,
+        })
+    cols = ["model", "strategy", "n_seeds", "dice_mean", "seed_std", "dice_lv", "dice_myo",
+            "dice_la", "best_vlsm", "best_vlsm_dice", "minus_best_vlsm", "study_best_vlsm",
+            "supervised_sota"]
+    return order_rows(pd.DataFrame(rows, columns=cols))
+
+
+def beyond_results(df: pd.DataFrame, summaries: pd.DataFrame | None = None,
+                   n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Every table of the blocks beyond the study that ``df`` has runs for: ``blocks``
+    (``beyond_blocks``), ``seed_table`` (always), ``beyond_table``; with seeds ``claims``
+    (``claim_verdicts``) and ``comparisons`` (mixed, provenance, U-Net: ``beyond_pairs``,
+    hierarchical bootstrap); with mixed ``mixed_differences``; with real fractions
+    ``efficiency`` and ``reach`` (needs ``summaries``); with the U-Net ``baseline``. A block
+    without runs maps its tables to None."""
+    blocks = beyond_blocks(df)
+    seeds = seed_table(df)
+    out: dict = {"blocks": blocks, "seed_table": seeds, "beyond_table": beyond_table(df, seeds),
+                 "claims": None, "comparisons": None, "mixed_differences": None,
+                 "efficiency": None, "reach": None, "baseline": None}
+    if blocks["seeds"]:
+        out["claims"] = claim_verdicts(df, n_boot=n_boot, seed=seed, level=level)
+    pairs = beyond_pairs(df)
+    if pairs:
+        out["comparisons"] = seed_comparisons(df, pairs, n_boot=n_boot, seed=seed, level=level)
+    if blocks["mixed"]:
+        out["mixed_differences"] = mixed_differences(df, seeds)
+    if blocks["efficiency"] and summaries is not None:
+        eff = efficiency_table(df, summaries)
+        out["efficiency"], out["reach"] = eff, images_to_reach(eff)
+    if blocks["baseline"]:
+        out["baseline"] = baseline_table(df, seeds)
+    return out
+
+
+def _records(df: pd.DataFrame | None, cols: list[str]) -> list[dict]:
+    if df is None:
+        return []
+    sel = df[cols].astype(object)
+    return sel.where(sel.notna(), None).to_dict("records")
+
+
+def beyond_summary(results: dict, sections: list[tuple[str, str]] = (), **meta) -> dict:
+    """The key numbers of ``beyond_results`` as plain JSON (NaN as null), for
+    ``beyond.json`` beside notebook 08's tables: ``meta``, the blocks, the report's section
+    headings, the claims' verdicts, the other comparisons, and the real images to reach."""
+    cmp_cols = ["comparison", "a", "b", "n_seeds_a", "n_seeds_b", "diff", "ci_low", "ci_high",
+                "wilcoxon_p", "verdict"]
+    return {**meta, "blocks": dict(results["blocks"]),
+            "sections": [heading for heading, _ in sections],
+            "claims": _records(results.get("claims"), cmp_cols),
+            "comparisons": _records(results.get("comparisons"), cmp_cols),
+            "reach": _records(results.get("reach"), ["model", "encoders", "prompt", "curve",
+                                                     "target_dice", "images_needed", "needed"])}
