@@ -22,7 +22,26 @@ def hygiene_problems(path: Path) -> list[str]:
         problems.append("first markdown cell lacks the Open in Colab badge")
     if not any(c.cell_type == "code" and "google.colab" in c.source for c in nb.cells):
         problems.append("no guarded install cell for Colab")
+    problems += parameter_lines_papermill_cannot_read(nb)
     return problems
+
+
+def parameter_lines_papermill_cannot_read(nb) -> list[str]:
+    """Lines of the parameters cell that papermill's parameter inspection cannot parse (it
+    prints "Unable to parse line ..." into every run's log, and `papermill --help-notebook`
+    leaves them out)."""
+    from papermill.translators import PythonTranslator
+
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if not cells:
+        return []
+    names = {p.name for p in PythonTranslator.inspect(cells[0])}
+    out = []
+    for line in cells[0].source.splitlines():
+        target = line.split("=", 1)[0].strip()
+        if "=" in line and target.isidentifier() and target not in names:
+            out.append(f"papermill cannot read the parameter line {line.strip()!r}")
+    return out
 
 
 def test_there_are_notebooks():
@@ -32,6 +51,15 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_clean(path):
     assert hygiene_problems(path) == []
+
+
+def test_hygiene_check_catches_a_parameter_line_papermill_cannot_read():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("a = 1  # fine\nb = 0.5  # a share (0 < b <= 1)\n")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    assert parameter_lines_papermill_cannot_read(nb) == [
+        "papermill cannot read the parameter line 'b = 0.5  # a share (0 < b <= 1)'"]
 
 
 def test_hygiene_check_catches_outputs_and_missing_parameters(tmp_path):

@@ -159,6 +159,22 @@ def test_demo_beyond_shares_the_demo_runs_and_skips_its_analysis():
     assert beyond.step_parameters("08_beyond")["runs_root"] == "runs/demo"
 
 
+def test_the_beyond_graph_waits_for_what_each_run_reads():
+    """A mixed run waits for both datasets' task files, a replicate's synth-pt-real-ft run
+    for its own seed's synthetic run, and notebook 08 for every run."""
+    prof = P.load_profile("demo-beyond", ROOT)
+    jobs = P.build_graph(prof, ROOT)
+    needs = {j.name: j.needs for j in jobs}
+    assert needs["cris_mixed_trained_p1_prov"] == ("03_prompt_generation:real",
+                                                   "03_prompt_generation:synthetic")
+    assert needs["cris_real_trained_p1_real25"] == ("03_prompt_generation:real",)
+    assert needs["clipseg_synth-pt-real-ft_trained_p1_seed2"][0] == \
+        "clipseg_synthetic_trained_p1_seed2"
+    assert needs["unet_synth-pt-real-ft_trained_none"][0] == "unet_synthetic_trained_none"
+    assert set(needs["08_beyond"]) == {r.id for r in prof.runs}
+    assert [j.name for j in jobs][-1] == "08_beyond"
+
+
 def test_a_run_key_of_the_grid_is_refused_in_train(tmp_path):
     for where, text in [("train.seed", "train: {seed: 3}"),
                         ("models.cris.real_fraction", "models: {cris: {real_fraction: 0.5}}")]:

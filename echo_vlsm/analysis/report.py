@@ -208,8 +208,8 @@ def beyond_sections(
     present = [_BLOCK_NAMES[b] for b in BLOCKS if blocks[b]]
     absent = [_BLOCK_NAMES[b] for b in BLOCKS if not blocks[b]]
     overview = ("Runs beyond the study's grid (issue #15: its proposed next experiments, seed "
-                "variation and a supervised baseline). The study's own tables above use only "
-                "its own cells (seed 0, all the real data, CLIPSeg and CRIS, its four "
+                "variation and a supervised baseline). The study's own tables (notebooks 05 "
+                "and 06) use only its own cells (seed 0, all the real data, CLIPSeg and CRIS, its four "
                 "strategies); these sections hold the rest. Runs present: "
                 + ", ".join(present) + "."
                 + (f" No runs, so no section: {', '.join(absent)}." if absent else "")

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from echo_vlsm.analysis.loading import CELL_COLUMNS, paper_results, with_run_columns
-from echo_vlsm.analysis.paired import paired_test
+from echo_vlsm.analysis.paired import paired_test, select
 from echo_vlsm.analysis.tables import MODEL_LABELS, STRATEGY_LABELS, order_rows, prompt_label
 from echo_vlsm.grid import NO_PROMPT, STUDY_STRATEGIES, VLSM_MODELS
 
@@ -127,14 +127,7 @@ def cell_matrix(df: pd.DataFrame, cell: Mapping) -> tuple[list[int], pd.MultiInd
     df = with_run_columns(df)
     where = {**CELL_DEFAULTS, **dict(cell)}
     where.pop("seed", None)
-    mask = pd.Series(True, index=df.index)
-    for key, value in where.items():
-        if key not in df.columns:
-            raise KeyError(f"cell key {key!r} is not a metrics column; use {list(CELL_COLUMNS)}")
-        mask &= df[key] == value
-    rows = df[mask]
-    if rows.empty:
-        raise ValueError(f"no metrics rows match the cell {where}")
+    rows = select(df, where)  # errors name the key, or the values that exist
     if rows.duplicated(["seed", *_KEY]).any():
         raise ValueError(f"cell {where}: a run scores a (sample, structure) more than once")
     wide = rows.pivot(index="seed", columns=_KEY, values="dice").sort_index()
