@@ -184,8 +184,13 @@ def efficiency_figure(table: pd.DataFrame, out_dir: str | os.PathLike,
         if not ref.empty:
             ax.axhline(ref["dice_mean"].iloc[0], color="0.4", ls="--", lw=0.8,
                        label="real, all images")
-        if log_x:
+        if log_x:  # ticks at the measured image counts, written as plain numbers
+            from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(FixedLocator(sorted(set(sub["real_train_images"]))))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_locator(NullLocator())
         title = MODEL_LABELS.get(model, model)
         title += f" {prompt_label(prompt)}" if prompt != NO_PROMPT else ""
         title += " (frozen)" if enc == "frozen" else ""
