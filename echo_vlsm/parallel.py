@@ -123,7 +123,9 @@ def _broken_message(pool: ProcessPoolExecutor, exc: BaseException) -> str:
                              else f"exit code {code}")
             except ValueError:
                 codes.append(f"exit code {code}")
-    how = f" ({', '.join(sorted(set(codes)))})" if codes else ""
+    # a broken pool terminates its other workers (SIGTERM): not a cause when another is known
+    causes = set(codes) - {"killed by SIGTERM"} or set(codes)
+    how = f" ({', '.join(sorted(causes))})" if causes else ""
     oom = (" SIGKILL is what the out-of-memory killer sends: use fewer workers."
            if any("SIGKILL" in c for c in codes) else "")
     return (f"a worker process of the pool died{how}: {str(exc).rstrip('.')}.{oom} Jobs "

@@ -114,6 +114,23 @@ def test_a_killed_worker_says_so_and_how_to_go_on():
     assert "out-of-memory killer" in text and "workers=1" in text
 
 
+def test_the_workers_a_broken_pool_terminates_are_not_called_a_cause():
+    """When a worker dies, the pool sends SIGTERM to the others: which of them the message
+    lists depends on timing (seen under load), so only a death it did not cause is named."""
+    from types import SimpleNamespace
+
+    from echo_vlsm.parallel import _broken_message
+
+    def pool(*codes):
+        return SimpleNamespace(_processes={i: SimpleNamespace(exitcode=c)
+                                           for i, c in enumerate(codes)})
+
+    killed = _broken_message(pool(-signal.SIGKILL, -signal.SIGTERM, None), RuntimeError("x"))
+    assert "(killed by SIGKILL)" in killed and "SIGTERM" not in killed
+    assert "(killed by SIGTERM)" in _broken_message(pool(-signal.SIGTERM), RuntimeError("x"))
+    assert "(exit code 3)" in _broken_message(pool(3, -signal.SIGTERM), RuntimeError("x"))
+
+
 SCRIPT = """
     from echo_vlsm.parallel import run_jobs
     from operator import neg
