@@ -257,17 +257,15 @@ def parse_run_id(text: str) -> Run:
             or parts[2] not in ENCODERS or not parts[3]):
         raise bad
     extra: dict = {}
-    for part in parts[4:]:
-        if part.startswith("seed") and part[4:].isdigit() and "seed" not in extra \
-                and not extra:
+    for part in parts[4:]:  # order and repeats: the canonical-name check below
+        if part.startswith("seed") and part[4:].isdigit():
             extra["seed"] = int(part[4:])
-        elif part.startswith("real") and "real_fraction" not in extra and "provenance" \
-                not in extra:
+        elif part.startswith("real"):
             try:
                 extra["real_fraction"] = float(part[4:]) / 100
             except ValueError:
                 raise bad from None
-        elif part == "prov" and "provenance" not in extra:
+        elif part == "prov":
             extra["provenance"] = True
         else:
             raise bad
@@ -275,7 +273,7 @@ def parse_run_id(text: str) -> Run:
         run = Run(*parts[:4], **extra)
     except ValueError as exc:
         raise ValueError(f"{text!r}: {exc}") from None
-    if run.id != text:  # "seed0", "real100", "real010": not the canonical name
+    if run.id != text:  # "seed0", "real100", "prov_seed1", "seed1_seed2": not canonical
         raise ValueError(f"{text!r} is not written as a run id; its run is named {run.id!r}")
     return run
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import nbformat
 
+from echo_vlsm.io import write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = ROOT / "pyproject.toml"
 BRANCH = "main"
@@ -162,7 +164,7 @@ def project_cells(path: str | Path) -> bool:
     nbformat.validate(nb)
     after = nbformat.writes(nb) + "\n"
     if after != before:
-        path.write_text(after)
+        write_text_atomic(path, after)  # an interrupted rewrite leaves the notebook whole
     return after != before
 
 

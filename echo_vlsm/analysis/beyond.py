@@ -69,13 +69,19 @@ def _cell_text(r) -> str:
     return f"{r.dice_mean:.2f}{spread}{seeds}"
 
 
+def _trained_on_all_real(df: pd.DataFrame, seeds: pd.DataFrame | None) -> pd.DataFrame:
+    """The rows of ``seeds`` (a ``seed_table``, made from ``df`` if None) of cells trained on
+    all the real data (real fraction 1, not zero-shot)."""
+    table = seed_table(df) if seeds is None else seeds
+    return table[(table["real_fraction"] == 1.0) & (table["strategy"] != "zeroshot")]
+
+
 def beyond_table(df: pd.DataFrame, seeds: pd.DataFrame | None = None) -> pd.DataFrame:
     """The cells trained on all the real data, one row per model, encoders and prompt (the
     U-Net's prompt: ``none``), one column per strategy (synthetic, real, synth-pt-real-ft,
     mixed, mixed + provenance): "mean ± across-seed std (k seeds)" of the runs' mean test
     dice; the U-Net rows beside the VLSMs'. ``seeds``: a ``seed_table`` already made."""
-    table = seed_table(df) if seeds is None else seeds
-    table = table[(table["real_fraction"] == 1.0) & (table["strategy"] != "zeroshot")]
+    table = _trained_on_all_real(df, seeds)
     rows = {}
     for r in table.itertuples():
         key = (r.model, r.encoders, r.prompt)
@@ -97,8 +103,7 @@ def mixed_differences(df: pd.DataFrame, seeds: pd.DataFrame | None = None,
     prompt, at all the real data, with mixed and mixed + provenance (``curve``
     ``mixed+prov``) beside the study's strategies; ``paper_diff``: the study's, where it has
     both cells."""
-    table = seed_table(df) if seeds is None else seeds
-    table = table[(table["real_fraction"] == 1.0) & (table["strategy"] != "zeroshot")]
+    table = _trained_on_all_real(df, seeds)
     table = table.assign(strategy=[curve_name(s, p) for s, p in
                                    zip(table["strategy"], table["provenance"])])
     keys = ["model", "encoders", "prompt"]
@@ -187,7 +192,7 @@ def beyond_results(df: pd.DataFrame, summaries: pd.DataFrame | None = None,
                  "efficiency": None, "reach": None, "baseline": None}
     if blocks["seeds"]:
         out["claims"] = claim_verdicts(df, n_boot=n_boot, seed=seed, level=level)
-    pairs = beyond_pairs(df)
+    pairs = beyond_pairs(df, seeds)
     if pairs:
         out["comparisons"] = seed_comparisons(df, pairs, n_boot=n_boot, seed=seed, level=level)
     if blocks["mixed"]:

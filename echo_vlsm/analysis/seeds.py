@@ -220,13 +220,20 @@ def hierarchical_bootstrap(df: pd.DataFrame, a: Mapping, b: Mapping, n_boot: int
     Raises:
         ValueError: a cell has no runs, or the two were not scored on the same samples.
     """
-    _, keys_a, xa = cell_matrix(df, a)
-    _, keys_b, xb = cell_matrix(df, b)
+    _, _, xa, xb = _paired_matrices(df, a, b)
+    return bootstrap_difference(xa, xb, n_boot=n_boot, seed=seed, level=level)
+
+
+def _paired_matrices(df: pd.DataFrame, a: Mapping, b: Mapping):
+    """``cell_matrix`` of ``a`` and ``b``, checked to share their test samples:
+    ``(seeds_a, seeds_b, xa, xb)``."""
+    seeds_a, keys_a, xa = cell_matrix(df, a)
+    seeds_b, keys_b, xb = cell_matrix(df, b)
     if not keys_a.equals(keys_b):
         only_a, only_b = keys_a.difference(keys_b), keys_b.difference(keys_a)
         raise ValueError(f"unmatched samples: {len(only_a)} only in a={dict(a)}, "
                          f"{len(only_b)} only in b={dict(b)}; the bootstrap pairs test samples")
-    return bootstrap_difference(xa, xb, n_boot=n_boot, seed=seed, level=level)
+    return seeds_a, seeds_b, xa, xb
 
 
 def verdict(result: BootstrapResult, alternative: str = "greater") -> str:
@@ -253,14 +260,14 @@ def seed_comparison(df: pd.DataFrame, a: Mapping, b: Mapping, alternative: str =
     Wilcoxon signed-rank over matched samples, ``paired.paired_test``) on one run per cell
     (seed 0 where both have it, else their lowest common seed; two-sided for a two-sided
     comparison), and at how many common seeds that test alone is significant (p < 0.05)."""
-    res = hierarchical_bootstrap(df, a, b, n_boot=n_boot, seed=seed, level=level)
-    seeds_a, _, _ = cell_matrix(df, a)
-    seeds_b, _, _ = cell_matrix(df, b)
+    df = with_run_columns(df)
+    seeds_a, seeds_b, xa, xb = _paired_matrices(df, a, b)
+    res = bootstrap_difference(xa, xb, n_boot=n_boot, seed=seed, level=level)
     common = sorted(set(seeds_a) & set(seeds_b))
     sel_a, sel_b = {**CELL_DEFAULTS, **dict(a)}, {**CELL_DEFAULTS, **dict(b)}
     p_first, significant = float("nan"), []
     for s in common:
-        p = paired_test(with_run_columns(df), {**sel_a, "seed": s}, {**sel_b, "seed": s},
+        p = paired_test(df, {**sel_a, "seed": s}, {**sel_b, "seed": s},
                         alternative=alternative).pvalue
         if s == common[0]:
             p_first = p
@@ -369,11 +376,12 @@ def claim_verdicts(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: f
     return out
 
 
-def beyond_pairs(df: pd.DataFrame) -> list[tuple]:
+def beyond_pairs(df: pd.DataFrame, seeds: pd.DataFrame | None = None) -> list[tuple]:
     """Comparisons of the cells beyond the study, at all the real data (two-sided): mixed
     against real, mixed with provenance against mixed without, for every model, encoder
-    setting and prompt run both ways; and the U-Net against the best VLSM, per strategy."""
-    table = seed_table(df)
+    setting and prompt run both ways; and the U-Net against the best VLSM, per strategy.
+    ``seeds``: a ``seed_table`` of ``df`` already made."""
+    table = seed_table(df) if seeds is None else seeds
     table = table[table["real_fraction"] == 1.0]
     pairs = []
     for r in _cells(table, strategy="mixed").itertuples():

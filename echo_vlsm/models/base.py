@@ -103,8 +103,9 @@ class SegmentationModel(TokenizerMixin, nn.Module):
     """The contract of a text-prompted segmentation model with CLIP encoders.
 
     ``forward(pixel_values, input_ids, attention_mask=None)`` checks the inputs, runs
-    :meth:`segment` and upsamples its logits to the input's ``H, W`` (``spec.upsample``). ``set_encoders`` and
-    ``train`` keep the CLIP encoders frozen (no gradient, eval mode) or trained.
+    :meth:`segment` and upsamples its logits to the input's ``H, W`` (``spec.upsample``).
+    ``set_encoders`` and ``train`` keep the CLIP encoders frozen (no gradient, eval mode) or
+    trained.
     ``tokenize(texts)`` gives the CLIP tokenizer's ``(input_ids, attention_mask)``.
 
     A subclass calls ``super().__init__(spec)``, builds its parts, then calls

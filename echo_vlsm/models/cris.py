@@ -357,7 +357,8 @@ class CRIS(SegmentationModel):
     1 included, in training mode too (see :class:`BatchNorm1d`); H and W must be multiples of
     32. Logits are upsampled from 1/4 resolution as ``upsample`` says (default the study's
     bicubic with ``align_corners=True``; ``"bilinear"`` selectable). ``dropout``: the
-    decoder's dropout (default :data:`DROPOUT`; the study's code: 0.2). ``tokenize(texts)`` gives the CLIP tokenizer's ``(input_ids, attention_mask)``.
+    decoder's dropout (default :data:`DROPOUT`; the study's code: 0.2). ``tokenize(texts)``
+    gives the CLIP tokenizer's ``(input_ids, attention_mask)``.
     The contract (input checks, frozen encoders, upsampling) is
     :class:`~echo_vlsm.models.base.SegmentationModel`'s.
     """

@@ -322,12 +322,16 @@ def load_clip_into_backbone(backbone: torch.nn.Module, state: Mapping[str, torch
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
-#: The SHA-256 of a file (``echo_vlsm.grid.sha256_file``), for provenance records.
-file_sha256 = sha256_file
-
-
 def _hashed(paths) -> dict[str, str]:
-    return {str(p): file_sha256(p) for p in sorted(paths) if Path(p).is_file()}
+    return {str(p): sha256_file(p) for p in sorted(paths) if Path(p).is_file()}
+
+
+def _local_record(record: dict, path: Path) -> dict:
+    """The provenance of a local file, or of the weight files of a local folder."""
+    files = [p for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES] if path.is_dir() \
+        else [path]
+    return {**record, "kind": "local", "path": str(path), "revision": None,
+            "files": _hashed(files)}
 
 
 def weights_provenance(name: str, pretrained) -> dict | None:
@@ -350,19 +354,11 @@ def weights_provenance(name: str, pretrained) -> dict | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the CLIP-only fallback's warning: the load says it
             path = _cris_source(pretrained)
-        if path.is_dir():
-            files = [p for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES]
-        else:
-            files = [path]
-        return {**record, "kind": "local", "path": str(path), "revision": None,
-                "files": _hashed(files)}
+        return _local_record(record, path)
     source = (os.environ.get(ENV_CLIPSEG) or CLIPSEG_HUB_ID) if pretrained is True else pretrained
     path = local_path(source)
     if path is not None:
-        files = [p for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES] if path.is_dir() \
-            else [path]
-        return {**record, "kind": "local", "path": str(path), "revision": None,
-                "files": _hashed(files)}
+        return _local_record(record, path)
     from huggingface_hub import try_to_load_from_cache
 
     found = []

@@ -45,6 +45,7 @@ from echo_vlsm.pipeline.profiles import (
     load_profile,
 )
 from echo_vlsm.pipeline.selection import filter_runs, shard_runs, sort_key
+from echo_vlsm.pipeline.state import run_dir
 
 TIMINGS_FILE = "reproduce_timings.jsonl"
 STALE_FILE = "stale_runs.json"
@@ -128,7 +129,7 @@ def plan(profile: str | os.PathLike | Profile = "demo", *, root=None, notebooks_
     if only:  # bring along the synthetic runs they start from, unless already complete
         needed = {d for d in map(pretrain_source, selected) if d is not None}
         needed = {d for d in needed - set(selected)
-                  if not run_complete(resolve(prof.runs_root, root) / d.id)}
+                  if not run_complete(run_dir(prof.runs_root, d, root))}
         selected = sorted(set(selected) | needed, key=sort_key)
     chosen = {r.id for r in selected}
     in_call = [j.name for j in graph if j.stage in stages

@@ -38,11 +38,14 @@ from typing import Any
 
 from echo_vlsm.grid import (
     METRICS_FILE,
+    STATE_FILE,
+    SUMMARY_FILE,
     Run,
     parse_run_id,
     pretrain_source,
     run_complete,
     run_problem,
+    sha256_file,
 )
 from echo_vlsm.pipeline.profiles import ANALYSIS_STEPS, BEYOND_STEPS, TRAIN_NOTEBOOK, Profile
 from echo_vlsm.pipeline.state import (
@@ -81,32 +84,33 @@ class Job:
     def file_stem(self) -> str:
         return self.name.replace(":", "-")
 
+    def _own(self, run_name: str, step_suffix: str, hidden: bool = False) -> Path:
+        """A file of this job: ``run_name`` in a run's folder, or ``<stem><step_suffix>``
+        (dot-prefixed when ``hidden``) in the steps folder, which all steps share."""
+        if self.kind == "run":
+            return self.folder / run_name
+        return self.folder / f"{'.' if hidden else ''}{self.file_stem}{step_suffix}"
+
     @property
     def output(self) -> Path:
         """The executed notebook."""
-        if self.kind == "run":
-            return self.folder / f"{self.notebook}.ipynb"
-        return self.folder / f"{self.file_stem}.ipynb"
+        return self._own(f"{self.notebook}.ipynb", ".ipynb")
 
     @property
     def marker(self) -> Path:
-        if self.kind == "run":
-            return self.folder / JOB_FILE
-        return self.folder / f"{self.file_stem}.done.json"
+        return self._own(JOB_FILE, ".done.json")
 
     @property
     def lock_path(self) -> Path:
-        return self.folder / (".job.lock" if self.kind == "run" else f".{self.file_stem}.lock")
+        return self._own(".job.lock", ".lock", hidden=True)
 
     @property
     def failure_path(self) -> Path:
-        if self.kind == "run":
-            return self.folder / FAILURE_FILE
-        return self.folder / f"{self.file_stem}.{FAILURE_FILE}"
+        return self._own(FAILURE_FILE, f".{FAILURE_FILE}")
 
     @property
     def slurm_record(self) -> Path:
-        return self.folder / (".slurm.json" if self.kind == "run" else f".{self.file_stem}.slurm.json")
+        return self._own(".slurm.json", ".slurm.json", hidden=True)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "notebook": self.notebook,
@@ -196,8 +200,6 @@ def set_fast_dev_run(jobs: Sequence[Job], takes_it, n: int) -> None:
             job.params["fast_dev_run"] = n
 
 
-
-
 # ----------------------------------------------------------------------------- fingerprints
 
 
@@ -219,8 +221,9 @@ def read_marker(job: Job) -> dict | None:
 
 
 def file_digest(path: Path) -> str | None:
+    """The short SHA-256 of a file (``grid.sha256_file``), or None when it cannot be read."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return sha256_file(path)[:16]
     except OSError:
         return None
 
@@ -236,11 +239,30 @@ def identity(job: Job) -> str | None:
     return marker["fingerprint"]
 
 
-def fingerprint(job: Job, by_name: dict[str, Job]) -> str:
+def _inputs(job: Job, by_name: dict[str, Job], identities: dict | None = None) -> list:
+    """``[[name, identity], ...]`` of the jobs ``job`` waits for (``"-"`` for one not in
+    this graph); ``identities`` caches them for one pass over a graph (each run's metrics are
+    hashed once, not once per analysis step)."""
+    identities = {} if identities is None else identities
+    out = []
+    for n in job.needs:
+        if n not in by_name:
+            out.append([n, "-"])
+            continue
+        if n not in identities:
+            identities[n] = identity(by_name[n])
+        out.append([n, identities[n]])
+    return out
+
+
+def _fingerprint_of(job: Job, inputs: list) -> str:
+    return _hash({"params": result_parameters(job.params), "inputs": inputs})
+
+
+def fingerprint(job: Job, by_name: dict[str, Job], identities: dict | None = None) -> str:
     """The fingerprint ``job`` would have if it ran now: its result parameters and the
     identities of its inputs (``"-"`` for an input not finished, or not in this graph)."""
-    inputs = [(n, identity(by_name[n]) if n in by_name else "-") for n in job.needs]
-    return _hash({"params": result_parameters(job.params), "inputs": inputs})
+    return _fingerprint_of(job, _inputs(job, by_name, identities))
 
 
 # ----------------------------------------------------------------------------- states
@@ -256,9 +278,14 @@ class JobState:
     detail: str = ""
 
 
+#: The key of ``job_state``'s memo under which it caches the inputs' identities.
+_IDENTITIES = ("identities",)
+
+
 def job_state(job: Job, by_name: dict[str, Job], memo: dict | None = None) -> JobState:
     """The state of ``job`` (see ``JobState``). A done job is stale when an input it waits
-    for is not done itself (it will be redone first), as make would decide."""
+    for is not done itself (it will be redone first), as make would decide. ``memo`` keeps
+    the states (and the inputs' identities) for one pass over a graph."""
     memo = {} if memo is None else memo
     if job.name not in memo:
         memo[job.name] = _job_state(job, by_name, memo)
@@ -292,28 +319,30 @@ def _job_state(job: Job, by_name: dict[str, Job], memo: dict) -> JobState:
         if redo:
             shown = ", ".join(redo[:3]) + (f" and {len(redo) - 3} more" if len(redo) > 3 else "")
             return JobState("stale", f"inputs changed: {shown} to be redone")
-        if marker.get("fingerprint") != fingerprint(job, by_name):
-            return JobState("stale", _stale_detail(job, marker, by_name))
+        identities = memo.setdefault(_IDENTITIES, {})
+        if marker.get("fingerprint") != fingerprint(job, by_name, identities):
+            return JobState("stale", _stale_detail(job, marker, by_name, identities))
         return JobState("done", _done_detail(job, marker))
     if failure:
         return JobState("failed", failure_message(failure))
     if marker and marker.get("state") == "started":
         return JobState("started", f"since {marker.get('time', '?')}")
     if job.kind == "run" and any((job.folder / f).exists()
-                                 for f in ("state.pt", f"{TRAIN_NOTEBOOK}.ipynb")):
+                                 for f in (STATE_FILE, f"{TRAIN_NOTEBOOK}.ipynb")):
         return JobState("started")
     return JobState("pending")
 
 
-def _stale_detail(job: Job, marker: dict, by_name: dict[str, Job]) -> str:
+def _stale_detail(job: Job, marker: dict, by_name: dict[str, Job], identities: dict) -> str:
     if marker.get("params") is not None and \
             result_parameters(marker["params"]) != result_parameters(job.params):
         changed = sorted(k for k in set(marker["params"]) | set(job.params)
                          if k not in RUNTIME_KEYS
                          and marker["params"].get(k) != job.params.get(k))
         return f"parameters changed: {', '.join(changed)}"
+    now = dict(_inputs(job, by_name, identities))
     changed = [n for n, ident in (marker.get("inputs") or [])
-               if n in by_name and identity(by_name[n]) != ident]
+               if n in by_name and (now[n] if n in now else identity(by_name[n])) != ident]
     return f"inputs changed: {', '.join(changed) or 'upstream'}"
 
 
@@ -321,7 +350,7 @@ def _done_detail(job: Job, marker: dict) -> str:
     if job.kind != "run":
         return ""
     try:
-        summary = json.loads((job.folder / "summary.json").read_text())
+        summary = json.loads((job.folder / SUMMARY_FILE).read_text())
         dice = summary.get("best_val_dice")
         return f"best val dice {float(dice):.3g}" if dice is not None else ""
     except (OSError, ValueError, TypeError):
@@ -330,6 +359,6 @@ def _done_detail(job: Job, marker: dict) -> str:
 
 def marker_record(job: Job, by_name: dict[str, Job], state: str, **extra) -> dict:
     """The record a job writes when it starts (``state="started"``) or ends (``"done"``)."""
-    inputs = [[n, identity(by_name[n]) if n in by_name else "-"] for n in job.needs]
-    return {"job": job.name, "state": state, "fingerprint": fingerprint(job, by_name),
+    inputs = _inputs(job, by_name)
+    return {"job": job.name, "state": state, "fingerprint": _fingerprint_of(job, inputs),
             "inputs": inputs, "params": job.params, **extra}

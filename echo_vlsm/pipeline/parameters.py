@@ -33,7 +33,10 @@ _SCALARS = (str, int, float, bool, type(None))
 def _parameters_cached(path: str, mtime_ns: int) -> frozenset[str]:
     import nbformat
 
-    nb = nbformat.read(path, as_version=4)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except ValueError as exc:  # nbformat's NotJSONError does not name the file
+        raise ProfileError(path, f"not a readable notebook ({str(exc)[:120]})") from exc
     cells = [c for c in nb.cells if c.cell_type == "code"
              and "parameters" in (c.metadata.get("tags") or [])]
     if not cells:

@@ -101,15 +101,15 @@ def _as_list(value, allowed: Sequence, key: str, path, default: Sequence | None 
     return list(value)
 
 
-def _numbers(value, key: str, path, default, check) -> list:
+def _numbers(value, key: str, path, default, check, what: str) -> list:
+    """The numbers of grid key ``key`` (``[default]`` when missing), each passing ``check``
+    (else an error saying it is not ``what``)."""
     if value is None:
         return [default]
     values = value if isinstance(value, list) else [value]
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not check(v):
-            raise ProfileError(path, f"grid {key}: {v!r} is not "
-                                     + ("an integer >= 0" if key == "seeds" else
-                                        "a fraction in (0, 1]"))
+            raise ProfileError(path, f"grid {key}: {v!r} is not {what}")
     return values
 
 
@@ -152,9 +152,9 @@ def select_grid(blocks: Iterable[dict], path: str | os.PathLike = "<profile>") -
                            named=(NO_PROMPT,))
         encoders = _as_list(block.get("encoders"), ENCODERS, "encoders", path)
         seeds = _numbers(block.get("seeds"), "seeds", path, 0,
-                         lambda v: isinstance(v, int) and v >= 0)
+                         lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
         fractions = _numbers(block.get("real_fractions"), "real_fractions", path, 1.0,
-                             lambda v: 0 < v <= 1)
+                             lambda v: 0 < v <= 1, "a fraction in (0, 1]")
         provenances = _as_list(block.get("provenance"), (False, True), "provenance", path,
                                (False,))
         for run in grid:

@@ -28,18 +28,6 @@ def steps_dir(runs_root: str | os.PathLike, root=None) -> Path:
     return resolve(runs_root, root) / "steps"
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def read_failure(folder: str | os.PathLike, name: str = FAILURE_FILE) -> dict | None:
     """A failure record, or None when there is none (or it cannot be read)."""
     try:

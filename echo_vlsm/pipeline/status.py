@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from echo_vlsm.grid import SUMMARY_FILE
 from echo_vlsm.paths import project_root, resolve
 from echo_vlsm.pipeline.graph import build_graph, graph_states, read_marker, set_fast_dev_run
 from echo_vlsm.pipeline.locks import lock_holder
@@ -47,16 +48,16 @@ def status(profile: str | os.PathLike | Profile = "demo",
         state = states[job.name]
         name, detail = state.state, state.detail
         holder = lock_holder(job.lock_path)
-        queued = slurm_state(job) if name != "done" else None
         if holder is not None:
             name, detail = "running", f"on {holder.get('host')} (pid {holder.get('pid')}) " \
                                       f"since {holder.get('since', '?')}"
-        elif queued is not None:
+        elif name != "done" and (queued := slurm_state(job)) is not None:
             name, detail = queued
-        marker = read_marker(job) or {}
-        seconds = marker.get("seconds") if state.state in ("done", "stale") else None
-        if job.kind == "run" and state.state in ("done", "stale"):
-            seconds = _run_seconds(job.folder, seconds)
+        seconds = None
+        if state.state in ("done", "stale"):
+            seconds = (read_marker(job) or {}).get("seconds")
+            if job.kind == "run":
+                seconds = _run_seconds(job.folder, seconds)
         rows.append({"name": job.name, "kind": job.kind, "state": name,
                      "seconds": seconds, "detail": detail})
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -64,7 +65,7 @@ def status(profile: str | os.PathLike | Profile = "demo",
 
 def _run_seconds(folder: Path, default):
     try:
-        seconds = json.loads((folder / "summary.json").read_text()).get("seconds_total")
+        seconds = json.loads((folder / SUMMARY_FILE).read_text()).get("seconds_total")
         return round(float(seconds), 1) if seconds is not None else default
     except (OSError, ValueError, TypeError):
         return default

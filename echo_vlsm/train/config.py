@@ -49,9 +49,9 @@ from echo_vlsm.grid import (
 )
 from echo_vlsm.paths import resolve
 
-__all__ = ["BEYOND_DEFAULTS", "DEFAULT_BATCH", "DEFAULT_LR", "ENCODERS", "LOSSES", "MODELS", "PRECISIONS", "RECIPES",
-           "RECIPE_FIELDS", "RUNTIME_FIELDS", "SIZES", "STRATEGIES", "TrainConfig", "prompt_keys",
-           "recipe_value", "result_fields", "run_id"]
+__all__ = ["BEYOND_DEFAULTS", "DEFAULT_BATCH", "DEFAULT_LR", "ENCODERS", "LOSSES", "MODELS",
+           "PRECISIONS", "RECIPES", "RECIPE_FIELDS", "RUNTIME_FIELDS", "SIZES", "STRATEGIES",
+           "TrainConfig", "prompt_keys", "recipe_value", "result_fields", "run_id"]
 #: The study's learning rates (AdamW) and batch sizes per model; for the U-Net baseline
 #: (beyond the study) this project's choice, AdamW at 1e-3 with batch 16 as usual for 2D
 #: CAMUS U-Nets trained from scratch (the study trained none).

@@ -71,11 +71,12 @@ from echo_vlsm.grid import (
     run_files,
     run_problem,
     safetensors_problem,
+    sha256_file,
 )
 from echo_vlsm.grid import run_complete as is_complete
 from echo_vlsm.io import clean_temp_files, write_json_atomic, write_png, write_text_atomic
 from echo_vlsm.models import build_model
-from echo_vlsm.models.weights import file_sha256, weights_provenance
+from echo_vlsm.models.weights import weights_provenance
 from echo_vlsm.paths import resolve
 from echo_vlsm.train import distributed as D
 from echo_vlsm.train.checkpoint import (
@@ -519,12 +520,13 @@ def _finish(run: Training, summary: dict, t_start: float, progress) -> RunResult
         "wall_seconds_this_call": time.perf_counter() - t_start,
         "done": True,
     })
-    write_text_atomic(run_dir / HISTORY_FILE, _history_frame(run.history).to_csv(index=False))
+    history = _history_frame(run.history)
+    write_text_atomic(run_dir / HISTORY_FILE, history.to_csv(index=False))
     summary[FILES_KEY] = file_records(run_dir, run_files(config.strategy, subset=config.subset))
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
     if not config.keep_state:  # complete: nothing resumes from it (1.7 GB for paper CRIS)
         (run_dir / STATE_FILE).unlink(missing_ok=True)
-    return RunResult(run_dir, config, summary, _history_frame(run.history), metrics)
+    return RunResult(run_dir, config, summary, history, metrics)
 
 
 def _provenance(run: Training) -> dict:
@@ -533,7 +535,7 @@ def _provenance(run: Training) -> dict:
     config = run.config
     init = run.best.get("initialised_from")
     if init is not None:
-        record = {"init": {"path": init, "sha256": file_sha256(init)}}
+        record = {"init": {"path": init, "sha256": sha256_file(init)}}
         if run.best.get("continued_from"):
             record["continued_from"] = run.best["continued_from"]
         return record
@@ -821,7 +823,8 @@ def evaluate(config: TrainConfig, weights: str | Path | None = None, model=None,
             rows.append({"model": config.model, "strategy": config.strategy,
                          "encoders": config.encoders, "prompt": config.prompt,
                          "seed": config.seed, "real_fraction": float(config.real_fraction),
-                         "provenance": bool(config.provenance), "sample": s["sample"], "structure": s["structure"], "view": s["view"],
+                         "provenance": bool(config.provenance), "sample": s["sample"],
+                         "structure": s["structure"], "view": s["view"],
                          "phase": s["phase"], "dice": scores["dice"][j], "iou": scores["iou"][j],
                          "hd95": scores["hd95"][j]})
             if save and write:

@@ -117,9 +117,9 @@ class DiceCEProbsLoss(nn.Module):
         if logits.shape != target.shape:
             raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} "
                              "must have the same shape (B, 1, H, W)")
-        prob = torch.sigmoid(logits.float())
-        target = target.float()
-        loss = self.dice_weight * soft_dice_loss(logits.float(), target)
+        logits, target = logits.float(), target.float()
+        prob = torch.sigmoid(logits)
+        loss = self.dice_weight * soft_dice_loss(logits, target)
         if self.ce_weight:
             if self.monai == "1.2":  # log_softmax over one channel: 0, whatever the input
                 ce = -(target * torch.log_softmax(prob, dim=1)).sum(1).mean()

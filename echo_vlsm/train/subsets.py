@@ -63,6 +63,15 @@ def _stem_patient(stem: str) -> str:
     return str(stem).split("_", 1)[0]
 
 
+def _per_image(data: Triplets, key: str) -> list[str]:
+    """``sample[key]`` of each unique image of ``data`` (in ``data.images`` order), read from
+    the first triplet of that image."""
+    first: dict[int, str] = {}
+    for i, s in zip(data.image_index.tolist(), data.samples):
+        first.setdefault(int(i), s[key])
+    return [first[i] for i in range(len(first))]
+
+
 def image_patients(data: Triplets, dataset_dir: str | os.PathLike | None = None) -> list[str]:
     """The patient of each unique image of ``data`` (in ``data.images`` order): from the
     dataset's ``records.csv`` when it names the stem's patient, else the stem's first part."""
@@ -73,10 +82,7 @@ def image_patients(data: Triplets, dataset_dir: str | os.PathLike | None = None)
                    if isinstance(p, str) and p.strip()}
     except (OSError, ValueError, KeyError):
         by_stem = {}
-    stems: dict[int, str] = {}
-    for i, s in zip(data.image_index.tolist(), data.samples):
-        stems.setdefault(int(i), s["sample"])
-    return [by_stem.get(stems[i], _stem_patient(stems[i])) for i in range(len(stems))]
+    return [by_stem.get(stem, _stem_patient(stem)) for stem in _per_image(data, "sample")]
 
 
 def select_patients(data: Triplets, fraction: float, subset_seed: int = 0,
@@ -103,9 +109,7 @@ def synthetic_share(data: Triplets, ratio: float | None, n_real_images: int,
     if ratio is None:
         return data
     k = min(n, max(1, round(float(ratio) * n_real_images)))
-    names: dict[int, str] = {}
-    for i, s in zip(data.image_index.tolist(), data.samples):
-        names.setdefault(int(i), s["img_name"])
+    names = _per_image(data, "img_name")
     ordered = sorted(range(n), key=lambda i: names[i])
     perm = np.random.default_rng([int(seed), 1]).permutation(n)
     chosen = sorted(ordered[j] for j in perm[:k])

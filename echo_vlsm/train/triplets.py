@@ -177,12 +177,12 @@ class Triplets(torch.utils.data.Dataset):
         keep = torch.nonzero(mapped >= 0).view(-1)
         dev = self.device
         k = keep.tolist()
+        images_dev, keep_dev = images.to(dev), keep.to(dev)
         return Triplets(
-            images=self.images[images.to(dev)], masks=self.masks[images.to(dev)],
-            image_index=mapped[keep].to(dev), mask_bit=self.mask_bit[keep.to(dev)],
-            input_ids=self.input_ids[keep.to(dev)],
-            attention_mask=self.attention_mask[keep.to(dev)],
-            n_phrasings=self.n_phrasings[keep.to(dev)],
+            images=self.images[images_dev], masks=self.masks[images_dev],
+            image_index=mapped[keep].to(dev), mask_bit=self.mask_bit[keep_dev],
+            input_ids=self.input_ids[keep_dev], attention_mask=self.attention_mask[keep_dev],
+            n_phrasings=self.n_phrasings[keep_dev],
             samples=[self.samples[i] for i in k], texts=[self.texts[i] for i in k],
             full_masks=None if self.full_masks is None else self.full_masks[images],
             source=dict(self.source),
