@@ -600,3 +600,10 @@ def test_paper_profiles_optional_blocks_state_their_run_counts():
     assert len(blocks) == 4
     for block, n in blocks:
         assert len(set(P.select_grid([block])) - paper) == n, block
+
+
+def test_a_notebook_that_is_not_json_is_an_error_naming_it(tmp_path):
+    broken = tmp_path / "04_train_vlsm.ipynb"
+    broken.write_text("{ not json")
+    with pytest.raises(P.ProfileError, match=r"04_train_vlsm\.ipynb: not a readable notebook"):
+        P.notebook_parameters(broken)
