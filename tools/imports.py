@@ -24,7 +24,7 @@ PACKAGE = "echo_vlsm"
 #: Floors, lowest first; a module may import its own package and anything on a lower floor.
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("grid", "structures", "io", "paths", "parallel", "dataset", "imaging", "errors",
-     "device", "environment", "__init__"),
+     "device", "environment", "clinical", "__init__"),
     ("data", "prompts", "sdm", "models"),
     ("train",),
     ("pipeline", "analysis", "inference", "rehearsal"),
