@@ -10,6 +10,7 @@ umask), not the ``0o600`` of a temporary file, so a shared project folder stays 
 Examples::
 
     >>> import tempfile
+import threading
     >>> folder = Path(tempfile.mkdtemp())
     >>> write_text_atomic(folder / "a.txt", "hi")
     >>> _ = (folder / ".a.txt.x1y2z3.tmp").write_text("left by a kill")
@@ -26,6 +27,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,10 +40,42 @@ from PIL import Image
 TEMP_PATTERN = re.compile(r"^\..+\.(?:(?P<pid>\d+)-)?[A-Za-z0-9_]{6,}\.tmp$")
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it; set back at once
-    os.umask(mask)
+def _proc_umask() -> int | None:
+    """The umask from the ``Umask:`` line of ``/proc/self/status`` (Linux 4.7 and later),
+    read without changing it; None where there is no such line."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask_by_setting() -> int:
+    """The umask read the portable way: set it and set it back, under a lock; files another
+    thread creates meanwhile get the stricter ``0o077``, never a looser mode."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
     return mask
+
+
+#: Without ``/proc``: the umask read once, when this module is imported.
+_IMPORT_UMASK: int | None = None if _proc_umask() is not None else _umask_by_setting()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it: from ``/proc/self/status``, or where that
+    is missing, the umask this module saw when it was imported."""
+    mask = _proc_umask()
+    if mask is not None:
+        return mask
+    return _IMPORT_UMASK if _IMPORT_UMASK is not None else _umask_by_setting()
 
 
 def default_mode() -> int:

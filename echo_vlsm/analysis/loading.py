@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,9 @@ from echo_vlsm.structures import STRUCTURES
 # paper_results.csv names the encoders of Table 1 "unfrozen".
 _PAPER_ENCODERS = {"unfrozen": "trained", "frozen": "frozen"}
 PAPER_RESULTS = Path(__file__).resolve().parents[2] / "paper" / "paper_results.csv"
+#: The runner's record of runs kept with ``--keep-stale`` (in a profile's runs folder).
+STALE_FILE = "stale_runs.json"
+_STALE_SHAPE = 'the runner writes {"runs": [run ids], "time": ...}'
 
 
 #: The fields that name a run (``echo_vlsm.grid.Run.as_record``): the study's four, then the
@@ -248,16 +252,41 @@ def load_histories(root: str | os.PathLike) -> pd.DataFrame:
 
 def stale_runs(root: str | os.PathLike) -> list[str]:
     """The runs under ``root`` that the runner kept although their inputs changed
-    (``echo-vlsm reproduce --keep-stale``; ``stale_runs.json``)."""
+    (``echo-vlsm reproduce --keep-stale``; ``stale_runs.json``); ``[]`` without that file.
+
+    Raises:
+        MetricsFormatError: the file exists but cannot be read, is not JSON, or holds no
+            list of run ids under ``runs``; the message names it.
+    """
+    path = Path(root) / STALE_FILE
     try:
-        return list(json.loads((Path(root) / "stale_runs.json").read_text()).get("runs", []))
-    except (OSError, ValueError, AttributeError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MetricsFormatError(path, f"unreadable ({exc})") from exc
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        raise MetricsFormatError(path, f"not JSON ({exc}); {_STALE_SHAPE}") from None
+    runs = record.get("runs") if isinstance(record, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs):
+        raise MetricsFormatError(path, f"no list of run ids under 'runs'; {_STALE_SHAPE}")
+    return list(runs)
 
 
 def stale_note(root: str | os.PathLike) -> list[str]:
-    """A report note naming the stale runs kept under ``root`` (none when there are none)."""
-    runs = stale_runs(root)
+    """A report note naming the stale runs kept under ``root`` (none when there are none).
+
+    An unreadable ``stale_runs.json`` gives a note (and a warning) that says so: which runs
+    are stale is then unknown, and the report must not read as if none were."""
+    try:
+        runs = stale_runs(root)
+    except MetricsFormatError as err:
+        warnings.warn(str(err), stacklevel=2)
+        return [f"**Stale runs unknown**: `{err.path}` cannot be read ({err.problem}), so the "
+                "runs kept with `--keep-stale` (whose inputs changed after they ran) cannot be "
+                "named here; the next `echo-vlsm reproduce` writes the file again."]
     if not runs:
         return []
     return [f"**Stale runs kept** ({len(runs)}, `--keep-stale`): their inputs or parameters "

@@ -22,6 +22,7 @@ from echo_vlsm.analysis.loading import study_rows
 from echo_vlsm.analysis.paired import STUDY_TESTS
 from echo_vlsm.analysis.seeds import claims_summary, comparison_display, seed_table_display
 from echo_vlsm.analysis.tables import format_table, markdown_table, to_markdown
+from echo_vlsm.errors import PathError
 from echo_vlsm.io import write_text_atomic
 
 
@@ -155,7 +156,7 @@ def _convergence_body(speedups: pd.DataFrame) -> str:
 BEYOND_BEGIN = "<!-- beyond the study: begin (notebook 08 writes this block) -->"
 BEYOND_END = "<!-- beyond the study: end -->"
 _BEYOND_BLOCK = re.compile("\n" + re.escape(BEYOND_BEGIN) + ".*?" + re.escape(BEYOND_END)
-                           + "\n", re.S)
+                           + r"(?:\n|\Z)", re.S)
 _BLOCK_NAMES = {"seeds": "seed replicates", "mixed": "mixed training (with or without "
                 "provenance)", "efficiency": "real fractions below 1",
                 "baseline": "the supervised U-Net"}
@@ -167,16 +168,35 @@ def update_report(path: str | os.PathLike, sections: list[tuple[str, str]],
     (between ``BEYOND_BEGIN`` and ``BEYOND_END``), replacing the block a previous call wrote
     and leaving the rest (notebook 06's report) as it is. With no sections the block is
     removed: the file is then byte for byte what notebook 06 wrote (untouched if it had no
-    block). A missing report is started with ``title``."""
+    block). A missing report is started with ``title``.
+
+    Raises:
+        PathError: the report holds one marker of the block without the other (naming the
+            file); nothing is written then.
+    """
     path = Path(path)
     before = path.read_text(encoding="utf-8") if path.is_file() else None
-    text = _BEYOND_BLOCK.sub("", before) if before is not None else f"# {title}\n"
+    text = _without_block(path, before) if before is not None else f"# {title}\n"
     if sections:
         body = "\n".join(f"## {heading}\n\n{body.strip()}\n" for heading, body in sections)
         text = f"{text.rstrip(chr(10))}\n\n{BEYOND_BEGIN}\n\n{body}\n{BEYOND_END}\n"
     if text != before and (before is not None or sections):
         write_text_atomic(path, text)
     return path
+
+
+def _without_block(path: Path, text: str) -> str:
+    """``text`` without its beyond-the-study block(s); a marker left without its partner
+    (one of the two lines deleted by hand) raises ``PathError`` naming the file, since where
+    the block ends is then unknown and appending would leave two blocks."""
+    rest = _BEYOND_BLOCK.sub("", text)
+    for marker, partner in ((BEYOND_BEGIN, BEYOND_END), (BEYOND_END, BEYOND_BEGIN)):
+        if marker in rest:
+            raise PathError(path, f"the line {marker!r} has no matching {partner!r}: one "
+                                  "marker of the block beyond the study was deleted, so where "
+                                  "the block lies is unknown; put the missing line back (or "
+                                  "delete the whole block with its markers) and run again")
+    return rest
 
 
 def beyond_sections(
@@ -209,8 +229,8 @@ def beyond_sections(
     absent = [_BLOCK_NAMES[b] for b in BLOCKS if not blocks[b]]
     overview = ("Runs beyond the study's grid (issue #15: its proposed next experiments, seed "
                 "variation and a supervised baseline). The study's own tables (notebooks 05 "
-                "and 06) use only its own cells (seed 0, all the real data, CLIPSeg and CRIS, its four "
-                "strategies); these sections hold the rest. Runs present: "
+                "and 06) use only its own cells (seed 0, all the real data, CLIPSeg and CRIS, its "
+                "four strategies); these sections hold the rest. Runs present: "
                 + ", ".join(present) + "."
                 + (f" No runs, so no section: {', '.join(absent)}." if absent else "")
                 + "\n\nEvery cell trained on all the real data: mean over seeds of each run's "

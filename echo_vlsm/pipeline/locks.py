@@ -80,19 +80,28 @@ class JobLock:
 def lock_holder(path: str | os.PathLike) -> dict | None:
     """The holder of the lock at ``path``, or None when nobody holds it (the probe takes the
     lock for an instant when it is free)."""
-    path = Path(path)
-    if not path.exists():
+    try:
+        fd = os.open(Path(path), os.O_RDONLY)
+    except FileNotFoundError:
         return None
-    fd = os.open(path, os.O_RDONLY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            try:
-                return json.loads(path.read_text() or "{}") or {"host": "?", "pid": "?"}
-            except ValueError:
-                return {"host": "?", "pid": "?"}
+            return _holder_record(os.pread(fd, 1 << 16, 0))
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)
+
+
+def _holder_record(data: bytes) -> dict:
+    """The record a holder wrote, as a dict that always has ``host`` and ``pid`` ("?" where
+    the record lacks them); a record that is empty (being written), not JSON, or JSON but
+    not an object gives ``{"host": "?", "pid": "?"}``: the lock is held, by someone unknown."""
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
+        record = None
+    unknown = {"host": "?", "pid": "?"}
+    return {**unknown, **record} if isinstance(record, dict) else unknown
