@@ -78,3 +78,53 @@ def speedup_summary(speedups: pd.DataFrame) -> pd.DataFrame:
                      "study": STUDY_SPEEDUPS[model]})
     return pd.DataFrame(rows, columns=["model", "pairs", "epoch_speedup", "match_speedup",
                                        "time_speedup", "real_at_cap", "study"])
+
+
+#: How a run's training ended (``summary.json``'s ``stopped_by``).
+STOPPED_BY = ("patience", "epochs", "fast_dev_run")
+
+
+def stopping_table(summaries: pd.DataFrame) -> pd.DataFrame:
+    """How every trained run ended: by early stopping (``patience``), by its epoch cap
+    (``epochs``: the run may still have been improving) or as a rehearsal (``fast_dev_run``),
+    with its epochs run and best epoch. Zero-shot runs (no training) are left out.
+
+        >>> s = pd.DataFrame({"run_id": ["a", "b"], "model": ["cris", "clipseg"],
+        ...     "strategy": ["real", "real"], "encoders": ["trained"] * 2,
+        ...     "prompt": ["p1", "p1"], "epochs_run": [30, 10], "best_epoch": [22, 10],
+        ...     "stopped_by": ["patience", "epochs"]})
+        >>> stopping_table(s)[["run_id", "stopped_by", "epochs_after_best"]].values.tolist()
+        [['b', 'epochs', 0], ['a', 'patience', 8]]
+    """
+    cols = ["run_id", "model", "strategy", "encoders", "prompt", "epochs_run", "best_epoch",
+            "epochs_after_best", "stopped_by"]
+    if summaries.empty:
+        return pd.DataFrame(columns=cols)
+    rows = summaries[summaries["strategy"] != "zeroshot"].copy()
+    unknown = sorted(set(rows["stopped_by"].dropna()) - set(STOPPED_BY))
+    if unknown or rows["stopped_by"].isna().any():
+        missing = rows.loc[rows["stopped_by"].isna(), "run_id"].tolist()
+        raise ValueError(f"summaries without a known stopped_by: {missing or unknown}")
+    rows["epochs_after_best"] = (rows["epochs_run"] - rows["best_epoch"]).astype(int)
+    return order_rows(rows[cols].reset_index(drop=True))
+
+
+def stopping_verdict(table: pd.DataFrame) -> str:
+    """One sentence: how many runs stopped by early stopping and how many at their cap.
+
+        >>> t = pd.DataFrame({"run_id": ["a", "b"], "stopped_by": ["patience", "epochs"]})
+        >>> stopping_verdict(t)
+        '1 of 2 runs stopped by early stopping; 1 stopped at the epoch cap (b), still able to improve: their results may reflect under-training.'
+    """
+    n = len(table)
+    if n == 0:
+        return "No trained run."
+    by = table["stopped_by"]
+    patience, capped = int((by == "patience").sum()), table.loc[by == "epochs", "run_id"]
+    text = f"{patience} of {n} runs stopped by early stopping"
+    if len(capped):
+        return (f"{text}; {len(capped)} stopped at the epoch cap ({', '.join(capped)}), still "
+                "able to improve: their results may reflect under-training.")
+    rehearsal = int((by == "fast_dev_run").sum())
+    return text + (f"; {rehearsal} rehearsal runs (fast_dev_run)." if rehearsal
+                   else "; none reached its epoch cap.")

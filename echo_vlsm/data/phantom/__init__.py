@@ -56,6 +56,7 @@ from echo_vlsm.data.phantom.tree import (
     PATIENT_MARKER,
     PHANTOM_VERSION,
     check_layout,
+    check_sizes,
     patient_splits,
     split_sizes,
     write_patient,
@@ -63,5 +64,5 @@ from echo_vlsm.data.phantom.tree import (
 )
 
 __all__ = ["LAYOUTS", "MANIFEST", "PARTIAL", "PATIENT_MARKER", "PHANTOM_VERSION", "SOUND_SPEED",
-           "PhantomPatient", "PhantomView", "check_layout", "patient_splits", "simulate_patient",
-           "simulate_stages", "split_sizes", "write_patient", "write_phantom"]
+           "PhantomPatient", "PhantomView", "check_layout", "check_sizes", "patient_splits",
+           "simulate_patient", "simulate_stages", "split_sizes", "write_patient", "write_phantom"]

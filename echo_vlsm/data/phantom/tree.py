@@ -21,11 +21,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from echo_vlsm.data.camus import SPLIT_FILES_2023
+from echo_vlsm.data.phantom.echonet import ECHONET_LAYOUT, write_echonet_phantom
 from echo_vlsm.data.phantom.patients import PhantomPatient, simulate_patient
 from echo_vlsm.io import clean_temp_files, write_json_atomic, write_text_atomic
 from echo_vlsm.parallel import run_jobs
@@ -59,7 +62,9 @@ def split_sizes(n_patients: int, layout: str = "2023") -> dict[str, int]:
     return {"train": train, "val": val, "test": test}
 
 
-def patient_splits(n_patients: int, layout: str = "2023") -> list[tuple[int, str, str]]:
+def patient_splits(
+    n_patients: int, layout: str = "2023", sizes: Mapping[str, int] | None = None
+) -> list[tuple[int, str, str]]:
     """``(number, split, folder)`` per phantom patient: the first patients form the
     validation split, the last ones the test split, the rest training.
 
@@ -73,7 +78,8 @@ def patient_splits(n_patients: int, layout: str = "2023") -> list[tuple[int, str
     ``read_camus`` recovers the same three splits for any number of patients.
     """
     check_layout(layout)
-    sizes = split_sizes(n_patients, layout)
+    sizes = check_sizes(sizes, n_patients) if sizes is not None else split_sizes(
+        n_patients, layout)
     out = []
     for i in range(1, n_patients + 1):
         if i <= sizes["val"]:
@@ -91,6 +97,27 @@ def patient_splits(n_patients: int, layout: str = "2023") -> list[tuple[int, str
         else:
             folder = f"testing/patient{i - sizes['val'] - sizes['train']:04d}"
         out.append((i, split, folder))
+    return out
+
+
+def check_sizes(sizes: Mapping[str, int], n_patients: int | None = None) -> dict[str, int]:
+    """Patients per split as given (``{"train": 14, "val": 4, "test": 20}``): whole numbers,
+    at least one training patient, and ``n_patients`` (when given) their sum.
+
+        >>> check_sizes({"train": 14, "val": 4, "test": 20})
+        {'train': 14, 'val': 4, 'test': 20}
+    """
+    if not isinstance(sizes, Mapping) or set(sizes) - {"train", "val", "test"}:
+        raise ValueError(f"splits must map train/val/test to numbers of patients, got {sizes!r}")
+    out = {k: sizes.get(k, 0) for k in ("train", "val", "test")}
+    for k, v in out.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"splits[{k!r}] must be a whole number >= 0, got {v!r}")
+    if out["train"] < 1:
+        raise ValueError(f"splits needs at least one training patient, got {sizes!r}")
+    if n_patients is not None and sum(out.values()) != n_patients:
+        raise ValueError(f"splits {out} add up to {sum(out.values())} patients, not "
+                         f"n_patients={n_patients}")
     return out
 
 
@@ -189,6 +216,7 @@ def write_phantom(
     seed: int = 0,
     layout: str = "2023",
     workers: int | None = None,
+    splits: Mapping[str, int] | None = None,
 ) -> Path:
     """Write a CAMUS-layout tree of ``n_patients`` phantom patients under ``root``.
 
@@ -203,6 +231,10 @@ def write_phantom(
     patient moved (their names follow the split sizes) and the 2023 split files, and
     removes folders no longer part of the tree, so the result equals a fresh tree.
     A non-empty folder that is not a phantom tree is refused (it could be real data).
+    ``layout="echonet"``: EchoNet-Dynamic's layout, ``n_patients`` videos
+    (``phantom.echonet.write_echonet_phantom``).
+    ``splits`` sets the patients per split (``{"train": 14, "val": 4, "test": 20}``, summing
+    to ``n_patients``; default ``split_sizes``): validation first, then training, then test.
     ``workers`` processes share the patients (default ``min(4, cpus)`` from 8 patients to
     write on, else this process; 0 or 1: this process). Returns ``root``.
 
@@ -211,6 +243,8 @@ def write_phantom(
         FileExistsError: ``root`` is a non-empty folder without a phantom manifest.
     """
     root = Path(root)
+    if layout == ECHONET_LAYOUT:  # EchoNet-Dynamic's layout: videos (phantom/echonet.py)
+        return write_echonet_phantom(root, n_patients, seed, workers=workers, splits=splits)
     layout = check_layout(layout)
     if isinstance(n_patients, bool) or int(n_patients) != n_patients or n_patients < 1:
         raise ValueError(f"n_patients must be a whole number >= 1, got {n_patients!r}")
@@ -218,11 +252,13 @@ def write_phantom(
     want = {"version": PHANTOM_VERSION, "seed": seed, "layout": layout}
     _claim_root(root, want)
     clean_temp_files(root, recursive=True)  # what a killed call left mid-write
-    plan = patient_splits(n_patients, layout)
+    plan = patient_splits(n_patients, layout, splits)
     _remove_foreign_patients(root, plan)
     manifest = root / MANIFEST
     manifest.unlink(missing_ok=True)  # present again only when the tree is complete
-    manifest_text = json.dumps({**want, "n_patients": n_patients}, indent=2) + "\n"
+    sizes = dict(Counter(split for _, split, _ in plan))
+    manifest_text = json.dumps({**want, "n_patients": n_patients, "splits": sizes},
+                               indent=2) + "\n"
     write_text_atomic(root / PARTIAL, manifest_text)  # marks the folder as ours meanwhile
 
     todo = [(seed, n, str(root / rel), layout) for n, _, rel in plan
