@@ -152,7 +152,7 @@ def read_video(path: str | Path, stop: int | None = None) -> np.ndarray:
     if not path.is_file():
         raise EchoNetFormatError(path, "missing video")
     cap = cv2.VideoCapture(str(path))
-    frames = []
+    frames: list[np.ndarray] = []
     try:
         while cap.isOpened() and (stop is None or len(frames) < stop):
             ok, frame = cap.read()
@@ -261,8 +261,9 @@ def _tracing_table(path: Path, problems: _Problems) -> pd.DataFrame:
     return df
 
 
-def _filelist_row(row: pd.Series, path: Path, problems: _Problems) -> dict | None:
-    """The checked values of one FileList row; None (and problems) when unusable."""
+def _filelist_row(row: pd.Series, path: Path, problems: _Problems) -> dict:
+    """The checked values of one FileList row; ``ok`` is False when a value is unusable
+    (``height``/``width`` are None when they are the bad ones)."""
     where = f"line {row['_line']}: {row['_name']}"
     ok = True
     ef = _number(row["EF"])
@@ -280,12 +281,11 @@ def _filelist_row(row: pd.Series, path: Path, problems: _Problems) -> dict | Non
         problems.add(EchoNetFormatError(
             path, f"{where}: FrameHeight, FrameWidth are {row['FrameHeight']!r}, "
             f"{row['FrameWidth']!r}; expected whole numbers of pixels"))
-        ok = False
+        ok, size = False, [None, None]
     n_frames = _number(row["NumberOfFrames"])
-    if not ok:
-        return None
-    return dict(ef=ef, split=split, height=int(size[0]), width=int(size[1]),
-                edv=_number(row["EDV"]), esv=_number(row["ESV"]), fps=_number(row["FPS"]),
+    return dict(ok=ok, ef=ef, split=split, height=size[0] and int(size[0]),
+                width=size[1] and int(size[1]), edv=_number(row["EDV"]),
+                esv=_number(row["ESV"]), fps=_number(row["FPS"]),
                 n_frames=int(n_frames) if n_frames and n_frames % 1 == 0 else None)
 
 
@@ -303,7 +303,9 @@ def _check_traces(traces: list[EchoNetTrace], facts: dict, name: str, n_frames: 
     for t in traces:
         xy = np.concatenate([t.axis[None], t.chords])
         xs, ys = xy[:, [0, 2]], xy[:, [1, 3]]
-        if xs.min() < -0.5 or ys.min() < -0.5 or xs.max() > w - 0.5 or ys.max() > h - 0.5:
+        if h is None or w is None:
+            ok = False  # the FileList's frame size is unusable (reported there)
+        elif xs.min() < -0.5 or ys.min() < -0.5 or xs.max() > w - 0.5 or ys.max() > h - 0.5:
             problems.add(EchoNetFormatError(
                 path, f"line {t.line}: {name} frame {t.frame} is traced outside the "
                 f"{w} x {h} frame (x {xs.min():.1f}..{xs.max():.1f}, "
@@ -402,36 +404,35 @@ def _with_split(video: EchoNetVideo, split: str) -> EchoNetVideo:
 
 def _video(root: Path, row: pd.Series, rows: pd.DataFrame | None, problems: _Problems,
            decode: bool) -> EchoNetVideo | None:
-    """One FileList row checked against its video and its tracings; None when unusable."""
+    """One FileList row checked against its video and its tracings; None when unusable.
+    Every check runs whatever the others found, so ``validate`` reports all at once."""
     list_path, trace_path = root / FILELIST, root / TRACINGS
     name = row["_name"]
     facts = _filelist_row(row, list_path, problems)
     path = root / VIDEOS / f"{name}.avi"
-    n_frames = facts["n_frames"] if facts else None
+    n_frames, usable = facts["n_frames"], facts["ok"]
     if not path.is_file():
         problems.add(EchoNetFormatError(path, f"missing video (listed at line {row['_line']} "
                                         f"of {FILELIST})"))
-        facts = None
+        usable = False
     elif decode:
         try:
             frames = read_video(path)
             n_frames = len(frames)
-            if facts and frames.shape[1:] != (facts["height"], facts["width"]):
+            if facts["height"] and frames.shape[1:] != (facts["height"], facts["width"]):
                 problems.add(EchoNetFormatError(
                     path, f"frames are {frames.shape[2]} x {frames.shape[1]}; {FILELIST} line "
                     f"{row['_line']} says {facts['width']} x {facts['height']}"))
-                facts = None
+                usable = False
         except EchoNetFormatError as exc:
             problems.add(exc)
-            facts = None
+            usable = False
     if rows is None:
         problems.add(EchoNetFormatError(
             list_path, f"line {row['_line']}: {name} has no tracings in {TRACINGS}"))
         return None
     traces = _traces_of(rows, trace_path, name, problems)
-    if facts is None:
-        return None
-    if not _check_traces(traces, facts, name, n_frames, trace_path, problems):
+    if not _check_traces(traces, facts, name, n_frames, trace_path, problems) or not usable:
         return None
     ed, es = sorted(traces, key=lambda t: -t.area)  # the larger traced area is ED
     return EchoNetVideo(name=name, split=facts["split"], path=path, tracings_path=trace_path,

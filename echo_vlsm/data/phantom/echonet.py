@@ -36,6 +36,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
@@ -58,7 +59,8 @@ from echo_vlsm.io import write_json_atomic, write_text_atomic
 from echo_vlsm.parallel import run_jobs
 
 __all__ = ["ECHONET_LAYOUT", "ECHONET_VERSION", "FPS", "N_CHORDS", "SIZE", "echonet_splits",
-           "simulate_video", "trace_lv", "write_echonet_phantom"]
+           "simulate_video", "trace_lv", "video_name", "write_echonet_phantom",
+           "write_video"]
 
 ECHONET_LAYOUT = "echonet"
 ECHONET_VERSION = 1
@@ -78,27 +80,31 @@ def video_name(number: int) -> str:
     return f"0XPHANTOM{number:09d}"
 
 
-def echonet_splits(n_videos: int, n_test: int | None = None) -> list[str]:
-    """The split of each video, in order: validation first, test last, training between.
+def echonet_splits(n_videos: int, sizes: Mapping[str, int] | None = None) -> list[str]:
+    """The split of each video, in order: validation first, then training, test last.
 
-    Default sizes follow EchoNet-Dynamic (7465 / 1288 / 1277: ~74 / 13 / 13 %), at least one
-    validation and one test video from 3 videos on; ``n_test`` sets the test videos.
+    ``sizes`` gives the videos per split (``{"train": 2, "val": 2, "test": 20}``, summing to
+    ``n_videos``); by default they follow EchoNet-Dynamic (7465 / 1288 / 1277, ~74 / 13 /
+    13 %), with at least one validation and one test video from 3 videos on.
 
     >>> from collections import Counter
-    >>> Counter(echonet_splits(24, n_test=20))
-    Counter({'test': 20, 'val': 2, 'train': 2})
+    >>> Counter(echonet_splits(8))
+    Counter({'train': 6, 'val': 1, 'test': 1})
     """
     n = int(n_videos)
-    if n < 1:
-        raise ValueError(f"n_videos must be >= 1, got {n_videos!r}")
-    if n_test is None:
-        n_test = 0 if n < 3 else max(1, round(0.127 * n))
-    val = 0 if n < 3 else max(1, round(0.128 * n))
-    if not 0 <= int(n_test) <= n - min(val, n - int(n_test)):
-        raise ValueError(f"n_test must be in 0..{n}, got {n_test!r}")
-    test = int(n_test)
-    val = min(val, max(0, (n - test) // 2))
-    return ["val"] * val + ["train"] * (n - test - val) + ["test"] * test
+    if isinstance(n_videos, bool) or n != n_videos or n < 1:
+        raise ValueError(f"n_videos must be a whole number >= 1, got {n_videos!r}")
+    if sizes is None:
+        val = test = 0 if n < 3 else max(1, round(0.128 * n))
+        sizes = {"train": n - val - test, "val": val, "test": test}
+    if not isinstance(sizes, Mapping) or set(sizes) - set(_SPLIT_NAMES):
+        raise ValueError(f"splits must map train/val/test to numbers of videos, got {sizes!r}")
+    count = {k: sizes.get(k, 0) for k in _SPLIT_NAMES}
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in count.values()):
+        raise ValueError(f"splits must hold whole numbers >= 0, got {sizes!r}")
+    if sum(count.values()) != n:
+        raise ValueError(f"splits {count} add up to {sum(count.values())} videos, not {n}")
+    return ["val"] * count["val"] + ["train"] * count["train"] + ["test"] * count["test"]
 
 
 # --------------------------------------------------------------------------- drawing
@@ -254,9 +260,10 @@ def trace_lv(mask: np.ndarray, fine: int = 1, n_chords: int = N_CHORDS
     ``(n, 4)``, first ends on the image's left; in pixels of a grid ``fine`` times coarser
     than ``mask``.
 
-    The mitral plane is the mask's far end along its principal axis; the apex the mask point
-    farthest from the plane's middle; the chords are evenly spaced from half a (coarse) pixel
-    above the plane to half a pixel below the apex.
+    The mitral plane is the mask's far end along its principal axis; the apex the middle of
+    the mask points farthest (within half a coarse pixel) from the plane's middle; the
+    chords are evenly spaced from half a (coarse) pixel above the plane to half a pixel
+    below the apex.
     """
     ys, xs = np.nonzero(mask)
     if ys.size < 10:
@@ -266,8 +273,11 @@ def trace_lv(mask: np.ndarray, fine: int = 1, n_chords: int = N_CHORDS
     e = np.linalg.svd(pts - centre, full_matrices=False)[2][0]
     e = e if e[1] > 0 else -e  # towards the mitral plane (down)
     proj = (pts - centre) @ e
-    base = pts[proj >= proj.max() - 1.5 * fine].mean(0)
-    apex = pts[np.argmax(((pts - base) ** 2).sum(1))]
+    slab = proj >= proj.max() - 1.5 * fine
+    # the slab's middle, moved to the outer edge of the mask's last pixels
+    base = pts[slab].mean(0) + (proj.max() + 0.5 - proj[slab].mean()) * e
+    dist = np.sqrt(((pts - base) ** 2).sum(1))
+    apex = pts[dist >= dist.max() - 0.5 * fine].mean(0)  # a blunt apex: its middle
     length = float(np.hypot(*(apex - base)))
     u = (apex - base) / length
     n = np.array([-u[1], u[0]])
@@ -291,7 +301,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = FPS) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.avi")
     height, width = frames.shape[1:]
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"FFV1"), float(fps),
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"FFV1"), float(fps),
                              (width, height), True)
     if not writer.isOpened():
         raise RuntimeError(f"{tmp}: OpenCV cannot write FFV1 AVI files on this system")
@@ -374,10 +384,12 @@ def _claim(root: Path, want: dict) -> None:
 
 
 def write_echonet_phantom(root: str | Path, n_videos: int = 24, seed: int = 0,
-                          workers: int | None = None, n_test: int | None = None) -> Path:
+                          workers: int | None = None, splits: Mapping[str, int] | None = None
+                          ) -> Path:
     """Write an EchoNet-Dynamic-layout tree of ``n_videos`` phantom videos under ``root``.
 
-    Splits: ``echonet_splits(n_videos, n_test)`` (validation first, test last). The tables
+    Splits: ``echonet_splits(n_videos, splits)`` (validation first, test last; e.g.
+    ``splits={"train": 2, "val": 2, "test": 20}`` for an evaluation set). The tables
     are written last (atomically), and ``phantom.json`` says ``"complete": true`` only then.
     A second call keeps videos already written for the same seed and split and removes
     those no longer part of the tree; another seed rewrites it. ``workers`` processes share
@@ -385,32 +397,30 @@ def write_echonet_phantom(root: str | Path, n_videos: int = 24, seed: int = 0,
     Returns ``root``.
 
     Raises:
-        ValueError: a bad ``n_videos`` or ``n_test``.
+        ValueError: a bad ``n_videos`` or ``splits``.
         FileExistsError: ``root`` is a non-empty folder that is not such a phantom tree.
     """
     root = Path(root)
-    if isinstance(n_videos, bool) or int(n_videos) != n_videos:
-        raise ValueError(f"n_videos must be a whole number >= 1, got {n_videos!r}")
-    splits = echonet_splits(int(n_videos), n_test)
+    plan = echonet_splits(n_videos, splits)
     seed = int(seed)
     want = {"layout": ECHONET_LAYOUT, "version": ECHONET_VERSION, "seed": seed}
     _claim(root, want)
-    names = {video_name(i + 1) for i in range(len(splits))}
+    names = {video_name(i + 1) for i in range(len(plan))}
     for folder, ext in ((VIDEOS, ".avi"), (ROWS_DIR, ".json")):
         for p in (root / folder).glob(f"*{ext}") if (root / folder).is_dir() else ():
             if p.name.startswith(".") or p.name[: -len(ext)] not in names:
                 p.unlink()  # other trees' videos, or temporary files of a killed call
-    todo = [(seed, i + 1, split, str(root)) for i, split in enumerate(splits)
+    todo = [(seed, i + 1, split, str(root)) for i, split in enumerate(plan)
             if _saved_rows(root, seed, i + 1, split) is None]
     if workers is None:
         workers = min(4, os.cpu_count() or 1) if len(todo) >= 8 else 0
-    run_jobs(_write_one, todo, workers, total=len(splits), desc="echonet phantom",
+    run_jobs(_write_one, todo, workers, total=len(plan), desc="echonet phantom",
              unit="video")
-    saved = [_saved_rows(root, seed, i + 1, split) for i, split in enumerate(splits)]
+    saved = [_saved_rows(root, seed, i + 1, split) for i, split in enumerate(plan)]
     if any(s is None for s in saved):
         raise RuntimeError(f"{root}: a video of the phantom was not written")
     _write_tables(root, [s for s in saved if s is not None])
-    write_json_atomic(root / MANIFEST, {**want, "n_videos": len(splits), "complete": True})
+    write_json_atomic(root / MANIFEST, {**want, "n_videos": len(plan), "complete": True})
     return root
 
 
