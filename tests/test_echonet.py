@@ -24,7 +24,10 @@ from echo_vlsm.data.echonet import (
     read_video,
     validate,
 )
+from echo_vlsm.data.echonet_export import check_prompt, export_echonet
 from echo_vlsm.data.phantom import write_phantom
+from echo_vlsm.dataset import read_records
+from echo_vlsm.io import read_png
 from echo_vlsm.data.phantom.echonet import echonet_splits, trace_lv, write_echonet_phantom
 
 SPLITS = {"train": 1, "val": 1, "test": 1}
@@ -299,3 +302,31 @@ def test_validate_on_a_folder_that_is_no_tree(tmp_path):
     assert problem.startswith(str(tmp_path)) and "not an EchoNet-Dynamic tree" in problem
     with pytest.raises(EchoNetFormatError, match="missing video"):
         read_video(tmp_path / "none.avi")
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_export_into_the_dataset_format(tree, tmp_path):
+    videos = read_echonet(tree)
+    out = export_echonet(videos, tmp_path / "echonet", size=128, workers=0)
+    table = read_records(out)
+    assert len(table) == 6 and set(table["view"]) == {"4CH"}
+    assert set(table["structures"]) == {"lv"} and (table["sex"] == "").all()
+    assert table["spacing_y"].isna().all() and table["age"].isna().all()
+    v = videos[0]
+    row = table[table["stem"] == f"{v.name}_4CH_ES"].iloc[0]
+    assert (row["phase"], row["split"], int(row["frame"])) == ("ES", v.split, v.es.frame)
+    assert float(row["ef"]) == pytest.approx(v.ef)
+    lv = read_png(out / "masks" / "lv" / v.split / f"{v.name}_4CH_ES.png")
+    traced = cv2.resize(v.es.mask(112, 112).astype(np.uint8) * 255, (128, 128),
+                        interpolation=cv2.INTER_NEAREST)
+    assert lv.shape == (128, 128) and (lv == traced).mean() > 0.98
+    assert not read_png(out / "masks" / "myo" / v.split / f"{v.name}_4CH_ES.png").any()
+
+
+@pytest.mark.parametrize("key, words", [("p4", "sex"), ("p5", "age"), ("p6", "image quality")])
+def test_prompts_echonet_cannot_make(key, words):
+    assert [check_prompt(k) for k in ("p0", "P3")] == ["p0", "p3"]
+    with pytest.raises(ValueError, match=f"prompt {key} needs .*{words}.*does not publish"):
+        check_prompt(key)
