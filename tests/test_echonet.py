@@ -26,9 +26,9 @@ from echo_vlsm.data.echonet import (
 )
 from echo_vlsm.data.echonet_export import check_prompt, export_echonet
 from echo_vlsm.data.phantom import write_phantom
+from echo_vlsm.data.phantom.echonet import echonet_splits, trace_lv, write_echonet_phantom
 from echo_vlsm.dataset import read_records
 from echo_vlsm.io import read_png
-from echo_vlsm.data.phantom.echonet import echonet_splits, trace_lv, write_echonet_phantom
 
 SPLITS = {"train": 1, "val": 1, "test": 1}
 
