@@ -121,10 +121,10 @@ def mitral_chord(contour: np.ndarray, tol: float = CHORD_TOLERANCE_MM,
     it is at least ``min_chord`` long, and the contour stretch between its ends stays within
     ``tol`` of it (checked as within ``tol`` of the ray from either end through the other).
     The longest qualifying chord wins (the first found, by start vertex then length of
-    stretch, among equals). The search runs on vertices about ``tol / 4`` apart.
+    stretch, among equals). The search runs on vertices about ``tol / 2`` apart.
     """
     full = len(contour)
-    keep = _every(contour, tol / 4)
+    keep = _every(contour, tol / 2)
     contour = contour[keep]
     n = len(contour)
     forward = _ray_arcs(contour, tol)

@@ -67,11 +67,14 @@ def clean_mask(mask: np.ndarray) -> np.ndarray:
     """
     binary = as_binary(mask)
     labels, count = ndimage.label(binary, structure=_EIGHT)
+    out = np.zeros_like(binary)
     if count == 0:
-        return np.zeros_like(binary)
+        return out
     sizes = np.bincount(labels.ravel())[1:]
-    largest = labels == (int(np.argmax(sizes)) + 1)
-    return np.asarray(ndimage.binary_fill_holes(largest), dtype=bool)
+    keep = int(np.argmax(sizes)) + 1
+    box = ndimage.find_objects(labels)[keep - 1]  # fill holes inside its bounding box only
+    out[box] = ndimage.binary_fill_holes(labels[box] == keep)
+    return out
 
 
 def touches_border(mask: np.ndarray) -> bool:
