@@ -34,7 +34,9 @@ def _write_runs(root):
                       "lr": 1e-3, "seconds": 1.5}).to_csv(d / "history.csv", index=False)
         (d / "summary.json").write_text(json.dumps({
             "best_epoch": best, "best_val_dice": 0.8, "seconds_to_best": best * 1.5,
-            "epochs_run": 10, "seconds_total": 15.0, "done": True}))
+            "epochs_run": 10, "seconds_total": 15.0, "done": True,
+            # one run ended by its cap: the report must name it
+            "stopped_by": "epochs" if d.name == "cris_real_frozen_p1" else "patience"}))
 
 
 @pytest.fixture
@@ -82,6 +84,11 @@ def test_notebook_06_dice_difference_plots(run_notebook, tree, tmp_path):
     # model, pairs (trained p0, p1; frozen p1), epoch, match, time speed-ups, at cap, study
     assert "| cris | 3 | 4.00 | 4.00 | 4.00 | 0 | 4.55 |" in report
     assert "**Demo profile**" in report
+    # how every run ended: 16 trained runs, one at its cap, named
+    assert "## How every run ended" in report
+    assert ("15 of 16 runs stopped by early stopping; 1 stopped at the epoch cap "
+            "(cris_real_frozen_p1)") in report
+    assert "| cris_real_frozen_p1 | cris | real | frozen | p1 | 10 | 8 | 2 | epochs |" in report
 
 
 @pytest.mark.notebook

@@ -11,6 +11,7 @@ and derives what the study reports; its parts:
   samples), ``study_tests``;
 - ``differences``: strategy minus real, frozen minus trained, the P0/P1 prompt gap;
 - ``convergence``: epochs and seconds to the best validation dice, real vs synth-pt-real-ft;
+  how every run ended (``stopping_table``: early stopping or the epoch cap);
 - ``figures``: strategy and freeze differences, learning curves, per structure;
 - ``report``: ``report.md`` (``report_sections``; ``beyond_sections`` and
   ``update_report`` for notebook 08's block);
@@ -44,7 +45,13 @@ from echo_vlsm.analysis.beyond import (
     mixed_difference_figure,
     mixed_differences,
 )
-from echo_vlsm.analysis.convergence import STUDY_SPEEDUPS, convergence_speedups, speedup_summary
+from echo_vlsm.analysis.convergence import (
+    STUDY_SPEEDUPS,
+    convergence_speedups,
+    speedup_summary,
+    stopping_table,
+    stopping_verdict,
+)
 from echo_vlsm.analysis.differences import (
     freeze_differences,
     paper_freeze_effect,
@@ -140,7 +147,7 @@ __all__ = [
     "paper_results", "per_structure_figure", "prompt_gap", "prompt_gap_verdict",
     "read_metrics", "report_sections", "run_means", "save_figure", "seed_comparison",
     "seed_comparisons", "seed_table", "seed_table_display", "select", "speedup_summary",
-    "stale_note", "stale_runs", "strategy_difference_figure", "strategy_differences",
+    "stale_note", "stale_runs", "stopping_table", "stopping_verdict", "strategy_difference_figure", "strategy_differences",
     "study_mask", "study_rows", "study_tests", "summary_table", "to_latex", "to_markdown",
     "update_report", "verdict", "with_run_columns", "write_frame", "write_report",
     "write_table",

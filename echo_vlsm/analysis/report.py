@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from echo_vlsm.analysis.beyond import BLOCKS, SUPERVISED_SOTA_SOURCE
-from echo_vlsm.analysis.convergence import speedup_summary
+from echo_vlsm.analysis.convergence import speedup_summary, stopping_verdict
 from echo_vlsm.analysis.differences import (
     freeze_differences,
     paper_freeze_effect,
@@ -56,6 +56,7 @@ def report_sections(
     table2: pd.DataFrame | None = None,
     tests: pd.DataFrame | None = None,
     speedups: pd.DataFrame | None = None,
+    stopping: pd.DataFrame | None = None,
     gap: pd.DataFrame | None = None,
     figures: Mapping[str, Iterable[Path]] | None = None,
     notes: Iterable[str] = (),
@@ -89,11 +90,20 @@ def report_sections(
         figure("freeze_difference", "Frozen minus trained"), metrics)))
     if tests is not None:
         sections.append(("Paired tests", _tests_body(tests)))
+    if stopping is not None:
+        sections.append(("How every run ended", stopping_verdict(stopping) + "\n\n"
+                         + _STOPPING_LEGEND + "\n\n" + markdown_table(stopping)))
     if speedups is not None:
         sections.append(("Convergence", _convergence_body(speedups) + "\n\n"
                          + figure("learning_curves", "Learning curves")))
     sections.append(("Per structure", figure("per_structure", "Dice per structure")))
     return sections
+
+
+_STOPPING_LEGEND = (
+    "`stopped_by`: `patience` (early stopping: no better validation dice for the profile's "
+    "patience), `epochs` (the epoch cap: the run may still have been improving), "
+    "`fast_dev_run` (a rehearsal). Zero-shot runs do not train.")
 
 
 def _overview(profile: str, metrics: pd.DataFrame, notes: Iterable[str]) -> str:
