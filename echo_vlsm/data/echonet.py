@@ -166,6 +166,9 @@ def read_video(path: str | Path, stop: int | None = None) -> np.ndarray:
     return np.stack(frames)
 
 
+_LAST_DECODED: dict = {}  # the video EchoNetVideo.frame decoded last, per process
+
+
 @dataclass(frozen=True)
 class EchoNetVideo:
     """One FileList row: a video, its reference values and its ED and ES traces."""
@@ -194,14 +197,22 @@ class EchoNetVideo:
         return read_video(self.path)
 
     def frame(self, phase: str) -> np.ndarray:
-        """The traced frame of ``phase``, (H, W) uint8 (decoded up to it)."""
+        """The traced frame of ``phase``, (H, W) uint8. The video is decoded up to its later
+        traced frame and kept until another video is decoded, so that the export's ED and
+        ES images of one video cost one decoding."""
         index = self.trace(phase).frame
-        frames = read_video(self.path, stop=index + 1)
+        stop = max(self.ed.frame, self.es.frame) + 1
+        st = self.path.stat() if self.path.is_file() else None
+        key = (str(self.path), stop, st and (st.st_size, st.st_mtime_ns))
+        if _LAST_DECODED.get("key") != key:
+            _LAST_DECODED.clear()
+            _LAST_DECODED.update(key=key, frames=read_video(self.path, stop=stop))
+        frames = _LAST_DECODED["frames"]
         if len(frames) <= index:
             raise EchoNetFormatError(
                 self.path, f"{phase} is traced at frame {index}, but the video has "
                 f"{len(frames)} frames")
-        return frames[index]
+        return frames[index].copy()
 
 
 # --------------------------------------------------------------------------- tables
