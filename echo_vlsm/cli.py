@@ -173,13 +173,8 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="echo-vlsm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"echo-vlsm {__version__}")
-    sub = parser.add_subparsers(dest="command")
-
-    rep = sub.add_parser("reproduce", help="run the notebooks 01-06 of a profile with papermill")
+def _add_reproduce(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rep = sub.add_parser("reproduce", help="run a profile's notebooks (01-08) with papermill")
     rep.add_argument("--profile", default="demo",
                      help="name in notebooks/params/ (demo, paper) or a YAML file")
     rep.add_argument("--shard", metavar="I/N",
@@ -190,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="after a failed run, go on with the runs that do not need it")
     rep.add_argument("--stage", action="append", choices=("prepare", "runs", "analysis"),
                      help="only these stages (repeatable; default all)")
-    rep.add_argument("--notebooks", default=None, help="folder of the notebooks (default notebooks/)")
+    rep.add_argument("--notebooks", default=None,
+                     help="folder of the notebooks (default notebooks/)")
     rep.add_argument("--dry-run", action="store_true",
                      help="print the graph: each job that would run and what it waits for")
     rep.add_argument("--jobs", "-j", default="1", metavar="N",
@@ -217,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stay until the submitted jobs have finished")
     rep.set_defaults(func=_reproduce)
 
+
+def _add_status_rehearse_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     st = sub.add_parser("status", help="table of a profile's steps and runs: done, pending, failed")
     st.add_argument("--profile", default="demo")
     st.add_argument("--fast-dev-run", type=int, nargs="?", const=2, default=None, metavar="N",
@@ -250,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="epochs a run takes until early stopping, on average")
     pl.set_defaults(func=_plan)
 
+
+def _add_segment_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     seg = sub.add_parser("segment", help="segment images with a trained model and a prompt")
     seg.add_argument("model", metavar="RUN_OR_MODEL",
                      help="a run folder (runs/<profile>/<run_id>) or an exported model folder")
@@ -276,6 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="then upload it to this Hugging Face hub repository (needs a token)")
     exp.add_argument("--private", action="store_true", help="create the hub repository private")
     exp.set_defaults(func=_export_model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``echo-vlsm`` parser: one sub-command per ``_add_*`` function below."""
+    parser = argparse.ArgumentParser(prog="echo-vlsm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"echo-vlsm {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    _add_reproduce(sub)
+    _add_status_rehearse_plan(sub)
+    _add_segment_export(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The package keeps one direction of dependence (tools/imports.py, ARCHITECTURE.md):
+"""The package keeps one direction of dependence (tools/imports.py, docs/architecture.md):
 floor 1 (grid, structures, io, ...) <- data, prompts, sdm, models <- train <- pipeline,
 analysis <- cli; no loops between modules."""
 

@@ -5,7 +5,7 @@
     python tools/imports.py --check    # exit 1 with one line per import that breaks the layers
     python tools/imports.py --sizes    # the largest modules and functions (lines)
 
-The rule (``ARCHITECTURE.md``): notebooks -> pipeline/analysis/inference -> train -> models,
+The rule (``docs/architecture.md``): notebooks -> pipeline/analysis/inference -> train -> models,
 data, prompts, sdm -> floor 1 (grid, structures, io, paths, parallel, dataset, imaging,
 device, errors, environment). A package
 imports only what is on a lower floor or inside itself (floor-1 modules may import each

@@ -10,9 +10,9 @@ sentence feature. Input 416 px; logits come at 1/4 of the input and are upsample
 input resolution inside ``forward`` as the study's CRIS code does: bicubic with
 ``align_corners=True`` (``upsample="bicubic-corners"``, the default); training loss and
 metrics are computed on those full-resolution logits. ``upsample="bilinear"``
-(``align_corners=False``, this project's former choice) stays selectable: the two agree at
-1/4 resolution only (on random weights they differ by up to about a third of the output's
-range; on smooth logits their masks overlap with dice about 0.99).
+(``align_corners=False``) is the other choice: the two agree at 1/4 resolution only (on
+random weights they differ by up to about a third of the output's range; on smooth logits
+their masks overlap with dice about 0.99).
 
 Module and parameter names follow the public CRIS code (``backbone.``, ``neck.``,
 ``decoder.``, ``proj.``) so its DataParallel checkpoints (``module.`` prefix) load strictly.
