@@ -482,3 +482,31 @@ def test_reads_the_built_in_phantom(tmp_path, layout):
     image, label = records[0].load()
     assert image.dtype == label.dtype == np.uint8 and image.shape == label.shape
     assert set(np.unique(label)) <= {0, 1, 2, 3} and {1, 2, 3} <= set(np.unique(label))
+
+
+def test_records_carry_the_reference_values_of_their_cfg(tree19, tree23):
+    """2019: LVedv, LVesv (mL) and LVef (%); 2023: EF only (the stand-ins write 100/50/50)."""
+    for rec in read_camus(tree19):
+        assert (rec.ref_edv_ml, rec.ref_esv_ml, rec.ref_ef_percent) == (100.0, 50.0, 50.0)
+    for rec in read_camus(tree23):
+        assert (rec.ref_edv_ml, rec.ref_esv_ml, rec.ref_ef_percent) == (None, None, 50.0)
+
+
+@pytest.mark.parametrize("key, value", [("LVedv", "abc"), ("LVesv", "-3"), ("LVef", "140")])
+def test_bad_reference_value_raises_naming_file_and_key(tree19, key, value):
+    cfg = tree19 / "training" / "patient0051" / "Info_2CH.cfg"
+    text = cfg.read_text()
+    cfg.write_text("".join(f"{key}: {value}\n" if line.startswith(f"{key}:") else line + "\n"
+                           for line in text.splitlines()))
+    with pytest.raises(CamusFormatError, match=rf"Info_2CH.cfg: {key} is '{value}'; expected"):
+        read_camus(tree19)
+    assert any(f"{key} is '{value}'" in p for p in validate(tree19))
+
+
+def test_cfg_reference_reads_either_release():
+    from echo_vlsm.data.camus import cfg_reference
+
+    assert cfg_reference("x.cfg", {"lvedv": "88.5", "LVESV": "40", "LVef": "54.8"}) == {
+        "edv_ml": 88.5, "esv_ml": 40.0, "ef_percent": 54.8}
+    assert cfg_reference("x.cfg", {"Sex": "M"}) == {
+        "edv_ml": None, "esv_ml": None, "ef_percent": None}

@@ -59,7 +59,8 @@ def test_export_layout_counts_sizes_and_values(tree23, tmp_path):
         assert label[int(15 * 64 / 40), 40] == 1 and label[int(35 * 64 / 40), 40] == 3
 
     table = read_records(out)
-    assert list(table.columns) == list(RECORD_COLUMNS)
+    # the exported pixel size follows the contract's columns (echo_vlsm.data.export)
+    assert list(table.columns) == list(RECORD_COLUMNS) + ["export_spacing_x", "export_spacing_y"]
     assert len(table) == 16
     row = table.set_index("stem").loc["patient0003_4CH_ES"]
     assert (row.patient, row.view, row.phase, row.split) == ("patient0003", "4CH", "ES", "val")
@@ -223,3 +224,83 @@ def test_records_errors_name_the_file(tmp_path):
         read_records(tmp_path)
     with pytest.raises(ValueError, match="lack the columns"):
         write_records([{"stem": "a"}], tmp_path / "w")
+
+
+def test_patients_table_and_exported_spacing(tmp_path):
+    from echo_vlsm.data.export import PATIENT_COLUMNS, PATIENTS_FILE, read_patients
+
+    root19 = write_2019(tmp_path / "c19", training=(49, 51), testing=(1,))
+    out = export_dataset(read_camus(root19), tmp_path / "o19", size=64, workers=0)
+    text = (out / PATIENTS_FILE).read_text().splitlines()
+    assert text[0] == ",".join(PATIENT_COLUMNS)
+    patients = read_patients(out)
+    assert sorted(zip(patients["patient"], patients["split"], strict=True)) == [
+        ("patient0001", "test"), ("patient0049", "val"), ("patient0051", "train")]
+    assert (patients["release"] == "2019").all()
+    assert patients[["ref_edv_ml", "ref_esv_ml", "ref_ef_percent"]].to_numpy().tolist() == [
+        [100.0, 50.0, 50.0]] * 3
+    records = read_records(out)
+    for _, row in records.iterrows():  # 40 x 30 source pixels onto 64 x 64
+        assert float(row["export_spacing_y"]) == pytest.approx(row["spacing_y"] * 40 / 64)
+        assert float(row["export_spacing_x"]) == pytest.approx(row["spacing_x"] * 30 / 64)
+
+    root23 = write_2023(tmp_path / "c23", train=(1,), val=(2,), test=(3,))
+    p23 = read_patients(export_dataset(read_camus(root23), tmp_path / "o23", size=32, workers=0))
+    assert p23["ref_edv_ml"].isna().all() and p23["ref_esv_ml"].isna().all()
+    assert (p23["ref_ef_percent"] == 50.0).all()
+    assert ",," in (tmp_path / "o23" / PATIENTS_FILE).read_text()  # unknown: empty fields
+
+    (out / PATIENTS_FILE).write_text("patient,split\np,train\n")
+    with pytest.raises(ValueError, match=r"patients.csv: lacks the columns"):
+        read_patients(out)
+
+
+def _half_ellipse_label(shape, spacing, long_mm, half_mm, tilt):
+    from echo_vlsm.clinical.shapes import half_ellipse_mask
+
+    label = np.zeros(shape, np.uint8)
+    label[half_ellipse_mask(shape, spacing, long_mm, half_mm, tilt_deg=tilt)] = 1
+    return label
+
+
+def test_volumes_of_exported_masks_equal_the_native_ones(tmp_path):
+    """A CAMUS-layout stand-in with LV label maps of CAMUS's native size and spacing
+    (843 x 449 px of 0.154 x 0.308 mm): exported at 512 x 512, the masks measured with
+    ``export_spacing_*`` give the native volumes within 3 %."""
+    from echo_vlsm.clinical import biplane_volumes
+
+    root = write_2019(tmp_path / "c19", training=(51,), testing=())
+    folder = root / "training" / "patient0051"
+    shape, spacing = (843, 449), (0.154, 0.308)
+    axes = {"ED": (88.0, 25.0, 27.0), "ES": (76.0, 18.0, 20.0)}
+    for view, tilt, half in (("2CH", 12.0, 1), ("4CH", -16.0, 2)):
+        for phase, dims in axes.items():
+            stem = f"patient0051_{view}_{phase}"
+            write_image(folder / f"{stem}.mhd", np.zeros(shape, np.uint8), spacing)
+            label = _half_ellipse_label(shape, spacing, dims[0], dims[half], tilt)
+            write_image(folder / f"{stem}_gt.mhd", label, spacing)
+    records = read_camus(root)
+    out = export_dataset(records, tmp_path / "out", size=512, workers=0)
+    table = read_records(out).set_index("stem")
+
+    def masks(source):
+        got = {}
+        for rec in records:
+            if source == "native":
+                got[rec.stem] = (rec.load()[1] == 1, rec.spacing)
+            else:
+                row = table.loc[rec.stem]
+                got[rec.stem] = (read_png(mask_path(out, "lv", rec.split, rec.stem)) > 0,
+                                 (float(row["export_spacing_y"]), float(row["export_spacing_x"])))
+        return [got[f"patient0051_{v}_{p}"] for v in ("2CH", "4CH") for p in ("ED", "ES")]
+
+    for rule in ("camus", "textbook"):
+        results = []
+        for source in ("native", "exported"):
+            (e2, s2), (x2, _), (e4, s4), (x4, _) = masks(source)
+            results.append(biplane_volumes(e2, x2, e4, x4, s2, s4, disc_height=rule))
+        native, exported = results
+        assert native.reason is None and exported.reason is None
+        assert exported.edv_ml == pytest.approx(native.edv_ml, rel=0.03)
+        assert exported.esv_ml == pytest.approx(native.esv_ml, rel=0.03)
+        assert abs(exported.ef_percent - native.ef_percent) < 1.5

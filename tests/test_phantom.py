@@ -126,7 +126,8 @@ def test_attributes_and_sizes_are_camus_like():
         ("Good", "Medium", "Poor"), True
     )
     assert all(0.30 <= d["ef"] <= 0.70 for d in draws)
-    views = [ph_patients._draw_view(ph_patients._rng(SEED, k, 1, 0), "2CH", d) for k, d in enumerate(draws[:100])]
+    views = [ph_patients._draw_view(ph_patients._rng(SEED, k, 1, 0), "2CH", d)
+             for k, d in enumerate(draws[:100])]
     h = np.array([g["height"] for g in views])
     ratio = np.array([g["width"] / g["height"] for g in views])
     sp = np.array([g["spacing"] for g in views])
@@ -294,7 +295,7 @@ def test_rewrite_resume_and_refusal(tmp_path, monkeypatch):
     assert f1.stat().st_mtime_ns == mtime
     manifest = json.loads((root / "phantom.json").read_text())
     assert manifest == {"version": ph.PHANTOM_VERSION, "seed": SEED, "layout": "2023",
-                        "n_patients": 2}
+                        "n_patients": 2, "splits": {"train": 1, "test": 1}}
     assert validate(root) == []
     ph.write_phantom(root, n_patients=2, seed=SEED)  # nothing to do
     assert f1.stat().st_mtime_ns == mtime
@@ -434,3 +435,58 @@ def test_end_diastole_and_end_systole_share_the_acquisition(patients):
         away &= ndi.binary_erosion(pv.sector, iterations=10)
         assert np.corrcoef(a[away], b[away])[0, 1] > 0.6, p.name
         assert not np.array_equal(pv.images["ED"][away], pv.images["ES"][away])
+
+
+# --------------------------------------------------------------------------- reference values
+
+
+def test_reference_values_are_the_method_of_discs_on_the_native_labels(patients):
+    from echo_vlsm.clinical import biplane_volumes
+
+    for p in patients:
+        v2, v4 = p.views["2CH"], p.views["4CH"]
+        v = biplane_volumes(v2.labels["ED"] == 1, v2.labels["ES"] == 1, v4.labels["ED"] == 1,
+                            v4.labels["ES"] == 1, (v2.spacing,) * 2, (v4.spacing,) * 2)
+        assert v.reason is None, p.name
+        assert (p.lv_edv, p.lv_esv, p.ef) == (round(v.edv_ml, 1), round(v.esv_ml, 1),
+                                              round(v.ef_percent, 1)), p.name
+        assert 30.0 < p.lv_esv < p.lv_edv < 250.0, p.name  # adult LV volumes, mL
+
+
+def test_unmeasurable_label_maps_fail_loudly(patients):
+    p = ph.simulate_patient(SEED, 1)
+    p.views["4CH"].labels["ES"][:] = 0
+    with pytest.raises(RuntimeError, match=r"patient0001.*4CH_ES: empty"):
+        ph_patients._biplane_volumes(p)
+
+
+def test_exported_phantom_keeps_its_reference_volumes(tmp_path):
+    """A 2019-layout phantom exported at 512 x 512: patients.csv carries the Info_2CH.cfg
+    values, and the exported LV masks, measured with records.csv's export spacing, give
+    them within 3 % (EF within 2 points): the floor of ground-truth masks at 512 px."""
+    from echo_vlsm.clinical import biplane_volumes
+    from echo_vlsm.data.export import export_dataset, read_patients, read_records
+    from echo_vlsm.dataset import mask_path
+    from echo_vlsm.io import read_png
+
+    root = ph.write_phantom(tmp_path / "p19", n_patients=2, seed=SEED, layout="2019",
+                            workers=0)
+    records = read_camus(root)
+    out = export_dataset(records, tmp_path / "out", size=512, workers=0)
+    refs = read_patients(out).set_index(["patient", "split"])
+    table = read_records(out).set_index(["stem", "split"])
+    for (patient, split), ref in refs.iterrows():
+        masks, spacings = [], []
+        for view in ("2CH", "4CH"):
+            for phase in ("ED", "ES"):
+                row = table.loc[(f"{patient}_{view}_{phase}", split)]
+                masks.append(read_png(mask_path(out, "lv", split, row.name[0])) > 0)
+            spacings.append((float(row["export_spacing_y"]), float(row["export_spacing_x"])))
+        cfg = (root / ("training" if split != "test" else "testing") / patient
+               / "Info_2CH.cfg").read_text()
+        assert f"LVedv: {ref['ref_edv_ml']}\n" in cfg and f"LVef: {ref['ref_ef_percent']}\n" in cfg
+        v = biplane_volumes(*masks, *spacings)
+        assert v.reason is None
+        assert v.edv_ml == pytest.approx(ref["ref_edv_ml"], rel=0.03), patient
+        assert v.esv_ml == pytest.approx(ref["ref_esv_ml"], rel=0.03), patient
+        assert abs(v.ef_percent - ref["ref_ef_percent"]) < 2.0, patient

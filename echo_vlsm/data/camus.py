@@ -12,7 +12,8 @@ Two public releases differ in layout:
 
 CONTRACT:
 
-- ``CamusRecord``: one (patient, view, phase) of a tree, metadata read eagerly, pixels lazily.
+- ``CamusRecord``: one (patient, view, phase) of a tree, metadata read eagerly (with the
+  reference EDV/ESV/EF of its Info cfg, ``echo_vlsm.data.camus_cfg``), pixels lazily.
 - ``read_camus(root, splits=None) -> list[CamusRecord]`` sorted by (patient, view, phase).
 - ``validate(root) -> list[str]``: every problem in the tree, each naming its file.
 - ``CamusFormatError``: raised on bad input, with the file and the problem in its message
@@ -36,20 +37,22 @@ from pathlib import Path
 
 import numpy as np
 
+from echo_vlsm.data.camus_cfg import (
+    CFG_KEYS,
+    MAX_AGE,
+    REQUIRED_CFG_KEYS,
+    cfg_attributes,
+    cfg_reference,
+    parse_cfg,
+)
 from echo_vlsm.data.headers import CamusFormatError, read_header, read_image
-from echo_vlsm.structures import PHASES, QUALITIES, SPLITS, VIEWS
+from echo_vlsm.structures import PHASES, SPLITS, VIEWS
 
-__all__ = ["CFG_KEYS", "REQUIRED_CFG_KEYS", "SPLIT_FILES_2023", "VAL_PATIENTS_2019",
-           "CamusFormatError", "CamusRecord", "cfg_attributes", "detect_release", "find_root",
-           "normalize_patient", "parse_cfg", "read_camus", "read_header", "read_image",
-           "validate"]
+__all__ = ["CFG_KEYS", "MAX_AGE", "REQUIRED_CFG_KEYS", "SPLIT_FILES_2023", "VAL_PATIENTS_2019",
+           "CamusFormatError", "CamusRecord", "cfg_attributes", "cfg_reference",
+           "detect_release", "find_root", "normalize_patient", "parse_cfg", "read_camus",
+           "read_header", "read_image", "validate"]
 
-# Keys every Info_<view>.cfg must carry for a record (the rest are read when present).
-REQUIRED_CFG_KEYS: tuple[str, ...] = ("Sex", "Age", "ImageQuality")
-CFG_KEYS = {
-    "2019": ("ED", "ES", "NbFrame", "Sex", "Age", "ImageQuality", "LVedv", "LVesv", "LVef"),
-    "2023": ("ED", "ES", "NbFrame", "Sex", "Age", "ImageQuality", "EF", "FrameRate"),
-}
 # The study's split of the 2019 release: training patients 1..50 form the validation set.
 VAL_PATIENTS_2019 = 50
 SPLIT_FILES_2023 = {
@@ -81,6 +84,10 @@ class CamusRecord:
     age: int | None
     quality: str | None  # "Good" | "Medium" | "Poor"
     release: str = "2023"  # "2019" | "2023"
+    # Reference values of the view's Info cfg (None where the release gives none):
+    ref_edv_ml: float | None = None  # 2019 LVedv
+    ref_esv_ml: float | None = None  # 2019 LVesv
+    ref_ef_percent: float | None = None  # 2019 LVef, 2023 EF
 
     @property
     def stem(self) -> str:
@@ -117,67 +124,6 @@ def _check_pair(image_path, label_path, image_shape, label_shape, image_spacing,
 
 def _fmt_spacing(s) -> str:
     return "(" + ", ".join(f"{v:.6g}" for v in s) + ")"
-
-
-# --------------------------------------------------------------------------- Info cfg
-
-
-def parse_cfg(path: str | Path) -> dict[str, str]:
-    """Read an ``Info_<view>.cfg`` file (``Key: value`` lines) into a dict of strings.
-
-    Blank lines and stray spaces are tolerated; any other line without a colon raises.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CamusFormatError(path, "missing Info cfg file")
-    try:
-        text = path.read_text(encoding="utf-8-sig", errors="replace")
-    except OSError as exc:
-        raise CamusFormatError(path, f"cannot read ({exc})") from exc
-    out: dict[str, str] = {}
-    for i, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition(":")
-        if not sep or not key.strip():
-            raise CamusFormatError(path, f"line {i} is not 'Key: value': {line[:60]!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def cfg_attributes(path: str | Path, cfg: Mapping[str, str] | None = None) -> dict:
-    """Sex ("M"/"F"), age (int) and image quality ("Good"/"Medium"/"Poor") of an Info cfg."""
-    cfg = parse_cfg(path) if cfg is None else cfg
-    lower = {k.lower(): v for k, v in cfg.items()}
-    for key in REQUIRED_CFG_KEYS:
-        if key.lower() not in lower:
-            raise CamusFormatError(
-                path, f"missing key {key!r} (needed keys: {', '.join(REQUIRED_CFG_KEYS)})"
-            )
-    sex = lower["sex"].strip().upper()
-    sex = {"MALE": "M", "FEMALE": "F"}.get(sex, sex)
-    if sex not in ("M", "F"):
-        raise CamusFormatError(path, f"Sex is {lower['sex']!r}; expected 'M' or 'F'")
-    try:
-        age_f = float(lower["age"])
-        if not age_f.is_integer():
-            raise ValueError
-        age = int(age_f)
-    except ValueError:
-        raise CamusFormatError(
-            path, f"Age is {lower['age']!r}; expected a whole number of years"
-        ) from None
-    if not 0 <= age <= MAX_AGE:
-        raise CamusFormatError(
-            path, f"Age is {lower['age']!r}; expected a whole number of years in 0..{MAX_AGE}"
-        )
-    quality = lower["imagequality"].strip().capitalize()
-    if quality not in QUALITIES:
-        raise CamusFormatError(
-            path, f"ImageQuality is {lower['imagequality']!r}; expected one of {QUALITIES}"
-        )
-    return {"sex": sex, "age": age, "quality": quality}
 
 
 # --------------------------------------------------------------------------- tree
@@ -252,9 +198,6 @@ def _list_patients(root: Path, release: str) -> list[_Patient]:
             if p.is_dir() and _PATIENT_RE.match(p.name):
                 out.append(_Patient(p.name, p, group))
     return out
-
-
-MAX_AGE = 120  # years: an Age above it is a typo (or a wrong field), not a patient
 
 
 def _find_file(folder: Path, base: str, release: str) -> Path | None:
@@ -393,7 +336,9 @@ def _patient_records(
         cfg_path = patient.folder / f"Info_{view}.cfg"
         attrs = None
         try:
-            attrs = cfg_attributes(cfg_path)
+            cfg = parse_cfg(cfg_path)
+            attrs = {**cfg_attributes(cfg_path, cfg),
+                     **{f"ref_{k}": v for k, v in cfg_reference(cfg_path, cfg).items()}}
         except CamusFormatError as exc:
             problems.add(exc)
         for phase in PHASES:
@@ -443,6 +388,9 @@ def _patient_records(
                     age=attrs["age"],
                     quality=attrs["quality"],
                     release=release,
+                    ref_edv_ml=attrs["ref_edv_ml"],
+                    ref_esv_ml=attrs["ref_esv_ml"],
+                    ref_ef_percent=attrs["ref_ef_percent"],
                 )
             )
     return records

@@ -6,16 +6,27 @@ Layout of an exported dataset folder (see docs/architecture.md)::
                                            bilinear when growing, per axis)
     labels/<split>/<stem>.png              0 bg, 1 LV cavity, 2 myocardium, 3 LA (nearest)
     masks/<structure>/<split>/<stem>.png   binary 0/255 per structure (lv, myo, la)
-    records.csv                            one row per image (``RECORD_COLUMNS``)
+    records.csv                            one row per image (``RECORD_COLUMNS`` and
+                                           ``export_spacing_y, export_spacing_x``)
+    patients.csv                           one row per patient: reference EDV, ESV, EF
     .export_manifest.json                  what was exported from which source (for resuming)
 
 Columns of ``records.csv``: ``stem, patient, view, phase, split, sex, age, quality`` as read
 from CAMUS; ``source_height, source_width``: the SOURCE image's size in pixels;
 ``spacing_y, spacing_x``: the SOURCE image's pixel spacing in mm (row, column), not the
-exported one. The exported PNGs are square, so their pixel size is
-``spacing_y * source_height / size`` by ``spacing_x * source_width / size``.
+exported one; ``export_spacing_y, export_spacing_x``: the EXPORTED image's pixel size in mm,
+``spacing_y * source_height / size`` by ``spacing_x * source_width / size`` (the images are
+square, the pixels not). Masks measured with those spacings give the volumes of the source
+masks (``echo_vlsm.clinical``).
 
-Every file is written atomically. ``records.csv`` is written last and removed while an
+Columns of ``patients.csv`` (``PATIENT_COLUMNS``), one row per (patient, split):
+``release`` ("2019"/"2023", as read), ``ref_edv_ml, ref_esv_ml`` (mL) and ``ref_ef_percent``
+(%): the reference values of the patient's ``Info_2CH.cfg`` (else ``Info_4CH.cfg``), an
+empty field where the source gives none (the 2023 release: EF only). ``read_patients``
+reads it back with floats (NaN where empty).
+
+Every file is written atomically. ``patients.csv`` is written just before ``records.csv``;
+``records.csv`` is written last and removed while an
 export is in progress, so its presence marks a complete dataset. A second run skips images
 whose sources (path, size, modification time) and export size are unchanged.
 
@@ -34,6 +45,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from echo_vlsm.dataset import (
     OPTIONAL_COLUMNS,
@@ -44,15 +56,20 @@ from echo_vlsm.dataset import (
     write_records,
 )
 from echo_vlsm.imaging import resize_image, resize_label
-from echo_vlsm.io import clean_temp_files, write_json_atomic, write_png
+from echo_vlsm.io import atomic_path, clean_temp_files, write_json_atomic, write_png
 from echo_vlsm.parallel import run_jobs
 from echo_vlsm.structures import LABELS, SPLITS, STRUCTURES
 
-__all__ = ["MANIFEST_FILE", "OPTIONAL_COLUMNS", "PNG_COMPRESSION", "RECORD_COLUMNS",
-           "RECORDS_FILE", "export_dataset", "read_records", "resize_image", "resize_label",
-           "write_records"]
+__all__ = ["EXPORT_SPACING_COLUMNS", "MANIFEST_FILE", "OPTIONAL_COLUMNS", "PATIENTS_FILE",
+           "PATIENT_COLUMNS", "PNG_COMPRESSION", "RECORD_COLUMNS", "RECORDS_FILE",
+           "export_dataset", "read_patients", "read_records", "resize_image", "resize_label",
+           "write_patients", "write_records"]
 
 MANIFEST_FILE = ".export_manifest.json"
+PATIENTS_FILE = "patients.csv"
+PATIENT_COLUMNS: tuple[str, ...] = (
+    "patient", "split", "release", "ref_edv_ml", "ref_esv_ml", "ref_ef_percent")
+EXPORT_SPACING_COLUMNS: tuple[str, ...] = ("export_spacing_y", "export_spacing_x")
 _MANIFEST_VERSION = 1
 # zlib level of the exported PNGs: OpenCV at level 1 encodes speckled echo images 3-5x faster
 # than Pillow's default, for files about 15 % larger (echo_vlsm.io.write_png).
@@ -101,7 +118,7 @@ def _export_one(record, out_dir: str, size: int) -> dict:
     return {"source_height": int(image.shape[0]), "source_width": int(image.shape[1])}
 
 
-def _row(record, facts: Mapping) -> dict:
+def _row(record, facts: Mapping, size: int) -> dict:
     return {
         "stem": record.stem,
         "patient": record.patient,
@@ -115,7 +132,62 @@ def _row(record, facts: Mapping) -> dict:
         "source_width": facts["source_width"],
         "spacing_y": float(record.spacing[0]),
         "spacing_x": float(record.spacing[1]),
+        "export_spacing_y": float(record.spacing[0]) * facts["source_height"] / size,
+        "export_spacing_x": float(record.spacing[1]) * facts["source_width"] / size,
     }
+
+
+def _patient_rows(records: list) -> list[dict]:
+    """One row per (patient, split): the reference values of its 2CH records, else 4CH."""
+    rows: dict[tuple[str, str], dict] = {}
+    for rec in sorted(records, key=lambda r: (r.patient, r.split, r.view != "2CH")):
+        key = (rec.patient, rec.split)
+        refs = {name: getattr(rec, name, None) for name in PATIENT_COLUMNS[3:]}
+        if key not in rows:
+            rows[key] = {"patient": rec.patient, "split": rec.split,
+                         "release": getattr(rec, "release", ""), **refs}
+        else:  # fill what the first view's cfg lacks
+            for name, value in refs.items():
+                if rows[key][name] is None:
+                    rows[key][name] = value
+    return list(rows.values())
+
+
+def write_patients(rows: list[dict], dataset_dir: str | os.PathLike) -> Path:
+    """Write ``patients.csv`` (``PATIENT_COLUMNS``) atomically; None is an empty field."""
+    path = Path(dataset_dir) / PATIENTS_FILE
+    df = pd.DataFrame(rows, columns=list(PATIENT_COLUMNS))
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return path
+
+
+def read_patients(dataset_dir: str | os.PathLike) -> pd.DataFrame:
+    """Read ``patients.csv`` of an exported dataset: text ``patient, split, release``, float
+    reference values (NaN where the source gives none).
+
+    Raises:
+        FileNotFoundError: no ``patients.csv`` (an export older than it: export again).
+        ValueError: a missing column or a value that is not a number, naming the file.
+    """
+    path = Path(dataset_dir) / PATIENTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no patients.csv; export the dataset again "
+                                "(export_dataset writes it beside records.csv)")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in PATIENT_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: lacks the columns {missing}; expected {list(PATIENT_COLUMNS)}")
+    for col in PATIENT_COLUMNS[3:]:
+        text = df[col].str.strip()
+        num = pd.to_numeric(text.mask(text == ""), errors="coerce")
+        bad = num.isna() & (text != "")
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(f"{path}: column {col!r} row {i + 1} holds {df[col].iloc[i]!r}; "
+                             "expected a number or an empty field")
+        df[col] = num.astype("float64")
+    return df
 
 
 # --------------------------------------------------------------------------- manifest
@@ -185,7 +257,8 @@ def export_dataset(
     finally:
         _save_manifest(out, manifest)  # keeps what was finished, even on an error
 
-    write_records([_row(rec, manifest[_key(rec)]) for rec in records], out)
+    write_patients(_patient_rows(records), out)
+    write_records([_row(rec, manifest[_key(rec)], size) for rec in records], out)
     return out
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from echo_vlsm.clinical import biplane_volumes
 from echo_vlsm.data.phantom.acoustics import _simulate_frame
 from echo_vlsm.data.phantom.anatomy import _frame_geometry
 from echo_vlsm.structures import PHASES, QUALITIES, VIEWS
@@ -50,7 +51,7 @@ class PhantomPatient:
     frame_rate: float
     nb_frames: int
     views: dict[str, PhantomView]
-    lv_edv: float = 0.0  # ml, biplane area-length from the label maps
+    lv_edv: float = 0.0  # mL, biplane method of discs on the label maps (CAMUS disc height)
     lv_esv: float = 0.0
     ef: float = 0.0  # percent
 
@@ -180,8 +181,9 @@ def _fit_in_fan(g: dict) -> None:
 def simulate_patient(seed: int, number: int) -> PhantomPatient:
     """Simulate phantom patient ``number`` (1-based) of ``seed``: both views, both phases.
 
-    Depends only on ``(seed, number)``. LV volumes (biplane area-length) and the
-    ejection fraction are measured on the label maps, so they agree with the images.
+    Depends only on ``(seed, number)``. LV volumes and the ejection fraction are measured on
+    the native label maps by the biplane method of discs (``echo_vlsm.clinical``, CAMUS
+    disc height), as a tracing of the images would give them.
     """
     if int(number) < 1:
         raise ValueError(f"patient number must be >= 1, got {number}")
@@ -224,26 +226,20 @@ def simulate_stages(seed: int, number: int, view: str = "2CH", phase: str = "ED"
     return stages
 
 
-def _area_length(label: np.ndarray, spacing: float) -> tuple[float, float]:
-    """LV cavity area (mm^2) and length (mm: farthest cavity point from the mitral plane's
-    centre, approximated by the cavity's extent along its main axis)."""
-    ys, xs = np.nonzero(label == 1)
-    if ys.size < 3:
-        return 0.0, 1.0
-    pts = np.stack([xs, ys], 1).astype(np.float64) * spacing
-    area = ys.size * spacing**2
-    c = pts - pts.mean(0)
-    _, _, vt = np.linalg.svd(c, full_matrices=False)
-    proj = c @ vt[0]
-    return area, float(proj.max() - proj.min())
-
-
 def _biplane_volumes(patient: PhantomPatient) -> tuple[float, float, float]:
-    """LV volumes (ml) by the biplane area-length method, V = 8 A2 A4 / (3 pi L)."""
-    vols = []
-    for phase in PHASES:
-        a2, l2 = _area_length(patient.views["2CH"].labels[phase], patient.views["2CH"].spacing)
-        a4, l4 = _area_length(patient.views["4CH"].labels[phase], patient.views["4CH"].spacing)
-        vols.append(8.0 * a2 * a4 / (3.0 * math.pi * max(l2, l4)) / 1000.0)
-    edv, esv = vols
-    return round(edv, 1), round(esv, 1), round(100.0 * (1 - esv / max(edv, 1e-6)), 1)
+    """EDV, ESV (mL) and EF (%) by the biplane method of discs on the native LV label maps
+    (``echo_vlsm.clinical.biplane_volumes``, CAMUS disc height), rounded to 0.1.
+
+    Raises:
+        RuntimeError: a label map the method cannot measure (never seen; it would mean the
+            anatomy drew an LV cut by the image border or without a mitral plane).
+    """
+    v2, v4 = patient.views["2CH"], patient.views["4CH"]
+    volumes = biplane_volumes(v2.labels["ED"] == 1, v2.labels["ES"] == 1,
+                              v4.labels["ED"] == 1, v4.labels["ES"] == 1,
+                              (v2.spacing, v2.spacing), (v4.spacing, v4.spacing))
+    if volumes.reason is not None:
+        raise RuntimeError(f"phantom {patient.name}: its LV label maps give no volume "
+                           f"({volumes.reason})")
+    return (round(volumes.edv_ml, 1), round(volumes.esv_ml, 1),
+            round(volumes.ef_percent, 1))

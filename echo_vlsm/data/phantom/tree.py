@@ -34,7 +34,7 @@ from echo_vlsm.io import clean_temp_files, write_json_atomic, write_text_atomic
 from echo_vlsm.parallel import run_jobs
 from echo_vlsm.structures import PHASES, VIEWS
 
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2  # 2: reference LV volumes by the method of discs (echo_vlsm.clinical)
 MANIFEST = "phantom.json"
 PARTIAL = ".phantom.partial"
 PATIENT_MARKER = ".phantom_patient.json"  # in each patient folder: what it holds
