@@ -1,5 +1,7 @@
-"""Committed notebooks carry no outputs, have a `parameters` cell, a Colab badge and install cell."""
+"""Committed notebooks carry no outputs, give every cell an id, have a `parameters` cell, a
+Colab badge and install cell."""
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -15,6 +17,11 @@ def hygiene_problems(path: Path) -> list[str]:
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
             problems.append(f"cell {i} carries outputs")
+    # nbformat 4.5 requires ids (tools/notebook.py writes them); nbformat.read adds missing
+    # ones silently, so the file itself is read
+    for i, cell in enumerate(json.loads(Path(path).read_text())["cells"]):
+        if not cell.get("id"):
+            problems.append(f"cell {i} has no id")
     if not any("parameters" in c.metadata.get("tags", []) for c in nb.cells):
         problems.append("no cell tagged 'parameters'")
     first_md = next((c for c in nb.cells if c.cell_type == "markdown"), None)
@@ -62,10 +69,21 @@ def test_hygiene_check_catches_a_parameter_line_papermill_cannot_read():
         "papermill cannot read the parameter line 'b = 0.5  # a share (0 < b <= 1)'"]
 
 
+def test_hygiene_check_catches_a_cell_without_an_id(tmp_path):
+    from tools.notebook import write_notebook
+
+    path = write_notebook(tmp_path / "99_x.ipynb", [("md", "# x"), ("params", "a = 1")])
+    raw = json.loads(path.read_text())
+    del raw["cells"][2]["id"]
+    path.write_text(json.dumps(raw))
+    assert hygiene_problems(path) == ["cell 2 has no id"]
+
+
 def test_hygiene_check_catches_outputs_and_missing_parameters(tmp_path):
     from tools.notebook import write_notebook
 
-    good = write_notebook(tmp_path / "99_x.ipynb", [("md", "# x"), ("params", "a = 1"), ("code", "a")])
+    good = write_notebook(tmp_path / "99_x.ipynb",
+                          [("md", "# x"), ("params", "a = 1"), ("code", "a")])
     assert hygiene_problems(good) == []
     nb = nbformat.read(good, as_version=4)
     nb.cells[-1].outputs = [nbformat.v4.new_output("stream", text="1")]
