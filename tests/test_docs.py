@@ -159,3 +159,15 @@ def test_cli_help_names_the_notebooks_there_are(monkeypatch, capsys):
         cli(["--help"])
     first, last = NOTEBOOKS[0].name[:2], NOTEBOOKS[-1].name[:2]
     assert f"run a profile's notebooks ({first}-{last}) with papermill" in capsys.readouterr().out
+
+
+def test_contributing_names_every_field_of_model_spec():
+    import dataclasses
+
+    from echo_vlsm.models.base import ModelSpec
+
+    text = " ".join((ROOT / "CONTRIBUTING.md").read_text().split())
+    found = re.search(r"`ModelSpec\(([^)]*)\)`", text)
+    assert found, "CONTRIBUTING.md: no `ModelSpec(...)` signature"
+    named = [part.split("=")[0].strip() for part in found.group(1).split(",")]
+    assert named == [f.name for f in dataclasses.fields(ModelSpec)]
