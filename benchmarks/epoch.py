@@ -37,10 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._results import machine, update_section  # noqa: E402
 from echo_vlsm.device import resolve_device, resolve_precision  # noqa: E402
 from echo_vlsm.io import write_png  # noqa: E402
-from echo_vlsm.train import TrainConfig  # noqa: E402
-from echo_vlsm.train import loop as L  # noqa: E402
+from echo_vlsm.train import TrainConfig, build, make_optimizer, train_step  # noqa: E402
 from echo_vlsm.train import triplets as T  # noqa: E402
+from echo_vlsm.train.engine import batches  # noqa: E402
 from echo_vlsm.train.losses import make_loss  # noqa: E402
+from echo_vlsm.train.scoring import model_inputs  # noqa: E402
 
 TITLE = ("## One training epoch end to end (`benchmarks/epoch.py`)\n\n"
          "The study's input pipeline (per-sample PNG decode, resize, normalise, tokenize in "
@@ -117,7 +118,7 @@ def _sync(device):
 
 # -- the two epochs -------------------------------------------------------------------------
 def study_epoch(cfg: TrainConfig, root: Path, device, workers: int, warmup: int) -> dict:
-    model = L.build(cfg.replace(channels_last=False), device, pretrained=False)
+    model = build(cfg.replace(channels_last=False), device, pretrained=False)
     precision = "fp16" if device.type == "cuda" else "fp32"
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
@@ -132,8 +133,8 @@ def study_epoch(cfg: TrainConfig, root: Path, device, workers: int, warmup: int)
     n = 0
     for step, (x, ids, attn, masks) in enumerate(loader):
         x, ids, attn, masks = (t.to(device, non_blocking=True) for t in (x, ids, attn, masks))
-        L.train_step(model, x, ids, attn, masks, criterion, optimizer, scaler, params,
-                     cfg.grad_clip, precision)
+        train_step(model, x, ids, attn, masks, criterion, optimizer, scaler, params,
+                   cfg.grad_clip, precision)
         n += len(x)
         if step + 1 == warmup:
             _sync(device)
@@ -143,9 +144,9 @@ def study_epoch(cfg: TrainConfig, root: Path, device, workers: int, warmup: int)
 
 
 def project_epoch(cfg: TrainConfig, root: Path, device, cache: Path, warmup: int) -> dict:
-    model = L.build(cfg, device, pretrained=False)
+    model = build(cfg, device, pretrained=False)
     precision = resolve_precision(cfg.precision, device)
-    params, optimizer, _, scaler = L.make_optimizer(cfg, model, device, precision)
+    params, optimizer, _, scaler = make_optimizer(cfg, model, device, precision)
     net = torch.compile(model) if cfg.compile else model
     criterion = make_loss(cfg.setting("loss"), cfg.dice_weight, float(cfg.setting("bce_weight")))
     if cfg.compile:  # compilation is a one-off per run: warm it up outside the timed epoch
@@ -154,8 +155,8 @@ def project_epoch(cfg: TrainConfig, root: Path, device, cache: Path, warmup: int
         idx = torch.arange(min(len(data), cfg.global_batch_size))
         images, masks, ids, attn = data.batch(idx)
         for _ in range(max(1, warmup)):
-            L.train_step(net, L._inputs(images, model.spec, cfg), ids, attn, masks, criterion,
-                         optimizer, scaler, params, cfg.grad_clip, precision)
+            train_step(net, model_inputs(images, model.spec, cfg), ids, attn, masks, criterion,
+                       optimizer, scaler, params, cfg.grad_clip, precision)
         _sync(device)
     t0 = time.perf_counter()
     data = T.load_triplets(root, "train", cfg.prompt, model.spec.image_size, model.tokenize,
@@ -164,10 +165,10 @@ def project_epoch(cfg: TrainConfig, root: Path, device, cache: Path, warmup: int
     t_data = time.perf_counter() - t0
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))
     phrasing = data.draw_phrasings(torch.Generator().manual_seed(cfg.seed))
-    for idx in L._batches(order, cfg.global_batch_size):
+    for idx in batches(order, cfg.global_batch_size):
         images, masks, ids, attn = data.batch(idx, phrasing)
-        L.train_step(net, L._inputs(images, model.spec, cfg), ids, attn, masks, criterion,
-                     optimizer, scaler, params, cfg.grad_clip, precision)
+        train_step(net, model_inputs(images, model.spec, cfg), ids, attn, masks, criterion,
+                   optimizer, scaler, params, cfg.grad_clip, precision)
     _sync(device)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "data_seconds": t_data, "images": len(data),

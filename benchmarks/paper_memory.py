@@ -252,8 +252,7 @@ def child_model(args) -> dict:
     import torch
 
     from echo_vlsm.device import resolve_device, resolve_precision
-    from echo_vlsm.train import TrainConfig
-    from echo_vlsm.train.loop import build, make_optimizer, train_step
+    from echo_vlsm.train import TrainConfig, build, make_optimizer, train_step
     from echo_vlsm.train.losses import make_loss
     from echo_vlsm.train.triplets import normalise
 

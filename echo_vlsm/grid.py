@@ -28,6 +28,7 @@ import os
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 #: The two vision-language segmentation models of the study.
@@ -244,8 +245,9 @@ def parse_run_id(text: str) -> Run:
     Raises:
         ValueError: ``text`` is not a run id of a known model, strategy and encoder setting.
 
-    >>> parse_run_id("unet_real_trained_none_seed1_real25")
-    Run(model='unet', strategy='real', encoders='trained', prompt='none', seed=1, real_fraction=0.25, provenance=False)
+    >>> parse_run_id("unet_real_trained_none_seed1_real25")  # doctest: +NORMALIZE_WHITESPACE
+    Run(model='unet', strategy='real', encoders='trained', prompt='none', seed=1,
+        real_fraction=0.25, provenance=False)
     """
     parts = str(text).split("_")
     bad = ValueError(
@@ -319,38 +321,82 @@ def file_records(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, d
     return out
 
 
-def safetensors_problem(path: str | os.PathLike) -> str | None:
+class ProblemKind(Enum):
+    """What is wrong with a file of a run folder (``Problem``): not there; ``summary.json``
+    without ``done: true``; there but not as recorded (size, SHA-256, header, unreadable,
+    not JSON); written by a run with other settings."""
+
+    MISSING = "missing"
+    INCOMPLETE = "incomplete"
+    DAMAGED = "damaged"
+    FOREIGN_SETTINGS = "foreign settings"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a file of a run folder is not as a complete run leaves it: its ``kind``, the
+    ``file`` (its name in the folder), a ``detail`` and, for a damaged record in
+    ``summary.json``, the file the record is ``about``. ``str()`` is the message a reader
+    sees; code branches on ``kind``, ``file`` and ``about``, never on the text.
+
+    >>> str(Problem(ProblemKind.DAMAGED, "history.csv", "size 3 bytes, expected 9"))
+    'damaged: history.csv (size 3 bytes, expected 9)'
+    """
+
+    kind: ProblemKind
+    file: str
+    detail: str = ""
+    about: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind is ProblemKind.INCOMPLETE:
+            return f"incomplete: {self.file} {self.detail}"
+        text = f"{self.kind.value}: {self.file}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+    def concerns(self, name: str) -> bool:
+        """Whether the problem is with file ``name`` or with its record in the summary."""
+        return name in (self.file, self.about)
+
+
+def _damaged(name: str, detail: str, about: str | None = None) -> Problem:
+    return Problem(ProblemKind.DAMAGED, name, detail, about)
+
+
+def safetensors_problem(path: str | os.PathLike) -> Problem | None:
     """Why a ``.safetensors`` file is cut short or damaged, from its own header (the header's
     length, the JSON header and the end of its last tensor), or None when its size fits.
-    Reads the header only: cheap enough for ``status``."""
+    Reads the header only: cheap enough for ``status``. The problem's ``detail`` is the
+    reason alone, e.g. ``"size 90 bytes, its header needs 264"``."""
     path = Path(path)
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(8)
             if len(head) < 8:
-                return f"{size} bytes, too short for a safetensors header"
+                return _damaged(path.name, f"{size} bytes, too short for a safetensors header")
             (n,) = struct.unpack("<Q", head)
             if n > size - 8:
-                return f"size {size} bytes, its header alone needs {8 + n}"
+                return _damaged(path.name, f"size {size} bytes, its header alone needs {8 + n}")
             header = json.loads(f.read(n))
     except OSError as exc:
-        return f"unreadable ({exc.strerror or exc})"
+        return _damaged(path.name, f"unreadable ({exc.strerror or exc})")
     except ValueError:
-        return "its header is not JSON: not a safetensors file"
+        return _damaged(path.name, "its header is not JSON: not a safetensors file")
     if not isinstance(header, dict):
-        return "its header is not a JSON object: not a safetensors file"
+        return _damaged(path.name, "its header is not a JSON object: not a safetensors file")
     ends = [v["data_offsets"][1] for k, v in header.items()
             if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
     need = 8 + n + (max(ends) if ends else 0)
     if size != need:
-        return f"size {size} bytes, its header needs {need}"
+        return _damaged(path.name, f"size {size} bytes, its header needs {need}")
     return None
 
 
-def files_problem(folder: str | os.PathLike, records: Mapping, deep: bool = False) -> str | None:
-    """``"missing: <name>"`` or ``"damaged: <name> (...)"`` for the first file of ``records``
-    (``file_records``) that is not as recorded, None when all are.
+def files_problem(folder: str | os.PathLike, records: Mapping,
+                  deep: bool = False) -> Problem | None:
+    """The problem of the first file of ``records`` (``file_records``) that is not as
+    recorded (``missing: <name>``, ``damaged: <name> (...)``), None when all are.
 
     Sizes are always compared; the SHA-256 when ``deep``, or when a file's modification time
     differs from the recorded one (a copy, a rewrite), so a check of an untouched folder
@@ -362,47 +408,48 @@ def files_problem(folder: str | os.PathLike, records: Mapping, deep: bool = Fals
         try:
             st = path.stat()
         except FileNotFoundError:
-            return f"missing: {name}"
+            return Problem(ProblemKind.MISSING, name)
         except OSError as exc:
-            return f"damaged: {name} (unreadable: {exc.strerror or exc})"
+            return _damaged(name, f"unreadable: {exc.strerror or exc}")
         try:
             size, digest, mtime = int(rec["size"]), str(rec["sha256"]), rec.get("mtime_ns")
         except (KeyError, TypeError, ValueError):
-            return f"damaged: {SUMMARY_FILE} (its record of {name} is not size and sha256)"
+            return _damaged(SUMMARY_FILE, f"its record of {name} is not size and sha256",
+                            about=name)
         if st.st_size != size:
-            return f"damaged: {name} (size {st.st_size} bytes, expected {size})"
+            return _damaged(name, f"size {st.st_size} bytes, expected {size}")
         if deep or mtime is None or st.st_mtime_ns != mtime:
             try:
                 if sha256_file(path) != digest:
-                    return f"damaged: {name} (sha256 differs from the one recorded in " \
-                           f"{SUMMARY_FILE})"
+                    return _damaged(name, f"sha256 differs from the one recorded in "
+                                          f"{SUMMARY_FILE}")
             except OSError as exc:
-                return f"damaged: {name} (unreadable: {exc.strerror or exc})"
+                return _damaged(name, f"unreadable: {exc.strerror or exc}")
     return None
 
 
-def read_summary(folder: str | os.PathLike) -> tuple[dict | None, str | None]:
+def read_summary(folder: str | os.PathLike) -> tuple[dict | None, Problem | None]:
     """``(summary, None)`` from ``<folder>/summary.json``, or ``(None, problem)``."""
     path = Path(folder) / SUMMARY_FILE
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return None, f"missing: {SUMMARY_FILE}"
+        return None, Problem(ProblemKind.MISSING, SUMMARY_FILE)
     except (OSError, ValueError) as exc:
-        return None, f"damaged: {SUMMARY_FILE} (not readable JSON: {str(exc)[:80]})"
+        return None, _damaged(SUMMARY_FILE, f"not readable JSON: {str(exc)[:80]}")
     if not isinstance(summary, dict):
-        return None, f"damaged: {SUMMARY_FILE} (a JSON {type(summary).__name__}, not an object)"
+        return None, _damaged(SUMMARY_FILE, f"a JSON {type(summary).__name__}, not an object")
     return summary, None
 
 
-def read_done_summary(folder: str | os.PathLike) -> tuple[dict | None, str | None]:
+def read_done_summary(folder: str | os.PathLike) -> tuple[dict | None, Problem | None]:
     """``(summary, None)`` when ``<folder>/summary.json`` says ``done: true``, else
-    ``(None, problem)`` (missing, damaged, or not done)."""
+    ``(None, problem)``."""
     summary, problem = read_summary(folder)
     if problem is not None:
         return None, problem
     if summary.get("done") is not True:
-        return None, f"incomplete: {SUMMARY_FILE} has no done: true"
+        return None, Problem(ProblemKind.INCOMPLETE, SUMMARY_FILE, "has no done: true")
     return summary, None
 
 
@@ -416,21 +463,18 @@ def run_files(strategy: str | None, subset: bool = False) -> tuple[str, ...]:
     return names + ((SUBSET_FILE,) if subset else ())
 
 
-def run_problem(run_dir: str | os.PathLike, deep: bool = False) -> str | None:
+def run_problem(run_dir: str | os.PathLike, deep: bool = False) -> Problem | None:
     """Why a run folder is not complete and intact, or None when it is.
 
-    One of ``"missing: <file>"``, ``"incomplete: summary.json has no done: true"``,
-    ``"damaged: <file> (...)"``. A complete run's ``summary.json`` records the size and
-    SHA-256 of its files (``"files"``, see ``file_records``); each must match
-    (``files_problem``; ``deep`` hashes every file). Summaries written before that record
-    existed are checked as far as they can be: ``metrics.csv`` must exist and, for a run
-    that trains, ``model.safetensors`` too, its size fitting its own header
-    (``safetensors_problem``).
+    A ``Problem``: ``missing: <file>``, ``incomplete: summary.json has no done: true`` or
+    ``damaged: <file> (...)``. A complete run's ``summary.json`` records the size and
+    SHA-256 of its files (``"files"``, ``file_records``); each must match (``files_problem``;
+    ``deep`` hashes every file).
 
     Examples::
 
         >>> import tempfile
-        >>> run_problem(tempfile.mkdtemp())
+        >>> str(run_problem(tempfile.mkdtemp()))
         'missing: summary.json'
     """
     run_dir = Path(run_dir)
@@ -438,29 +482,14 @@ def run_problem(run_dir: str | os.PathLike, deep: bool = False) -> str | None:
     if problem is not None:
         return problem
     records = summary.get(FILES_KEY)
-    if records is not None:
-        if not isinstance(records, dict) or not records:
-            return f"damaged: {SUMMARY_FILE} ('{FILES_KEY}' is not a record of files)"
-        return files_problem(run_dir, records, deep=deep)
-    # an older summary, without the record of its files
-    if not (run_dir / METRICS_FILE).is_file():
-        return f"missing: {METRICS_FILE}"
-    try:
-        trains = parse_run_id(run_dir.name).strategy != "zeroshot"
-    except ValueError:
-        trains = False
-    weights = run_dir / WEIGHTS_FILE
-    if trains and not weights.is_file():
-        return f"missing: {WEIGHTS_FILE}"
-    if weights.is_file() and (why := safetensors_problem(weights)) is not None:
-        return f"damaged: {WEIGHTS_FILE} ({why})"
-    return None
+    if not isinstance(records, dict) or not records:
+        return _damaged(SUMMARY_FILE, f"'{FILES_KEY}' is not a record of files")
+    return files_problem(run_dir, records, deep=deep)
 
 
 def run_complete(run_dir: str | os.PathLike) -> bool:
     """A run folder is complete when ``summary.json`` says ``"done": true`` and the files it
-    vouches for are intact (``run_problem`` is None). A missing, unreadable or damaged
-    summary, or a damaged or missing file, means not complete."""
+    vouches for are intact: ``run_problem`` is None."""
     return run_problem(run_dir) is None
 
 

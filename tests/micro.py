@@ -24,8 +24,10 @@ d = root / run
 d.mkdir(parents=True, exist_ok=True)
 (d / "metrics.csv").write_text("model,strategy\\n" + f"{model},{strategy}\\n")
 (d / "model.safetensors").write_bytes(b"\\x02" + bytes(7) + b"{}")  # empty, valid
+from echo_vlsm.grid import file_records
 (d / "summary.json").write_text(json.dumps({"best_epoch": 1, "best_val_dice": 0.5,
-    "seconds_to_best": 1.0, "epochs_run": 1, "seconds_total": 1.0, "done": True}))
+    "seconds_to_best": 1.0, "epochs_run": 1, "seconds_total": 1.0, "done": True,
+    "files": file_records(d, ["metrics.csv", "model.safetensors"])}))
 '''
 
 

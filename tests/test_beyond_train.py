@@ -12,9 +12,10 @@ from echo_vlsm.grid import METRIC_COLUMNS, SUBSET_FILE, file_records, run_files
 from echo_vlsm.models import build_model
 from echo_vlsm.models.unet import structure_class
 from echo_vlsm.prompts import PROVENANCE_PHRASES, prompt_candidates, with_provenance
-from echo_vlsm.train import TrainConfig, fit, is_complete
-from echo_vlsm.train import loop as L
+from echo_vlsm.train import TrainConfig, fit, is_complete, load_split, load_training_data
 from echo_vlsm.train.config import result_fields
+from echo_vlsm.train.data import ImageCounts
+from echo_vlsm.train.rundir import check_settings
 from echo_vlsm.train.subsets import keep_count, subset_patients
 from echo_vlsm.train.triplets import concat_triplets
 
@@ -55,18 +56,20 @@ def test_subsets_are_nested_seeded_and_of_the_stated_size():
 
 def test_real_fraction_subsets_train_and_val_by_patient_and_never_test(dataset, tmp_path):
     model = build_model("clipseg", "tiny")
-    full_train, full_val, _ = L.load_training_data(config(dataset, tmp_path), model, "cpu",
-                                                   progress=False)
+    full = load_training_data(config(dataset, tmp_path), model, "cpu", progress=False)
+    full_train, full_val = full.train, full.val
     small = config(dataset, tmp_path, real_fraction=0.25)
-    train25, val25, rec25 = L.load_training_data(small, model, "cpu", progress=False)
-    train50, _, rec50 = L.load_training_data(small.replace(real_fraction=0.5), model, "cpu",
-                                             progress=False)
+    rec25 = load_training_data(small, model, "cpu", progress=False)
+    train25, val25 = rec25.train, rec25.val
+    rec50 = load_training_data(small.replace(real_fraction=0.5), model, "cpu", progress=False)
+    train50 = rec50.train
     assert len(_patients(full_train)) == 4 and len(_images(full_train)) == 16
     assert len(_patients(train25)) == 1 and len(_patients(train50)) == 2
     assert _patients(train25) <= _patients(train50)  # nested
-    assert rec25["subset"]["train"]["patients"] == sorted(_patients(train25))
-    assert rec25["real_train_images"] == rec25["train_images"] == 4 == len(_images(train25))
-    assert len(train25) == 12 and rec50["train_images"] == 8
+    assert rec25.subset["train"]["patients"] == sorted(_patients(train25))
+    assert rec25.images.real_train_images == rec25.images.train_images == 4 == len(
+        _images(train25))
+    assert len(train25) == 12 and rec50.images.train_images == 8
     # each kept image keeps all its structures; the masks are those of the full set
     for i, s in enumerate(train25.samples):
         j = next(k for k, t in enumerate(full_train.samples) if t == s)
@@ -74,7 +77,7 @@ def test_real_fraction_subsets_train_and_val_by_patient_and_never_test(dataset, 
             torch.tensor([j]))[1])
     assert _patients(val25) == _patients(full_val)  # one val patient: max(1, ...) keeps it
     # the test split is never subset
-    test = L.load_split(small, model, small.test_dir, "test", "cpu", progress=False)
+    test = load_split(small, model, small.test_dir, "test", "cpu", progress=False)
     assert len(test) == 12
 
 
@@ -105,28 +108,31 @@ def test_mixed_trains_on_real_and_synthetic_together_with_provenance(dataset, tm
                                                                     one_thread):
     model = build_model("clipseg", "tiny")
     cfg = config(dataset, tmp_path, strategy="mixed", real_fraction=0.5, provenance=True)
-    train, val, rec = L.load_training_data(cfg, model, "cpu", progress=False)
-    assert rec == {"train_images": 8 + 16, "real_train_images": 8,
-                   "synthetic_train_images": 16, "subset": rec["subset"]}
+    rec = load_training_data(cfg, model, "cpu", progress=False)
+    train, val = rec.train, rec.val
+    assert rec.images == ImageCounts(train_images=8 + 16, real_train_images=8,
+                                     synthetic_train_images=16)
+    assert rec.images.summary() == {"train_images": 24, "real_train_images": 8,
+                                    "synthetic_train_images": 16}
     assert len(train) == 3 * 24 and train.images.shape[0] == 24  # images stored once
     real_texts = [t for ts in train.texts[:24] for t in ts]
     syn_texts = [t for ts in train.texts[24:] for t in ts]
     assert all(t.endswith(PROVENANCE_PHRASES["real"] + ".") for t in real_texts)
     assert all(t.endswith(PROVENANCE_PHRASES["synthetic"] + ".") for t in syn_texts)
     assert all(t.endswith(PROVENANCE_PHRASES["real"] + ".") for ts in val.texts for t in ts)
-    test = L.load_split(cfg, model, cfg.test_dir, "test", "cpu", progress=False)
+    test = load_split(cfg, model, cfg.test_dir, "test", "cpu", progress=False)
     assert all("real echocardiogram" in t for ts in test.texts for t in ts)
     # tokens differ by provenance (the token cache keys on the texts)
-    plain = L.load_split(cfg.replace(provenance=False), model, cfg.test_dir, "test", "cpu",
-                         progress=False)
+    plain = load_split(cfg.replace(provenance=False), model, cfg.test_dir, "test", "cpu",
+                       progress=False)
     assert not torch.equal(plain.input_ids, test.input_ids)
     # a batch across both parts: masks of the synthetic part are its own
     images, masks, ids, _ = train.batch(torch.tensor([0, len(train) - 1]))
     assert images.shape[0] == 2 and masks.any(dim=(1, 2)).all()
 
     ratio = cfg.replace(synthetic_ratio=0.5, provenance=False)
-    _, _, rec_ratio = L.load_training_data(ratio, model, "cpu", progress=False)
-    assert rec_ratio["synthetic_train_images"] == 4 and rec_ratio["train_images"] == 12
+    rec_ratio = load_training_data(ratio, model, "cpu", progress=False).images
+    assert rec_ratio.synthetic_train_images == 4 and rec_ratio.train_images == 12
 
     result = fit(cfg, progress=False)
     assert cfg.run_dir.name == "clipseg_mixed_trained_p1_real50_prov"
@@ -233,12 +239,14 @@ def test_an_old_config_without_the_new_keys_compares_equal_and_is_reused(dataset
     summary["files"] = file_records(run, run_files("real"))
     (run / "summary.json").write_text(json.dumps(summary))
     assert result_fields(TrainConfig.from_dict(old)) == result_fields(cfg)
-    L._check_same(cfg, {k: v for k, v in result_fields(cfg).items()
-                        if k not in ("real_fraction", "provenance")}, run)  # old state.pt
+    # a state.pt that does not record a field was made with other settings
+    with pytest.raises(ValueError, match=r"state.pt: .*real_fraction: \(not recorded\) -> 1.0"):
+        check_settings(cfg, {k: v for k, v in result_fields(cfg).items()
+                             if k != "real_fraction"}, run / "state.pt")
 
     def no_epochs(epoch, row):
         raise AssertionError("an old, complete run trained again")
 
     assert fit(cfg, on_epoch_end=no_epochs, progress=False).summary["done"] is True
     with pytest.raises(ValueError, match=r"real_fraction: 0.5 -> 1.0"):
-        L._check_same(cfg, {**result_fields(cfg), "real_fraction": 0.5}, run)
+        check_settings(cfg, {**result_fields(cfg), "real_fraction": 0.5}, run / "config.json")

@@ -101,19 +101,24 @@ def test_pretrain_source_uses_p6_for_p7():
 
 
 @pytest.mark.parametrize("summary, metrics, expected", [
-    ({"done": True}, True, True),
-    ({"done": True}, False, False),       # no metrics.csv
+    ({"done": True, "files": "metrics"}, True, True),
+    ({"done": True, "files": "metrics"}, False, False),  # metrics.csv recorded, then gone
+    ({"done": True}, True, False),        # no record of its files: vouches for nothing
     ({"done": False}, True, False),
     ("not json", True, False),            # damaged summary
     ([1, 2], True, False),                # valid JSON, not a mapping
     (None, True, False),                  # no summary.json
 ])
 def test_run_complete(tmp_path, summary, metrics, expected):
+    metrics_file = tmp_path / G.METRICS_FILE
+    metrics_file.write_text(",".join(G.METRIC_COLUMNS) + "\n")
+    if isinstance(summary, dict) and summary.get("files") == "metrics":
+        summary = {**summary, "files": G.file_records(tmp_path, [G.METRICS_FILE])}
     if summary is not None:
         text = summary if isinstance(summary, str) else json.dumps(summary)
         (tmp_path / G.SUMMARY_FILE).write_text(text)
-    if metrics:
-        (tmp_path / G.METRICS_FILE).write_text(",".join(G.METRIC_COLUMNS) + "\n")
+    if not metrics:
+        metrics_file.unlink()
     assert G.run_complete(tmp_path) is expected
 
 

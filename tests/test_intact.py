@@ -80,15 +80,9 @@ CASES = [
      r"^missing: summary.json$"),
     ("files-record-broken", True, lambda r: set_summary(r, files={"metrics.csv": 3}), False,
      r"^damaged: summary.json \(its record of metrics.csv"),
-    # summaries written before the record of files existed: checked as far as they can be
-    ("old-summary-intact", False, lambda r: None, False, None),
-    ("old-summary-weights-truncated", False, lambda r: truncate(r / G.WEIGHTS_FILE), False,
-     r"^damaged: model.safetensors \(size \d+ bytes, its header needs \d+\)$"),
-    ("old-summary-weights-missing", False, lambda r: (r / G.WEIGHTS_FILE).unlink(), False,
-     r"^missing: model.safetensors$"),
-    ("old-summary-weights-not-safetensors", False,
-     lambda r: (r / G.WEIGHTS_FILE).write_bytes(b"\x08" + b"\0" * 7 + b"not json"), False,
-     r"^damaged: model.safetensors \(its header is not JSON"),
+    # a summary without the record of its files vouches for nothing
+    ("summary-without-files", False, lambda r: None, False,
+     r"^damaged: summary.json \('files' is not a record of files\)$"),
 ]
 
 
@@ -101,15 +95,30 @@ def test_run_problem(tmp_path, case, record, damage, deep, expected):
     if expected is None:
         assert problem is None and G.run_complete(run)
     else:
-        assert problem is not None and __import__("re").search(expected, problem), problem
+        assert problem is not None and __import__("re").search(expected, str(problem)), problem
+        assert problem.kind.value == str(problem).split(":")[0]  # the kind leads the message
         if not deep:
             assert not G.run_complete(run)
 
 
-def test_old_zeroshot_summary_needs_no_weights(tmp_path):
-    run = make_run(tmp_path, "clipseg_zeroshot_frozen_p0", record=False)
-    (run / G.WEIGHTS_FILE).unlink()
-    assert G.run_problem(run) is None
+# (damage(run), kind, file, about): what readers branch on
+KINDS = [
+    (lambda r: (r / G.WEIGHTS_FILE).unlink(), G.ProblemKind.MISSING, G.WEIGHTS_FILE, None),
+    (lambda r: truncate(r / G.HISTORY_FILE, 3), G.ProblemKind.DAMAGED, G.HISTORY_FILE, None),
+    (lambda r: set_summary(r, done=False), G.ProblemKind.INCOMPLETE, G.SUMMARY_FILE, None),
+    (lambda r: set_summary(r, files={G.WEIGHTS_FILE: 3}), G.ProblemKind.DAMAGED,
+     G.SUMMARY_FILE, G.WEIGHTS_FILE),
+]
+
+
+@pytest.mark.parametrize("damage, kind, file, about", KINDS)
+def test_problems_are_typed_values(tmp_path, damage, kind, file, about):
+    run = make_run(tmp_path)
+    damage(run)
+    problem = G.run_problem(run)
+    assert (problem.kind, problem.file, problem.about) == (kind, file, about)
+    assert problem.concerns(about or file) and not problem.concerns(G.CONFIG_FILE)
+    assert str(problem).startswith(f"{kind.value}: {file}")
 
 
 def test_file_records_are_size_and_sha256(tmp_path):
@@ -256,7 +265,7 @@ def test_fit_redoes_a_damaged_run_to_the_same_result(task_dataset, tmp_path, cap
         # damaged metrics: scored again from the saved model, weights untouched
         mtime = (run / G.WEIGHTS_FILE).stat().st_mtime_ns
         (run / G.METRICS_FILE).write_text("model,strategy\n")
-        assert G.run_problem(run).startswith("damaged: metrics.csv")
+        assert str(G.run_problem(run)).startswith("damaged: metrics.csv")
         fit(cfg, progress=False)
         assert "scoring again" in capsys.readouterr().out
         assert (run / G.WEIGHTS_FILE).stat().st_mtime_ns == mtime
@@ -275,8 +284,7 @@ def test_fit_redoes_a_damaged_run_to_the_same_result(task_dataset, tmp_path, cap
 
 
 def test_synth_pt_real_ft_names_the_damage_of_its_source(task_dataset, tmp_path):
-    from echo_vlsm.train import MissingRunError, TrainConfig
-    from echo_vlsm.train import loop as L
+    from echo_vlsm.train import MissingRunError, TrainConfig, fit
 
     cfg = TrainConfig(model="cris", size="tiny", prompt="p1", strategy="synth-pt-real-ft",
                       encoders="trained", device="cpu", real_dir=str(task_dataset),
@@ -285,7 +293,7 @@ def test_synth_pt_real_ft_names_the_damage_of_its_source(task_dataset, tmp_path)
     truncate(source / G.WEIGHTS_FILE)
     with pytest.raises(MissingRunError, match=r"not complete and intact \(damaged: "
                                               r"model.safetensors \(size"):
-        L._pretraining_weights(cfg)
+        fit(cfg, progress=False)
 
 
 # --------------------------------------------------------------------------- the SDM
@@ -310,7 +318,7 @@ def test_train_sdm_rebuilds_damaged_weights_from_its_state(tmp_path):
 
     truncate(weights, 100)
     (run / ".state.pt.99999999-abcdef.tmp").write_bytes(b"left by a kill")
-    assert weights_problem(run).startswith("damaged: model.safetensors (size")
+    assert str(weights_problem(run)).startswith("damaged: model.safetensors (size")
     with pytest.raises(PathError, match="damaged SDM checkpoint") as info:
         load_sdm(run, device="cpu")
     assert info.value.path == weights

@@ -23,8 +23,7 @@ def run(task_dataset, tmp_path_factory):
 def _evaluated_predictions(run, tmp_path):
     """``evaluate`` of the run with its test predictions saved, in a copy of the run folder;
     per test triplet (image path, the phrasing evaluate used, its predicted mask)."""
-    from echo_vlsm.train import evaluate
-    from echo_vlsm.train.loop import _eval_generator, load_split
+    from echo_vlsm.train import eval_generator, evaluate, load_split
 
     copy_root = tmp_path / "runs-copy"
     shutil.copytree(run.run_dir, copy_root / run.run_dir.name)
@@ -33,7 +32,7 @@ def _evaluated_predictions(run, tmp_path):
     loaded = inference.load_model(config.run_dir, device="cpu")
     data = load_split(config, loaded.model, config.test_dir, "test", torch.device("cpu"),
                       progress=False)
-    phrasing = data.draw_phrasings(_eval_generator(config))
+    phrasing = data.draw_phrasings(eval_generator(config))
     out = []
     for i, s in enumerate(data.samples):
         pred = read_png(config.run_dir / "predictions" / s["structure"] / f"{s['sample']}.png")
@@ -166,17 +165,17 @@ def test_a_zero_shot_run_loads_its_initial_model(run, tmp_path):
     load_model builds again from the run's config (same seed, same weights)."""
     import json
 
-    from echo_vlsm.grid import WEIGHTS_FILE
+    from echo_vlsm.grid import WEIGHTS_FILE, file_records, run_files
 
     zs = tmp_path / "clipseg_zeroshot_frozen_p1"
     shutil.copytree(run.run_dir, zs)
     config = json.loads((zs / "config.json").read_text())
     config.update(strategy="zeroshot", encoders="frozen", pretrained=None)
     (zs / "config.json").write_text(json.dumps(config))
-    summary = json.loads((zs / "summary.json").read_text())
-    summary.pop("files", None)  # an older-style summary: checked for metrics only
-    (zs / "summary.json").write_text(json.dumps(summary))
     (zs / WEIGHTS_FILE).unlink()
+    summary = json.loads((zs / "summary.json").read_text())
+    summary["files"] = file_records(zs, run_files("zeroshot"))  # as a zero-shot run records
+    (zs / "summary.json").write_text(json.dumps(summary))
     a = inference.load_model(zs, device="cpu").model
     b = inference.load_model(zs, device="cpu").model
     for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):

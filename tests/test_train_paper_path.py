@@ -11,11 +11,22 @@ import pytest
 import torch
 
 from echo_vlsm.models import build_model
-from echo_vlsm.train import TrainConfig, fit, is_complete
-from echo_vlsm.train import loop as L
+from echo_vlsm.train import (
+    BestScore,
+    EarlyStopping,
+    TrainConfig,
+    build,
+    fit,
+    is_complete,
+    load_split,
+    train_step,
+    validate,
+)
+from echo_vlsm.train import data as train_data
 from echo_vlsm.train.config import result_fields
-from echo_vlsm.train.losses import DiceCEProbsLoss, soft_dice_loss
+from echo_vlsm.train.losses import DiceCEProbsLoss, make_loss, soft_dice_loss
 from echo_vlsm.train.metrics import segmentation_metrics
+from echo_vlsm.train.rundir import BEST_STATE_FILE
 
 
 @pytest.fixture(scope="module")
@@ -31,21 +42,19 @@ def config(dataset, runs_root, **changes):
     return TrainConfig(**values)
 
 
-def test_fast_dev_run_does_n_batches_and_leaves_a_complete_run(dataset, tmp_path, monkeypatch,
-                                                               one_thread):
+def test_fast_dev_run_does_n_batches_and_leaves_a_complete_run(dataset, tmp_path, one_thread):
     steps = []
-    real_step = L.train_step
 
     def count_step(*args, **kwargs):
         steps.append(1)
-        return real_step(*args, **kwargs)
+        return train_step(*args, **kwargs)
 
-    monkeypatch.setattr(L, "train_step", count_step)
     cfg = config(dataset, tmp_path, fast_dev_run=2, epochs=50)
-    res = fit(cfg, progress=False)
+    res = fit(cfg, progress=False, step=count_step)
     assert len(steps) == 2  # 2 batches of one epoch, not 12 x 50
     assert res.history["epoch"].tolist() == [1]
     assert is_complete(res.run_dir) and res.summary["fast_dev_run"] == 2
+    assert res.summary["stopped_by"] == "fast_dev_run"
     assert json.loads((res.run_dir / "config.json").read_text())["fast_dev_run"] == 2
     assert res.metrics["sample"].nunique() == 2 and len(res.metrics) == 6  # 2 images x 3
     assert not (res.run_dir / "state.pt").exists()  # deleted on completion
@@ -62,10 +71,10 @@ def test_validation_is_capped_by_fast_dev_run(dataset, one_thread):
     cfg = TrainConfig(model="clipseg", size="tiny", batch_size=4, fast_dev_run=1, device="cpu",
                       real_dir=str(dataset))
     model = build_model("clipseg", size="tiny")
-    data = L.load_split(cfg, model, dataset, "val", torch.device("cpu"), progress=False)
+    data = load_split(cfg, model, dataset, "val", torch.device("cpu"), progress=False)
     calls = []
     model.register_forward_hook(lambda *a: calls.append(1))
-    L.validate(model, data, cfg, L.make_loss("dice-bce", 1, 0.25), "fp32")
+    validate(model, data, cfg, make_loss("dice-bce", 1, 0.25), "fp32")
     assert len(calls) == 1 and len(data) > 4
 
 
@@ -158,7 +167,7 @@ def test_as_run_synth_pt_real_ft_continues_the_synthetic_runs_state(dataset, tmp
                                                                      one_thread):
     syn = fit(config(dataset, tmp_path, strategy="synthetic", recipe="as-run", epochs=2,
                      patience=5), progress=False)
-    best = syn.run_dir / L.BEST_STATE_FILE
+    best = syn.run_dir / BEST_STATE_FILE
     assert best.is_file() and not (syn.run_dir / "state.pt").exists()
     saved = torch.load(best, weights_only=True)
     assert saved["epoch"] == syn.summary["best_epoch"]
@@ -175,7 +184,7 @@ def test_as_run_synth_pt_real_ft_continues_the_synthetic_runs_state(dataset, tmp
 
     fresh = fit(config(dataset, tmp_path / "pub", strategy="synthetic", epochs=1),
                 progress=False)
-    assert not (fresh.run_dir / L.BEST_STATE_FILE).exists()
+    assert not (fresh.run_dir / BEST_STATE_FILE).exists()
     pub = fit(config(dataset, tmp_path / "pub", strategy="synth-pt-real-ft", epochs=1, lr=5e-2),
               progress=False)
     assert pub.history["epoch"].tolist() == [1] and pub.summary["learning_rate_used"] == 5e-2
@@ -185,7 +194,46 @@ def test_early_stopping_needs_more_than_min_delta(dataset, tmp_path, one_thread)
     res = fit(config(dataset, tmp_path, epochs=6, patience=1, min_delta=1000.0),
               progress=False)
     assert res.history["epoch"].tolist() == [1, 2]  # epoch 2 cannot beat epoch 1 by 1000
+    assert res.summary["stopped_by"] == "patience"
     pd.testing.assert_series_equal(res.history["epoch"], pd.Series([1, 2], name="epoch"))
+
+
+def test_early_stopping_says_why_a_run_stops():
+    def run(dice, **fields):
+        stop = EarlyStopping.of(TrainConfig(model="clipseg", **fields))
+        stops = [stop.update(epoch, d) for epoch, d in enumerate(dice, 1)]
+        return stops, stop
+
+    # an improvement must beat the best by more than min_delta
+    stops, stop = run([50.0, 50.5, 50.9], epochs=10, patience=2, min_delta=1.0)
+    assert stops == [False, False, True] and stop.stopped_by == "patience"
+    assert stop.state_dict() == {"best": 50.0, "wait": 2}
+    # never before min_epochs
+    stops, stop = run([50.0, 40.0, 40.0], epochs=10, patience=1, min_epochs=3)
+    assert stops == [False, False, True] and stop.stopped_by == "patience"
+    # the cap, without patience; both at once: the patience
+    assert run([1.0, 2.0], epochs=2)[1].stopped_by == "epochs"
+    assert run([2.0, 1.0], epochs=2, patience=1)[1].stopped_by == "patience"
+    assert run([1.0], epochs=5, fast_dev_run=1)[1].stopped_by == "fast_dev_run"
+    # state.pt keeps best and wait; a stopped run's reason is found again from its epoch
+    again = EarlyStopping.of(TrainConfig(model="clipseg", epochs=10, patience=2))
+    again.load_state_dict({"best": 50.0, "wait": 2}, epoch=3)
+    assert again.stopped_by == "patience" and again.wait == 2
+    again.load_state_dict({"best": 50.0, "wait": 1})
+    assert again.stopped_by is None and not again.update(4, 51.0) and again.wait == 0
+
+
+def test_best_score_counts_strict_improvements_and_round_trips():
+    best = BestScore(initial_val_dice=10.0, initial_val_loss=0.9)
+    assert best.update(1, 20.0, 1.5) and not best.update(2, 20.0, 3.0)
+    assert not best.update(3, float("nan"), 4.5) and best.update(4, 21.0, 6.0)
+    assert (best.best_epoch, best.best_val_dice, best.seconds_to_best) == (4, 21.0, 6.0)
+    record = best.as_dict()
+    assert list(record) == ["best_epoch", "best_val_dice", "seconds_to_best",
+                            "initial_val_dice", "initial_val_loss", "initialised_from"]
+    assert BestScore.from_dict(record) == best
+    best.first_epoch, best.continued_from = 3, "syn/best_state.pt"
+    assert BestScore.from_dict(best.as_dict()) == best
 
 
 def test_trust_weights_reaches_build_model_for_cris_only(monkeypatch):
@@ -195,8 +243,8 @@ def test_trust_weights_reaches_build_model_for_cris_only(monkeypatch):
         seen[name] = kwargs
         return build_model(name, size="tiny")
 
-    monkeypatch.setattr(L, "build_model", spy)
-    L.build(TrainConfig(model="cris", trust_weights=True, recipe="as-run"), torch.device("cpu"))
-    L.build(TrainConfig(model="clipseg", trust_weights=True), torch.device("cpu"))
+    monkeypatch.setattr(train_data, "build_model", spy)
+    build(TrainConfig(model="cris", trust_weights=True, recipe="as-run"), torch.device("cpu"))
+    build(TrainConfig(model="clipseg", trust_weights=True), torch.device("cpu"))
     assert seen["cris"]["trust"] is True and seen["cris"]["dropout"] == 0.2
     assert "trust" not in seen["clipseg"] and "dropout" not in seen["clipseg"]

@@ -9,6 +9,7 @@ import torch
 
 from echo_vlsm.io import write_png
 from echo_vlsm.models.tokenizer import ClipTokenizer
+from echo_vlsm.train import decoding as D
 from echo_vlsm.train import triplets as T
 
 STRUCTS = ("lv", "myo", "la")
@@ -35,7 +36,8 @@ def make_dataset(root, n=3, size=32, split="train", mask_size=None):
                 "img_name": f"images/{split}/{stem}.png",
                 "mask_name": f"masks/{s}/{split}/{stem}.png", "structure": s,
                 "attributes": {"stem": stem, "structure": s, "view": "2CH", "phase": stem[-2:]},
-                "prompts": {"p0": "", "p1": [f"{s} of the heart.", f"{s} in the cardiac ultrasound."],
+                "prompts": {"p0": "", "p1": [f"{s} of the heart.",
+                                             f"{s} in the cardiac ultrasound."],
                             "p2": [f"{s} in two-chamber view of the heart.",
                                    f"{s} in two-chamber view in the cardiac ultrasound."]}})
     (root / "tasks").mkdir(parents=True, exist_ok=True)
@@ -53,11 +55,11 @@ def test_decodes_once_per_image_with_mask_bits(tmp_path):
     assert [s["structure"] for s in data.samples[:3]] == list(STRUCTS)
     assert data.samples[0]["sample"] == "patient0001_2CH_ED" and data.samples[1]["phase"] == "ED"
     for i, s in enumerate(data.samples):  # every triplet's full mask equals its file
-        on_disk = T._imread(root / s["mask_name"]) > 127
+        on_disk = D.read_image(root / s["mask_name"]) > 127
         assert torch.equal(data.full_mask(torch.tensor([i]))[0], torch.from_numpy(on_disk))
     images, masks, ids, attn = data.batch(torch.tensor([0, 4, 8]))
     assert images.shape == (3, 16, 16) and masks.dtype == torch.bool and masks.shape == (3, 16, 16)
-    small = torch.from_numpy(T._resize((T._imread(root / data.samples[4]["mask_name"]) > 127)
+    small = torch.from_numpy(D.resize((D.read_image(root / data.samples[4]["mask_name"]) > 127)
                                        .astype(np.uint8), 16, mask=True) > 0)
     assert torch.equal(masks[1], small)
     assert ids.shape == (3, 16) and ids.dtype == torch.long and attn.shape == (3, 16)

@@ -22,7 +22,7 @@ from echo_vlsm.models import build_model, exported_config
 from echo_vlsm.paths import resolve
 from echo_vlsm.train import TrainConfig
 from echo_vlsm.train.checkpoint import load_weights, unwrap
-from echo_vlsm.train.loop import build
+from echo_vlsm.train.data import build
 
 
 class ModelFolderError(PathError):

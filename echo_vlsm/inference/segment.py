@@ -36,7 +36,7 @@ from echo_vlsm.inference.loading import LoadedModel, load_model
 from echo_vlsm.io import atomic_path, write_png
 from echo_vlsm.prompts import Attributes, make_prompts, phrasings_of
 from echo_vlsm.train.checkpoint import unwrap
-from echo_vlsm.train.triplets import _resize as resize_as_in_training
+from echo_vlsm.train.decoding import resize as resize_as_in_training
 from echo_vlsm.train.triplets import normalise
 
 

@@ -305,8 +305,8 @@ def _job_state(job: Job, by_name: dict[str, Job], memo: dict) -> JobState:
     done = bool(marker) and marker.get("state") == "done"
     if job.kind == "run":
         problem = run_problem(job.folder) if done else None
-        if problem:
-            return JobState("damaged", problem)
+        if problem is not None:
+            return JobState("damaged", str(problem))
         if not done and run_complete(job.folder) and not failure:
             return JobState("stale", "complete, but not made by this runner's record")
     if done:

@@ -57,12 +57,12 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
-    why = safetensors_problem(path)
-    if why is not None:
+    problem = safetensors_problem(path)
+    if problem is not None:
         redo = (" (fit trains a run with damaged weights again)" if path.name == WEIGHTS_FILE
                 else "")
-        raise ValueError(f"{path}: damaged weights file ({why}); write it again or delete "
-                         f"it{redo}")
+        raise ValueError(f"{path}: damaged weights file ({problem.detail}); write it again or "
+                         f"delete it{redo}")
     try:
         missing, unexpected = load_model(unwrap(model), str(path), strict=False)
     except Exception as exc:

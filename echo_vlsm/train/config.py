@@ -49,19 +49,14 @@ from echo_vlsm.grid import (
 )
 from echo_vlsm.paths import resolve
 
-__all__ = ["BEYOND_DEFAULTS", "DEFAULT_BATCH", "DEFAULT_LR", "ENCODERS", "LOSSES", "MODELS",
-           "PRECISIONS", "RECIPES", "RECIPE_FIELDS", "RUNTIME_FIELDS", "SIZES", "STRATEGIES",
-           "TrainConfig", "prompt_keys", "recipe_value", "result_fields", "run_id"]
+__all__ = ["DEFAULT_BATCH", "DEFAULT_LR", "ENCODERS", "LOSSES", "MODELS", "PRECISIONS",
+           "RECIPES", "RECIPE_FIELDS", "RUNTIME_FIELDS", "SIZES", "STRATEGIES", "TrainConfig",
+           "prompt_keys", "recipe_value", "result_fields", "run_id"]
 #: The study's learning rates (AdamW) and batch sizes per model; for the U-Net baseline
 #: (beyond the study) this project's choice, AdamW at 1e-3 with batch 16 as usual for 2D
 #: CAMUS U-Nets trained from scratch (the study trained none).
 DEFAULT_LR = {"clipseg": 2e-3, "cris": 2e-5, "unet": 1e-3}
 DEFAULT_BATCH = {"clipseg": 128, "cris": 32, "unet": 16}
-#: Fields added beyond the study, with the value a ``config.json`` (or ``state.pt``) written
-#: before they existed means.
-BEYOND_DEFAULTS = {"real_fraction": 1.0, "subset_seed": 0, "provenance": False,
-                   "synthetic_ratio": None}
-
 
 #: ``as-published``: the study's text (Sec. 3); ``as-run``: its code and configuration.
 RECIPES = ("as-published", "as-run")

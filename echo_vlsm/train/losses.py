@@ -2,9 +2,9 @@
 loss its code computed (``recipe="as-run"``, :class:`DiceCEProbsLoss`).
 
 MONAI's ``DiceCELoss`` changed its cross-entropy for a single channel in recent versions, and
-feeding it sigmoid outputs applies the sigmoid twice (docs/known-defects.md). Here the sigmoid is taken
-once, inside the loss: BCE uses ``binary_cross_entropy_with_logits`` (numerically stable) and
-the soft Dice uses ``sigmoid(logits)``.
+feeding it sigmoid outputs applies the sigmoid twice (docs/known-defects.md). Here the sigmoid
+is taken once, inside the loss: BCE uses ``binary_cross_entropy_with_logits`` (numerically
+stable) and the soft Dice uses ``sigmoid(logits)``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor,
+                   smooth: float = 1e-5) -> torch.Tensor:
     """1 - soft Dice per sample, averaged over the batch (MONAI's ``DiceLoss(sigmoid=True)``
     with ``smooth_nr = smooth_dr = 1e-5``)."""
     prob = torch.sigmoid(logits.float()).flatten(1)

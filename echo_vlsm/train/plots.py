@@ -11,9 +11,10 @@ import torch
 
 from echo_vlsm.device import resolve_device, resolve_precision
 from echo_vlsm.io import read_png
-from echo_vlsm.train import loop
 from echo_vlsm.train.checkpoint import WEIGHTS_FILE, load_weights
+from echo_vlsm.train.data import build, load_split
 from echo_vlsm.train.metrics import segmentation_metrics
+from echo_vlsm.train.scoring import eval_generator, predict
 
 
 def plot_history(history: pd.DataFrame, summary: dict | None = None, ax=None):
@@ -73,23 +74,23 @@ def show_predictions(config, n: int = 6, weights: str | Path | None = None, devi
     import matplotlib.pyplot as plt
 
     dev = torch.device(device) if device is not None else resolve_device(config.device)
-    model = loop.build(config, dev)
+    model = build(config, dev)
     if weights is None and config.strategy != "zeroshot":
         weights = config.run_dir / WEIGHTS_FILE
     if weights is not None:
         load_weights(model, weights)
-    data = loop.load_split(config, model, config.test_dir, "test", dev, full_masks=True,
-                           progress=False)
+    data = load_split(config, model, config.test_dir, "test", dev, full_masks=True,
+                      progress=False)
     picked = pick_samples(data.samples, n)
     index = torch.tensor(picked)
     precision = resolve_precision(config.precision, dev)
     size = tuple(data.full_masks.shape[-2:])
-    logits = loop.predict(model, data, index, config, precision, size).cpu()
+    logits = predict(model, data, index, config, precision, size).cpu()
     cut = float(np.log(model.spec.threshold / (1 - model.spec.threshold)))
     pred = logits > cut
     truth = data.full_mask(index)
     dice = segmentation_metrics(pred, truth)["dice"]
-    phrasing = data.draw_phrasings(loop._eval_generator(config))
+    phrasing = data.draw_phrasings(eval_generator(config))
     root = Path(data.source["dataset"])
     images = [read_png(root / data.samples[i]["img_name"]) for i in picked]  # stored size
 

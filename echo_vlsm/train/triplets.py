@@ -24,30 +24,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
-from tqdm import tqdm
 
 from echo_vlsm.dataset import task_path
-from echo_vlsm.errors import PathError
-from echo_vlsm.io import atomic_path, clean_temp_files
+from echo_vlsm.io import clean_temp_files
 from echo_vlsm.prompts import prompt_candidates, read_tasks
-
-CACHE_VERSION = 1
-MAX_MASKS_PER_IMAGE = 8
-
-
-class TripletError(PathError):
-    """A task file or one of the files it names is missing or inconsistent."""
+from echo_vlsm.train.decoding import (
+    Tokenize,
+    TripletError,
+    index_tasks,
+    load_pixels,
+    load_tokens,
+)
 
 
 # -- task files and prompts -----------------------------------------------------------------
@@ -268,113 +261,12 @@ def _norm_constants(device: torch.device, mean: tuple, std: tuple):
     return (1.0 / (255.0 * std_t)).to(device), (-mean_t / std_t).to(device)
 
 
-# -- decoding and caching -------------------------------------------------------------------
-def _imread(path: Path) -> np.ndarray:
-    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-    if data is None:
-        raise TripletError(path, "file named in the task file does not exist")
-    array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise TripletError(path, "cannot decode the image (expected an 8-bit PNG)")
-    if array.ndim == 3:
-        array = cv2.cvtColor(
-            array, cv2.COLOR_BGR2GRAY if array.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
-        )
-    if array.dtype != np.uint8:
-        raise TripletError(path, f"expected an 8-bit image, got {array.dtype}")
-    return array
-
-
-def _resize(array: np.ndarray, size: int, mask: bool) -> np.ndarray:
-    # Not echo_vlsm.imaging: masks here are resized with INTER_NEAREST (not _EXACT) and images
-    # with one interpolation chosen by the longer side, so switching would change cached pixels.
-    if array.shape == (size, size):
-        return array
-    if mask:
-        interp = cv2.INTER_NEAREST
-    else:  # area averaging when shrinking (no aliasing), bilinear when enlarging
-        interp = cv2.INTER_AREA if max(array.shape) > size else cv2.INTER_LINEAR
-    return cv2.resize(array, (size, size), interpolation=interp)
-
-
-def _stat_key(path: Path) -> list:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise TripletError(path, "file named in the task file does not exist") from None
-    return [path.name, st.st_size, st.st_mtime_ns]
-
-
-def _digest(obj) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _decode_split(
-    root: Path,
-    image_names: list[str],
-    masks_of: list[list[str]],
-    size: int,
-    full: bool,
-    workers: int,
-    progress: bool,
-    desc: str,
-):
-    n = len(image_names)
-    images = torch.empty((n, size, size), dtype=torch.uint8)
-    masks = torch.zeros((n, size, size), dtype=torch.uint8)
-    full_masks: list[np.ndarray | None] = [None] * n
-
-    def work(i: int):
-        img_path = root / image_names[i]
-        image = _imread(img_path)
-        images[i] = torch.from_numpy(_resize(image, size, mask=False))
-        packed_full = np.zeros(image.shape, np.uint8) if full else None
-        for bit, mask_name in enumerate(masks_of[i]):
-            mask_path = root / mask_name
-            m = _imread(mask_path)
-            if m.shape != image.shape:
-                raise TripletError(
-                    mask_path,
-                    f"mask is {m.shape[1]}x{m.shape[0]} but its image "
-                    f"{img_path} is {image.shape[1]}x{image.shape[0]}; masks must "
-                    "have their image's size",
-                )
-            binary = (m > 127).astype(np.uint8) if m.max() > 1 else (m > 0).astype(np.uint8)
-            masks[i] |= torch.from_numpy(_resize(binary, size, mask=True) << bit)
-            if full:
-                packed_full |= binary << bit
-        if full:
-            full_masks[i] = packed_full
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(
-            tqdm(
-                pool.map(work, range(n)),
-                total=n,
-                desc=desc,
-                disable=None if progress else True,
-                leave=False,
-            )
-        )
-    full_t = None
-    if full:
-        shapes = {a.shape for a in full_masks}
-        if len(shapes) != 1:
-            raise TripletError(
-                root,
-                f"images of this split have different sizes {sorted(shapes)}; "
-                "an exported dataset has one size (export_dataset(size=512))",
-            )
-        full_t = torch.from_numpy(np.stack(full_masks))
-    return images, masks, full_t
-
-
 def load_triplets(
     dataset_dir: str | os.PathLike,
     split: str,
     prompt: str,
     image_size: int,
-    tokenize: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]],
+    tokenize: Tokenize,
     cache_dir: str | os.PathLike | None = None,
     full_masks: bool = False,
     device: str | torch.device | None = None,
@@ -407,14 +299,14 @@ def load_triplets(
     path = task_file(root, split)
     tasks = _read_tasks(path)
     texts = _prompt_texts(tasks, prompt, path, provenance)
-    index = _index_tasks(tasks, path)
+    index = index_tasks(tasks, path)
     cache = None if cache_dir is False else Path(cache_dir) if cache_dir else root / ".cache"
     if cache is not None:
         with contextlib.suppress(OSError):  # a read-only dataset folder
             clean_temp_files(cache)  # what a killed run left mid-write (live writers kept)
-    pix = _load_pixels(root, split, index, image_size, full_masks, cache,
+    pix = load_pixels(root, split, index, image_size, full_masks, cache,
                        workers or min(8, os.cpu_count() or 1), progress)
-    tok = _load_tokens(split, prompt, texts, tokenize, cache)
+    tok = load_tokens(split, prompt, texts, tokenize, cache)
     data = Triplets(
         images=pix["images"],
         masks=pix["masks"],
@@ -430,120 +322,3 @@ def load_triplets(
                 "provenance": provenance},
     )
     return data.to(device) if device is not None else data
-
-
-@dataclass
-class _TaskIndex:
-    """The unique images of a task file, the distinct mask files of each (one bit each), and
-    per task its image, its mask's bit and its sample description."""
-
-    image_names: list[str] = field(default_factory=list)
-    masks_of: list[list[str]] = field(default_factory=list)
-    image_index: list[int] = field(default_factory=list)
-    mask_bit: list[int] = field(default_factory=list)
-    samples: list[dict] = field(default_factory=list)
-
-
-def _index_tasks(tasks: list[dict], path: Path) -> _TaskIndex:
-    index = _TaskIndex()
-    position: dict[str, int] = {}
-    for task in tasks:
-        img, msk = str(task["img_name"]), str(task["mask_name"])
-        if img not in position:
-            position[img] = len(index.image_names)
-            index.image_names.append(img)
-            index.masks_of.append([])
-        i = position[img]
-        masks = index.masks_of[i]
-        if msk not in masks:
-            if len(masks) == MAX_MASKS_PER_IMAGE:
-                raise TripletError(
-                    path, f"image {img!r} has more than {MAX_MASKS_PER_IMAGE} mask files"
-                )
-            masks.append(msk)
-        index.image_index.append(i)
-        index.mask_bit.append(masks.index(msk))
-        index.samples.append(_sample(task, img, msk))
-    return index
-
-
-def _sample(task: dict, img: str, msk: str) -> dict:
-    """What the tidy metrics say about a triplet: its image stem, structure, view, phase."""
-    attrs = task.get("attributes") or {}
-    return {
-        "sample": str(attrs.get("stem") or Path(img).stem),
-        "structure": str(task.get("structure") or attrs.get("structure") or ""),
-        "view": str(attrs.get("view") or ""),
-        "phase": str(attrs.get("phase") or ""),
-        "img_name": img,
-        "mask_name": msk,
-    }
-
-
-def _load_pixels(root: Path, split: str, index: _TaskIndex, size: int, full: bool,
-                 cache: Path | None, workers: int, progress: bool) -> dict:
-    """The decoded images and packed masks, from the cache when the files (names, sizes,
-    modification times) and the size are those it was made from."""
-    key = _digest([
-        CACHE_VERSION,
-        split,
-        size,
-        [_stat_key(root / n) for n in index.image_names],
-        [[_stat_key(root / m) for m in ms] for ms in index.masks_of],
-    ])
-    name = f"pixels-{split}-{size}-{key}.pt"
-    pix = _cache_load(cache, name)
-    if pix is None or (full and pix.get("full_masks") is None):
-        images, masks, full_t = _decode_split(root, index.image_names, index.masks_of, size,
-                                              full, workers, progress,
-                                              f"decoding {root.name}/{split}")
-        pix = {"images": images, "masks": masks, "full_masks": full_t}
-        _cache_save(cache, name, pix)
-    return pix
-
-
-def _load_tokens(split: str, prompt: str, texts: list[list[str]], tokenize,
-                 cache: Path | None) -> dict:
-    """The tokenized phrasings, from the cache when the texts and the tokenizer (probed with
-    one sentence) are those it was made from."""
-    probe_ids, probe_mask = tokenize(["Left ventricular cavity of the heart."])
-    tok_key = _digest([probe_ids.tolist(), probe_mask.tolist(), list(probe_ids.shape)])
-    name = f"tokens-{split}-{prompt}-{_digest([CACHE_VERSION, tok_key, texts])}.pt"
-    tok = _cache_load(cache, name)
-    if tok is None:
-        tok = _tokenize_all(texts, tokenize)
-        _cache_save(cache, name, tok)
-    return tok
-
-
-def _tokenize_all(texts: list[list[str]], tokenize) -> dict:
-    unique = sorted({t for phr in texts for t in phr})
-    ids, attn = tokenize(unique) if unique else (torch.zeros(0, 1), torch.zeros(0, 1))
-    row = {t: i for i, t in enumerate(unique)}
-    p = max(len(phr) for phr in texts)
-    n = len(texts)
-    index = torch.tensor([[row[phr[min(j, len(phr) - 1)]] for j in range(p)] for phr in texts])
-    return {
-        "input_ids": ids[index.view(-1)].view(n, p, -1).to(torch.int32),
-        "attention_mask": attn[index.view(-1)].view(n, p, -1).to(torch.uint8),
-        "n_phrasings": torch.tensor([len(phr) for phr in texts], dtype=torch.long),
-    }
-
-
-def _cache_load(cache: Path | None, name: str) -> dict | None:
-    if cache is None or not (cache / name).is_file():
-        return None
-    try:
-        return torch.load(cache / name, map_location="cpu", weights_only=True)
-    except Exception:  # a damaged cache file is rebuilt
-        return None
-
-
-def _cache_save(cache: Path | None, name: str, obj: dict) -> None:
-    if cache is None:
-        return
-    try:
-        with atomic_path(cache / name) as tmp:
-            torch.save(obj, tmp)
-    except OSError:  # a read-only dataset folder: work without the cache
-        pass

@@ -32,6 +32,8 @@ from echo_vlsm.device import autocast_dtype, resolve_device
 from echo_vlsm.errors import PathError
 from echo_vlsm.grid import (
     FILES_KEY,
+    Problem,
+    ProblemKind,
     file_records,
     files_problem,
     read_done_summary,
@@ -133,17 +135,18 @@ def write_summary(run_dir: Path, step: int, history: list[dict], done: bool) -> 
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
 
 
-def weights_problem(run_dir: str | os.PathLike, deep: bool = True) -> str | None:
-    """Why ``<run_dir>/model.safetensors`` is not an intact trained SDM, or None:
-    ``"missing: model.safetensors"`` or ``"damaged: model.safetensors (...)"``, from the
-    file's own header (cut short) and, when the summary records it, its size and SHA-256."""
+def weights_problem(run_dir: str | os.PathLike, deep: bool = True) -> Problem | None:
+    """Why ``<run_dir>/model.safetensors`` is not an intact trained SDM, or None: a
+    ``Problem`` (``missing: model.safetensors`` or ``damaged: model.safetensors (...)``),
+    from the file's own header (cut short) and, when the summary records it, its size and
+    SHA-256."""
     run_dir = Path(run_dir)
     file = run_dir / WEIGHTS_FILE
     if not file.is_file():
-        return f"missing: {WEIGHTS_FILE}"
-    why = safetensors_problem(file)
-    if why is not None:
-        return f"damaged: {WEIGHTS_FILE} ({why})"
+        return Problem(ProblemKind.MISSING, WEIGHTS_FILE)
+    problem = safetensors_problem(file)
+    if problem is not None:
+        return problem
     summary, _ = read_summary(run_dir)
     records = (summary or {}).get(FILES_KEY)
     if isinstance(records, dict) and isinstance(records.get(WEIGHTS_FILE), dict):
@@ -151,7 +154,7 @@ def weights_problem(run_dir: str | os.PathLike, deep: bool = True) -> str | None
     return None
 
 
-def sdm_problem(run_dir: str | os.PathLike) -> str | None:
+def sdm_problem(run_dir: str | os.PathLike) -> Problem | None:
     """Why ``run_dir`` is not a finished, intact SDM run (``summary.json`` done, the files it
     records as recorded), or None."""
     summary, problem = read_done_summary(run_dir)
@@ -269,14 +272,12 @@ def load_sdm(path: str | os.PathLike, device: str = "auto", weights: str = "ema"
                                 "or pass a run directory holding model.safetensors")
     if weights not in WEIGHTS:
         raise ValueError(f"weights {weights!r}: expected 'ema' or 'model'")
-    if file.name == WEIGHTS_FILE:
-        why = weights_problem(file.parent, deep=False)
-        why = why and why.partition(" (")[2][:-1] or why  # the reason, without the file name
-    else:
-        why = safetensors_problem(file)
-    if why is not None:
-        raise PathError(file, f"damaged SDM checkpoint ({why}); train the SDM again "
-                        f"(train_sdm rebuilds it from {STATE_FILE} when that is there)")
+    problem = weights_problem(file.parent, deep=False) if file.name == WEIGHTS_FILE \
+        else safetensors_problem(file)
+    if problem is not None:  # the file is there: damaged, its reason in the detail
+        raise PathError(file, f"damaged SDM checkpoint ({problem.detail or problem}); train "
+                        f"the SDM again (train_sdm rebuilds it from {STATE_FILE} when that "
+                        "is there)")
     try:
         with safe_open(str(file), framework="pt") as f:
             meta = f.metadata() or {}

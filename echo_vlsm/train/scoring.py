@@ -1,0 +1,171 @@
+"""Scoring a model: the validation loss and Dice of an epoch (``validate``), the logits of test
+triplets (``predict``) and the tidy test metrics of a run (``evaluate``: Dice, IoU, HD95 per
+triplet at the stored mask size, Synthetic Boost, Sec. 3).
+
+Validation and test draw their phrasings once, from the run's seed (``eval_generator``), so
+every epoch is scored on the same texts.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from echo_vlsm.device import autocast, resolve_device, resolve_precision
+from echo_vlsm.grid import METRIC_COLUMNS, METRICS_FILE, WEIGHTS_FILE
+from echo_vlsm.io import write_png, write_text_atomic
+from echo_vlsm.models.base import ModelSpec
+from echo_vlsm.train import distributed as D
+from echo_vlsm.train.checkpoint import load_weights, unwrap
+from echo_vlsm.train.config import TrainConfig
+from echo_vlsm.train.data import build, load_split
+from echo_vlsm.train.metrics import batch_dice, segmentation_metrics
+from echo_vlsm.train.triplets import Triplets, normalise
+
+__all__ = ["eval_generator", "evaluate", "model_inputs", "predict", "scored_index", "validate"]
+
+_EVAL_SEED_OFFSET = 7919  # phrasing draw of validation and test sets (fixed over epochs)
+
+
+def eval_generator(config: TrainConfig) -> torch.Generator:
+    """The generator of the validation and test phrasings (the same every epoch)."""
+    return torch.Generator().manual_seed(config.seed * 1_000_003 + _EVAL_SEED_OFFSET)
+
+
+def model_inputs(images: torch.Tensor, spec: ModelSpec, config: TrainConfig) -> torch.Tensor:
+    """uint8 images as the model's normalised float input (channels-last when configured)."""
+    return normalise(images, spec.mean, spec.std, channels_last=config.channels_last)
+
+
+def _logit_cut(spec: ModelSpec) -> float:
+    """The logit of ``spec.threshold``: a pixel is foreground above it."""
+    return math.log(spec.threshold / (1 - spec.threshold))
+
+
+@torch.no_grad()
+def validate(model: nn.Module, data: Triplets, config: TrainConfig, criterion: nn.Module,
+             precision: str, dist: D.Dist | None = None,
+             batch_size: int | None = None) -> tuple[float, float]:
+    """Validation loss and mean Dice (percent, at the model's input size) over ``data``;
+    under torchrun each process scores its share and the sums are reduced."""
+    dist = dist or D.Dist(0, 1, 0, data.device)
+    spec = unwrap(model).spec
+    was_training = model.training
+    model.eval()
+    phrasing = data.draw_phrasings(eval_generator(config)).to(data.device)
+    order = torch.arange(dist.rank, len(data), dist.world_size, device=data.device)
+    bs = batch_size or max(1, config.global_batch_size // dist.world_size)
+    cut = _logit_cut(spec)
+    sums = torch.zeros(3, dtype=torch.float64, device=data.device)
+    batches = torch.split(order, bs)
+    if config.fast_dev_run is not None:
+        batches = batches[:config.fast_dev_run]
+    for idx in batches:
+        images, masks, ids, attn = data.batch(idx, phrasing)
+        x = model_inputs(images, spec, config)
+        with autocast(data.device, precision):
+            logits = model(x, ids, attn)
+        logits = logits.float()
+        sums[0] += criterion(logits, masks[:, None]).double() * len(idx)
+        sums[1] += batch_dice(logits[:, 0] > cut, masks).double().sum()
+        sums[2] += len(idx)
+    D.all_reduce_sum(dist, sums)
+    model.train(was_training)
+    n = max(float(sums[2]), 1.0)
+    return float(sums[0]) / n, float(sums[1]) / n
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: Triplets, index: torch.Tensor, config: TrainConfig,
+            precision: str, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Logits of triplets ``index`` resized (bilinearly) to ``size`` (default: the model's
+    input size), float32 ``(B, H, W)``; phrasings drawn as in validation."""
+    spec = unwrap(model).spec
+    phrasing = data.draw_phrasings(eval_generator(config))
+    images, _, ids, attn = data.batch(index, phrasing)
+    with autocast(data.device, precision):
+        logits = model(model_inputs(images, spec, config), ids, attn)
+    logits = logits.float()
+    if size is not None and tuple(logits.shape[-2:]) != tuple(size):
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return logits[:, 0]
+
+
+def scored_index(data: Triplets, fast_dev_run: int | None) -> torch.Tensor:
+    """The test triplets scored: all, or those of the first ``fast_dev_run`` images."""
+    if fast_dev_run is None:
+        return torch.arange(len(data))
+    first = sorted({s["sample"] for s in data.samples})[:fast_dev_run]
+    keep = set(first)
+    return torch.tensor([i for i, s in enumerate(data.samples) if s["sample"] in keep],
+                        dtype=torch.long)
+
+
+def _metric_row(config: TrainConfig, sample: dict, scores: dict, j: int) -> dict:
+    """One row of ``metrics.csv`` (``METRIC_COLUMNS``): the run's fields, the triplet's."""
+    return {"model": config.model, "strategy": config.strategy, "encoders": config.encoders,
+            "prompt": config.prompt, "seed": config.seed,
+            "real_fraction": float(config.real_fraction),
+            "provenance": bool(config.provenance), "sample": sample["sample"],
+            "structure": sample["structure"], "view": sample["view"], "phase": sample["phase"],
+            "dice": scores["dice"][j], "iou": scores["iou"][j], "hd95": scores["hd95"][j]}
+
+
+def _scoring_model(config: TrainConfig, weights: str | Path | None,
+                   device: torch.device) -> nn.Module:
+    """The model of ``config`` with ``weights`` (default: the run's best weights; none for
+    zeroshot, which scores the pretrained model)."""
+    model = build(config, device)
+    if weights is None and config.strategy != "zeroshot":
+        weights = config.run_dir / WEIGHTS_FILE
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def evaluate(config: TrainConfig, weights: str | Path | None = None,
+             model: nn.Module | None = None, device: str | torch.device | None = None,
+             write: bool = True, save_predictions: bool | None = None,
+             progress: bool | None = None) -> pd.DataFrame:
+    """Score a model on the real test split: logits resized to the stored mask size (512 in
+    the study), thresholded at ``spec.threshold``; per triplet Dice, IoU (percent) and HD95
+    (pixels) as the tidy table, written to ``<run_dir>/metrics.csv`` when ``write``.
+
+    The model is ``model`` if given, else built from ``config`` with ``weights`` loaded
+    (default: the run's ``model.safetensors``; for ``zeroshot`` the initial, pretrained model).
+    """
+    device = torch.device(resolve_device(config.device) if device is None else device)
+    if model is None:
+        model = _scoring_model(config, weights, device)
+    precision = resolve_precision(config.precision, device)
+    data = load_split(config, model, config.test_dir, "test", device, full_masks=True,
+                      progress=progress)
+    size = tuple(data.full_masks.shape[-2:])
+    cut = _logit_cut(unwrap(model).spec)
+    was_training = model.training
+    model.eval()
+    save = config.save_predictions if save_predictions is None else save_predictions
+    bs = max(1, min(config.global_batch_size, 64))
+    rows = []
+    for idx in tqdm(list(torch.split(scored_index(data, config.fast_dev_run), bs)), desc="test",
+                    leave=False, disable=None if progress is None else not progress):
+        pred = (predict(model, data, idx, config, precision, size) > cut).cpu()
+        scores = segmentation_metrics(pred, data.full_mask(idx))
+        for j, i in enumerate(idx.tolist()):
+            s = data.samples[i]
+            rows.append(_metric_row(config, s, scores, j))
+            if save and write:
+                name = Path(s["mask_name"])
+                out = config.run_dir / "predictions" / (s["structure"] or name.parent.name)
+                write_png(out / f"{s['sample']}.png", pred[j].numpy().astype("uint8") * 255)
+    model.train(was_training)
+    metrics = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+    if write:
+        write_text_atomic(config.run_dir / METRICS_FILE, metrics.to_csv(index=False))
+    return metrics
