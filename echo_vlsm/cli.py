@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from echo_vlsm import __version__, pipeline
+from echo_vlsm.pipeline.inputs import check_profile_inputs
 
 
 def _slurm_options(args: argparse.Namespace) -> dict:
@@ -34,6 +35,11 @@ def _reproduce(args: argparse.Namespace) -> int:
         stages = args.stage or pipeline.STAGES
         jobs = args.jobs if args.jobs == "auto" else int(args.jobs)
         gpus = args.gpus.split(",") if args.gpus else None
+        if not args.dry_run:  # every missing input in one message, before any job starts
+            check_profile_inputs(args.profile, notebooks_dir=args.notebooks, shard=shard,
+                                 only=args.only, stages=stages, fast_dev_run=args.fast_dev_run,
+                                 keep_stale=args.keep_stale, launcher=args.launcher,
+                                 slurm=_slurm_options(args))
         out = pipeline.reproduce(
             args.profile, notebooks_dir=args.notebooks, shard=shard, only=args.only,
             keep_going=args.keep_going, stages=stages, dry_run=args.dry_run, jobs=jobs,
@@ -147,7 +153,8 @@ def _rehearse(args: argparse.Namespace) -> int:
     print(f"echo-vlsm rehearse: stand-ins ready in {time.perf_counter() - t0:.0f} s: "
           + ", ".join(f"{k} {v}" for k, v in paths.items()))
     only = args.only or list(REHEARSAL_RUNS_QUICK if args.quick else REHEARSAL_RUNS)
-    try:
+    try:  # the stand-ins exist now: the check finds every input of the rehearsal
+        check_profile_inputs(args.profile, only=only, fast_dev_run=args.fast_dev_run)
         out = pipeline.reproduce(args.profile, only=only, fast_dev_run=args.fast_dev_run,
                                  jobs=args.jobs, keep_going=args.keep_going)
     except (pipeline.PipelineError, pipeline.ProfileError) as exc:

@@ -58,18 +58,18 @@ def clean_message(err: BaseException | str, limit: int = 600) -> str:
 
 
 # -- where a `pretrained` value points --------------------------------------------------------
-def local_path(source) -> Path | None:
-    """The local file or folder a ``pretrained`` value names, resolved against the project
-    root, or ``None`` when it is a Hugging Face hub id ("owner/name").
+def local_path(source, root: str | os.PathLike | None = None) -> Path | None:
+    """The local file or folder a ``pretrained`` value names, resolved against ``root`` (the
+    project root by default), or ``None`` when it is a Hugging Face hub id ("owner/name").
 
     Local: a ``Path``; a string that starts with ``./``, ``../``, ``/``, ``~`` or ``weights/``,
     is absolute, has more than one ``/`` or a backslash, or names an existing path (relative
-    to the project root).
+    to the root).
     """
     if isinstance(source, os.PathLike):
-        return resolve(source)
+        return resolve(source, root)
     text = str(source)
-    path = resolve(text)
+    path = resolve(text, root)
     if (path.exists() or text in (".", "..") or text.startswith(_LOCAL_PREFIXES)
             or Path(text).is_absolute() or "\\" in text or text.count("/") > 1):
         return path
@@ -77,6 +77,33 @@ def local_path(source) -> Path | None:
 
 
 # -- CLIPSeg --------------------------------------------------------------------------------
+def clipseg_source(pretrained, env: Mapping[str, str] | None = None) -> tuple[object, str]:
+    """What a CLIPSeg ``pretrained`` value names, and how: ``True`` means
+    ``$ECHO_VLSM_CLIPSEG_WEIGHTS`` in ``env`` (default ``os.environ``) if set, else the hub id
+    "CIDAS/clipseg-rd64-refined"; ``via`` is `` (from $ECHO_VLSM_CLIPSEG_WEIGHTS)`` or ``""``."""
+    env = os.environ if env is None else env
+    if pretrained is not True:
+        return pretrained, ""
+    if env.get(ENV_CLIPSEG):
+        return env[ENV_CLIPSEG], f" (from ${ENV_CLIPSEG})"
+    return CLIPSEG_HUB_ID, ""
+
+
+def hub_cached(hub_id: str, weight_files: tuple[str, ...] = ("model.safetensors",
+                                                               "pytorch_model.bin")) -> bool:
+    """True when the Hugging Face cache holds ``hub_id``'s ``config.json`` and one of its
+    ``weight_files`` (what ``from_pretrained`` needs offline); nothing is downloaded."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(filename: str) -> bool:
+        try:
+            return isinstance(try_to_load_from_cache(hub_id, filename), str)
+        except ValueError:  # not a valid repository id
+            return False
+
+    return cached("config.json") and any(cached(f) for f in weight_files)
+
+
 def load_clipseg_pretrained(pretrained) -> torch.nn.Module:
     """``CLIPSegForImageSegmentation`` from a local directory or a hub id.
 
@@ -86,11 +113,7 @@ def load_clipseg_pretrained(pretrained) -> torch.nn.Module:
     """
     from transformers import CLIPSegForImageSegmentation
 
-    if pretrained is True:
-        source = os.environ.get(ENV_CLIPSEG) or CLIPSEG_HUB_ID
-        via = f" (from ${ENV_CLIPSEG})" if os.environ.get(ENV_CLIPSEG) else ""
-    else:
-        source, via = pretrained, ""
+    source, via = clipseg_source(pretrained)
     path = local_path(source)
     if path is not None and not (path / "config.json").is_file():
         what = ("does not exist" if not path.exists() else
@@ -257,24 +280,28 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
 CLIP_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
-def _cris_source(pretrained) -> Path:
+def _cris_source(pretrained, env: Mapping[str, str] | None = None,
+                 root: str | os.PathLike | None = None) -> Path:
     """The file ``pretrained`` names. ``True``: ``$ECHO_VLSM_CRIS_WEIGHTS``, else
     ``weights/cris/cris_best.pth`` if it exists, else CLIP RN50 (``$ECHO_VLSM_CLIP_RN50``, else
-    ``weights/clip/RN50.pt``), which loads the encoders only (with a warning)."""
+    ``weights/clip/RN50.pt``), which loads the encoders only (with a warning). The variables
+    are read from ``env`` (default ``os.environ``), relative paths taken from ``root`` (default
+    the project root)."""
     if pretrained is not True:
-        return resolve(pretrained)
-    env = os.environ.get(ENV_CRIS)
-    if env:
-        path = resolve(env)
+        return resolve(pretrained, root)
+    environ = os.environ if env is None else env
+    cris_env = environ.get(ENV_CRIS)
+    if cris_env:
+        path = resolve(cris_env, root)
         if not path.is_file():
             raise WeightsNotFoundError(f"CRIS checkpoint not found at {path} (from ${ENV_CRIS});"
                                        f" {_where('CRIS')}")
         return path
-    cris = resolve(DEFAULT_CRIS)
+    cris = resolve(DEFAULT_CRIS, root)
     if cris.is_file():
         return cris
-    clip_env = os.environ.get(ENV_CLIP_RN50)
-    clip = resolve(clip_env or DEFAULT_CLIP_RN50)
+    clip_env = environ.get(ENV_CLIP_RN50)
+    clip = resolve(clip_env or DEFAULT_CLIP_RN50, root)
     if clip.is_file():
         warnings.warn(f"no CRIS checkpoint at {cris}: loading CLIP RN50 from {clip} into the "
                       "encoders only; the neck, decoder and projector start random "
@@ -287,6 +314,19 @@ def _cris_source(pretrained) -> Path:
         f"CRIS checkpoint not found at {cris} (set ${ENV_CRIS} or put the file at "
         f"{DEFAULT_CRIS}), nor CLIP RN50 at {clip} (set ${ENV_CLIP_RN50} or put OpenAI's "
         f"RN50.pt at {DEFAULT_CLIP_RN50}); {_where('CRIS')}")
+
+
+def cris_weights_file(pretrained, env: Mapping[str, str] | None = None,
+                      root: str | os.PathLike | None = None) -> Path:
+    """The file a CRIS ``pretrained`` value resolves to (as ``load_cris_pretrained`` resolves
+    it, the variables read from ``env``), without reading it.
+
+    Raises:
+        WeightsNotFoundError: the variable's file or every default place is missing.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the CLIP-only fallback's warning: the load says it
+        return _cris_source(pretrained, env, root)
 
 
 def load_cris_pretrained(model: torch.nn.Module, pretrained, *, trust: bool = False) -> str:
