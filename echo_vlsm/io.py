@@ -2,32 +2,41 @@
 
 Every file the project writes goes through a temporary file in the same folder and an
 ``os.replace``, so an interrupted run never leaves a half-written file behind. A run killed
-mid-write (SIGKILL: no ``finally`` runs) leaves the temporary file ``.<name>.<random>.tmp``;
-``clean_temp_files`` removes such files, and each job calls it when it starts again.
+mid-write (SIGKILL: no ``finally`` runs) leaves the temporary file
+``.<name>.<pid>@<host>-<random>.tmp``; ``clean_temp_files`` removes such files, and each job
+calls it when it starts again. ``<host>`` (``host_tag()``) tells the machines sharing a project
+folder apart: a temporary file is removed at once only when this machine wrote it and its
+writer is dead; another machine's (whose pids mean nothing here), or one of an older version
+(no ``@<host>``), only once it is older than ``TEMP_MAX_AGE_S``.
 The final file gets the mode a plain ``open(path, "w")`` would give (``0o666`` less the
 umask), not the ``0o600`` of a temporary file, so a shared project folder stays readable.
 
 Examples::
 
     >>> import tempfile
-import threading
     >>> folder = Path(tempfile.mkdtemp())
     >>> write_text_atomic(folder / "a.txt", "hi")
-    >>> _ = (folder / ".a.txt.x1y2z3.tmp").write_text("left by a kill")
+    >>> left = folder / f".a.txt.99999999@{host_tag()}-x1y2z3.tmp"  # its writer is dead
+    >>> _ = left.write_text("left by a kill")
+    >>> _ = (folder / ".b.txt.99999999@0123456789ab-x1y2z3.tmp").write_text("another host's")
     >>> [p.name for p in clean_temp_files(folder)]
-    ['.a.txt.x1y2z3.tmp']
+    ['.a.txt.99999999@...-x1y2z3.tmp']
     >>> sorted(p.name for p in folder.iterdir())
-    ['a.txt']
+    ['.b.txt.99999999@0123456789ab-x1y2z3.tmp', 'a.txt']
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,9 +44,45 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-#: The name of an atomic write's temporary file: ``.<name>.<pid>-<random>.tmp``; files of
-#: older versions lack the ``<pid>-``.
-TEMP_PATTERN = re.compile(r"^\..+\.(?:(?P<pid>\d+)-)?[A-Za-z0-9_]{6,}\.tmp$")
+from echo_vlsm.imaging import ImageError, check_image_size
+
+#: The name of an atomic write's temporary file: ``.<name>.<pid>@<host>-<random>.tmp``; files
+#: of older versions lack the ``@<host>`` (and the oldest the ``<pid>-`` too).
+TEMP_PATTERN = re.compile(
+    r"^\..+\.(?:(?P<pid>\d+)(?:@(?P<host>[0-9a-f]{12}))?-)?[A-Za-z0-9_]{6,}\.tmp$")
+#: The environment variable that, when set, is this machine's identity instead of its host
+#: name and boot id (tests give two processes two identities; a site may set it where host
+#: names repeat).
+HOST_ID_ENV = "ECHO_VLSM_HOST_ID"
+#: Seconds since its last change after which a temporary file that this machine cannot judge
+#: (another host's, or without a host in its name) counts as abandoned: 24 hours, far longer
+#: than any atomic write takes.
+TEMP_MAX_AGE_S = 24 * 3600
+
+
+@functools.lru_cache(maxsize=1)
+def _machine_identity() -> str:
+    """Host name, boot id and pid namespace: two processes agree on it exactly when their
+    pids can be compared (same machine, same boot, same pid namespace)."""
+    parts = [socket.gethostname()]
+    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(source) if source.endswith("/pid") else
+                         Path(source).read_text().strip())
+        except OSError:  # not Linux: the host name alone
+            parts.append("")
+    return "/".join(parts)
+
+
+def host_identity() -> str:
+    """This machine's identity: ``$ECHO_VLSM_HOST_ID`` when set, else its host name, boot id
+    and pid namespace."""
+    return os.environ.get(HOST_ID_ENV) or _machine_identity()
+
+
+def host_tag() -> str:
+    """The 12 hex digits of ``host_identity()`` that temporary file names carry."""
+    return hashlib.sha256(host_identity().encode()).hexdigest()[:12]
 
 
 def _proc_umask() -> int | None:
@@ -87,8 +132,8 @@ def default_mode() -> int:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
 
-    The temporary file is ``.<name>.<pid>-<random>.tmp`` (``TEMP_PATTERN``; a kill leaves
-    it, ``clean_temp_files`` removes it); the final file has ``default_mode()``.
+    The temporary file is ``.<name>.<pid>@<host>-<random>.tmp`` (``TEMP_PATTERN``; a kill
+    leaves it, ``clean_temp_files`` removes it); the final file has ``default_mode()``.
 
     Examples::
 
@@ -97,10 +142,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
-                               dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{host_tag()}-",
+                                suffix=".tmp", dir=path.parent)
     os.close(fd)
-    tmp = Path(tmp)
+    tmp = Path(name)
     try:
         yield tmp
         if tmp.exists():  # a writer may have replaced the file: chmod what is there
@@ -121,27 +166,39 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clean_temp_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
-    """Remove the temporary files of atomic writes (``.<name>.<pid>-<random>.tmp``) that a
-    killed run left in ``folder`` (and its subfolders with ``recursive``); returns them.
+def clean_temp_files(folder: str | os.PathLike, recursive: bool = False,
+                     max_age: float = TEMP_MAX_AGE_S) -> list[Path]:
+    """Remove the temporary files of atomic writes (``TEMP_PATTERN``) that a killed run left
+    in ``folder`` (and its subfolders with ``recursive``); returns them.
 
-    A file whose writing process still runs on this machine is left alone (a write in
-    progress), a file of this very process too; files of older versions (no pid) go. Each
-    job calls it when it starts: export, phantom writing, SDM training and synthesis, a
-    training run's folder.
+    A file this machine wrote (``host_tag()`` in its name) goes when its writer is dead; one
+    whose writer still runs (a write in progress), or of this very process, stays. A file of
+    another machine sharing the folder, or of an older version (no host in its name), goes
+    only when unchanged for ``max_age`` seconds: its writer may be alive elsewhere. Each job
+    calls it when it starts: export, phantom writing, SDM training and synthesis, a training
+    run's folder.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
     found = folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")
+    here, now = host_tag(), time.time()
     removed = []
     for p in sorted(found):
         m = TEMP_PATTERN.match(p.name)
         if m is None or not (p.is_file() or p.is_symlink()):
             continue
         pid = m.group("pid")
-        if pid is not None and (int(pid) == os.getpid() or _alive(int(pid))):
-            continue
+        if m.group("host") == here and pid is not None:
+            if int(pid) == os.getpid() or _alive(int(pid)):
+                continue
+        else:
+            try:
+                age = now - p.lstat().st_mtime
+            except FileNotFoundError:
+                continue  # its writer renamed it meanwhile
+            if age < max_age:
+                continue
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
             removed.append(p)
@@ -188,13 +245,14 @@ def write_png(path: str | os.PathLike, array: np.ndarray, compression: int | Non
 
 
 def read_png(path: str | os.PathLike) -> np.ndarray:
-    """Read an 8-bit grayscale PNG as a 2-D uint8 array; errors name the file."""
+    """Read an 8-bit grayscale PNG as a 2-D uint8 array; errors name the file. A file whose
+    header declares more than ``imaging.MAX_IMAGE_PIXELS`` is refused before decoding."""
     try:
         with Image.open(path) as im:
-            if im.mode not in ("L", "P", "1"):
-                im = im.convert("L")
-            return np.asarray(im, dtype=np.uint8).copy()
-    except FileNotFoundError:
+            check_image_size(path, *im.size)
+            gray = im if im.mode in ("L", "P", "1") else im.convert("L")
+            return np.asarray(gray, dtype=np.uint8).copy()
+    except (FileNotFoundError, ImageError):
         raise
     except Exception as exc:  # PIL raises many types for damaged files
         raise OSError(f"{path}: cannot read PNG ({exc})") from exc

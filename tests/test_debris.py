@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from echo_vlsm.io import atomic_path, clean_temp_files, write_png, write_text_atomic
+from echo_vlsm.io import atomic_path, clean_temp_files, host_tag, write_png, write_text_atomic
 from echo_vlsm.parallel import PoolError, run_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,13 +38,14 @@ def _live_pid() -> tuple[int, subprocess.Popen]:
     return proc.pid, proc
 
 
-# (name of a file in the folder, removed by clean_temp_files?)
+# (name of a file in the folder, removed by clean_temp_files?); other hosts' files and old
+# files: tests/test_hardening.py
 TEMP_CASES = [
-    (".state.pt.99999999-k2j4_x.tmp", True),    # its writer is gone (no such process)
-    (".model.safetensors.ab12cd34.tmp", True),  # an older version's name, without a pid
-    ("sub/.patient0001_2CH_ED.png.99999999-abcdef.tmp", True),  # recursive
-    (".metrics.csv.{own}-abcdef.tmp", False),   # this process may be writing it
-    (".metrics.csv.{live}-abcdef.tmp", False),  # a running process is writing it
+    (".state.pt.99999999@{host}-k2j4_x.tmp", True),    # its writer is gone (no such process)
+    (".model.safetensors.ab12cd34.tmp", False),  # an older version's name: kept until 24 h old
+    ("sub/.patient0001_2CH_ED.png.99999999@{host}-abcdef.tmp", True),  # recursive
+    (".metrics.csv.{own}@{host}-abcdef.tmp", False),   # this process may be writing it
+    (".metrics.csv.{live}@{host}-abcdef.tmp", False),  # a running process is writing it
     ("model.safetensors", False),               # not a temporary file
     (".export_manifest.json", False),           # hidden, but no temporary file
     (".patient0001.tmp", False),                # the phantom's own partial folder name
@@ -54,11 +55,11 @@ TEMP_CASES = [
 def test_clean_temp_files_removes_what_a_kill_left(tmp_path):
     pid, proc = _live_pid()
     try:
-        names = [n.format(own=os.getpid(), live=pid) for n, _ in TEMP_CASES]
+        names = [n.format(own=os.getpid(), live=pid, host=host_tag()) for n, _ in TEMP_CASES]
         for name in names:
             (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / name).write_text("x")
-        assert clean_temp_files(tmp_path) == [tmp_path / names[1], tmp_path / names[0]]
+        assert clean_temp_files(tmp_path) == [tmp_path / names[0]]
         removed = clean_temp_files(tmp_path, recursive=True)
         assert removed == [tmp_path / names[2]]
         for name, (_, gone) in zip(names, TEMP_CASES):
@@ -84,13 +85,15 @@ def test_data_jobs_clean_their_folder_when_they_start(tmp_path, writer, phantom_
 
     if writer == "phantom":
         root = write_phantom(tmp_path / "raw", n_patients=2, workers=0)
-        debris = root / "database_split" / ".subgroup_training.txt.99999999-abcdef.tmp"
+        debris = (root / "database_split"
+                  / f".subgroup_training.txt.99999999@{host_tag()}-abcdef.tmp")
         debris.write_text("x")
         write_phantom(root, n_patients=2, workers=0)
     else:
         records = read_camus(phantom_root)[:2]
         out = export_dataset(records, tmp_path / "out", size=32, workers=0)
-        debris = out / "images" / "train" / f".{records[0].stem}.png.99999999-abcdef.tmp"
+        debris = (out / "images" / "train"
+                  / f".{records[0].stem}.png.99999999@{host_tag()}-abcdef.tmp")
         debris.parent.mkdir(parents=True, exist_ok=True)
         debris.write_bytes(b"x" * 100)
         export_dataset(records, out, size=32, workers=0)

@@ -13,7 +13,11 @@ import json
 import math
 import os
 import re
+import shutil
 import struct
+import subprocess
+import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -28,6 +32,8 @@ from echo_vlsm.errors import PathError
 from echo_vlsm.imaging import MAX_IMAGE_PIXELS, ImageError
 from echo_vlsm.inference.images import read_image
 from echo_vlsm.pipeline.locks import lock_holder
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------ 6. the silent cases
 
@@ -352,3 +358,139 @@ def test_hostile_images_are_read_right_or_refused_naming_the_file(tmp_path, case
     else:
         assert got.dtype == np.uint8
         np.testing.assert_array_equal(got, expected)
+
+
+# ------------------------------------------------------------------ 2. several hosts, one folder
+
+DAY = 24 * 3600
+#: (case, a temporary file's name, its age in seconds, removed by clean_temp_files?)
+TEMP_CASES = [
+    ("this host, writer dead", ".state.pt.99999999@{here}-k2j4_x.tmp", 0, True),
+    ("this host, writer running", ".metrics.csv.{live}@{here}-abcdef.tmp", 0, False),
+    ("this host, this process", ".metrics.csv.{own}@{here}-abcdef.tmp", 0, False),
+    ("this host, writer running, 2 days old", ".a.png.{live}@{here}-abcdef.tmp", 2 * DAY, False),
+    ("another host, pid dead here", ".b.png.99999999@{other}-abcdef.tmp", 0, False),
+    ("another host, 23 h old", ".c.png.99999999@{other}-abcdef.tmp", DAY - 3600, False),
+    ("another host, 25 h old", ".d.png.{live}@{other}-abcdef.tmp", DAY + 3600, True),
+    ("older version (pid, no host)", ".e.pt.99999999-abcdef.tmp", 0, False),
+    ("older version, 25 h old", ".f.pt.99999999-abcdef.tmp", DAY + 3600, True),
+    ("oldest version (no pid)", ".model.safetensors.ab12cd34.tmp", 0, False),
+    ("oldest version, 25 h old", ".g.safetensors.ab12cd34.tmp", DAY + 3600, True),
+    ("not a temporary file, old", "model.safetensors", 9 * DAY, False),
+    ("hidden, not temporary, old", ".export_manifest.json", 9 * DAY, False),
+    ("the phantom's partial folder name", ".patient0001.tmp", 9 * DAY, False),
+]
+
+
+@pytest.mark.parametrize("case, name, age, gone", TEMP_CASES, ids=[c[0] for c in TEMP_CASES])
+def test_only_this_hosts_dead_writers_files_go_at_once(tmp_path, monkeypatch, case, name, age,
+                                                       gone):
+    monkeypatch.setenv(io.HOST_ID_ENV, "host-a")
+    here = io.host_tag()
+    monkeypatch.setenv(io.HOST_ID_ENV, "host-b")
+    other = io.host_tag()
+    monkeypatch.setenv(io.HOST_ID_ENV, "host-a")
+    assert here != other and re.fullmatch("[0-9a-f]{12}", here)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        path = tmp_path / name.format(here=here, other=other, own=os.getpid(), live=proc.pid)
+        path.write_text("x")
+        os.utime(path, (time.time() - age, time.time() - age))
+        removed = io.clean_temp_files(tmp_path)
+        assert removed == ([path] if gone else []) and path.exists() is not gone
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_atomic_writes_name_their_host_and_pid(tmp_path, monkeypatch):
+    monkeypatch.setenv(io.HOST_ID_ENV, "host-a")
+    with io.atomic_path(tmp_path / "a.bin") as tmp:
+        m = io.TEMP_PATTERN.match(tmp.name)
+        assert m and m["pid"] == str(os.getpid()) and m["host"] == io.host_tag()
+        assert tmp.name.startswith(f".a.bin.{os.getpid()}@{io.host_tag()}-")
+        monkeypatch.delenv(io.HOST_ID_ENV)  # the machine's own identity: another tag
+        assert io.host_tag() != m["host"] and io.clean_temp_files(tmp_path) == []
+        tmp.write_bytes(b"x")
+    assert (tmp_path / "a.bin").read_bytes() == b"x"
+
+
+WRITER = """
+import json, sys, time
+from pathlib import Path
+from echo_vlsm.io import TEMP_PATTERN, atomic_path, clean_temp_files, host_tag
+folder, me, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+while not (folder / "go").exists():
+    time.sleep(0.005)
+removed, seen = [], 0
+for k in range(n):
+    with atomic_path(folder / f"{me}_{k:03d}.bin") as tmp:
+        tmp.write_bytes(f"{me} {k}\\n".encode() * 500)
+        time.sleep(0.005)
+        others = [p for p in folder.glob(".*.tmp")
+                  if TEMP_PATTERN.match(p.name)["host"] != host_tag()]
+        seen += bool(others)
+        removed += [p.name for p in clean_temp_files(folder)]  # while the other writes
+        time.sleep(0.005)
+print(json.dumps({"removed": removed, "seen": seen}))
+"""
+
+
+def _in_pid_namespace(pids_used: int, args: list[str]) -> list[str]:
+    """A command run in a new pid namespace, as on another machine: its pids mean nothing
+    to the other process; ``pids_used`` short processes first, so the two namespaces'
+    Python processes get different pids (each dead in the other namespace)."""
+    script = "/bin/true; " * pids_used + " ".join(f"'{a}'" for a in args) + "; exit $?"
+    return ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script]
+
+
+def _can_unshare() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                          capture_output=True).returncode == 0
+
+
+#: (case, host identity of each of the two processes, do both finish with nothing of the
+#: other's removed?) The second row is the control: one identity in two pid namespaces, so
+#: each judges the other's writes dead and removes them under it.
+TWO_HOST_CASES = [
+    ("two hosts", ("host-a", "host-b"), True),
+    ("control: one identity, two pid namespaces", ("host-a", "host-a"), False),
+]
+
+
+@pytest.mark.parametrize("case, ids, clean", TWO_HOST_CASES, ids=[c[0] for c in TWO_HOST_CASES])
+def test_two_hosts_on_one_folder_never_remove_each_others_writes(tmp_path, case, ids, clean):
+    if not _can_unshare():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI runs as root: unshare --pid must work for the two-host test")
+        pytest.skip("needs unshare --pid --mount-proc (root) to give two processes two "
+                    "pid namespaces, as on two hosts")
+    shared, n = tmp_path / "shared", 60
+    shared.mkdir()
+    procs = []
+    for k, (who, host) in enumerate(zip(("a", "b"), ids)):
+        env = {**os.environ, io.HOST_ID_ENV: host, "PYTHONPATH": str(ROOT)}
+        cmd = _in_pid_namespace(3 * k, [sys.executable, "-c", WRITER, str(shared), who, str(n)])
+        procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    time.sleep(1.0)  # both waiting on the start line
+    (shared / "go").touch()
+    outs = [p.communicate(timeout=120) for p in procs]
+    if not clean:  # the control: some write lost its temporary file to the other process
+        assert any(p.returncode != 0 and "FileNotFoundError" in err
+                   for p, (_, err) in zip(procs, outs)) or any(
+            json.loads(out)["removed"] for out, _ in outs if out.strip()), outs
+        return
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    reports = [json.loads(out) for out, _ in outs]
+    assert [r["removed"] for r in reports] == [[], []]
+    assert sum(r["seen"] for r in reports) > 0, "the writes never overlapped"
+    (shared / "go").unlink()
+    alone = tmp_path / "alone"  # one process writing both sets
+    for who in ("a", "b"):
+        for k in range(n):
+            io.write_bytes_atomic(alone / f"{who}_{k:03d}.bin", f"{who} {k}\n".encode() * 500)
+    assert {p.name: p.read_bytes() for p in shared.iterdir()} == {
+        p.name: p.read_bytes() for p in alone.iterdir()}

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from echo_vlsm import grid as G
 from echo_vlsm.errors import PathError
+from echo_vlsm.io import host_tag
 
 RUN = "cris_real_trained_p1"
 
@@ -251,8 +252,10 @@ def test_fit_redoes_a_damaged_run_to_the_same_result(task_dataset, tmp_path, cap
 
         # truncated weights: not complete; fit trains again, to the same weights and scores
         truncate(run / G.WEIGHTS_FILE, 1000)
-        (run / f".{G.STATE_FILE}.99999999-abc123.tmp").write_bytes(b"left by a kill")
-        (run / f".{G.METRICS_FILE}.x1y2z3.tmp").write_bytes(b"older version's temp file")
+        (run / f".{G.STATE_FILE}.99999999@{host_tag()}-abc123.tmp").write_bytes(b"left by a kill")
+        old = run / f".{G.METRICS_FILE}.x1y2z3.tmp"  # an older version's, a day old
+        old.write_bytes(b"older version's temp file")
+        os.utime(old, (old.stat().st_mtime - 25 * 3600,) * 2)
         assert not G.run_complete(run)
         fit(cfg, progress=False)
         assert "damaged: model.safetensors" in capsys.readouterr().out
@@ -317,7 +320,7 @@ def test_train_sdm_rebuilds_damaged_weights_from_its_state(tmp_path):
     assert sdm_problem(run) is None
 
     truncate(weights, 100)
-    (run / ".state.pt.99999999-abcdef.tmp").write_bytes(b"left by a kill")
+    (run / f".state.pt.99999999@{host_tag()}-abcdef.tmp").write_bytes(b"left by a kill")
     assert str(weights_problem(run)).startswith("damaged: model.safetensors (size")
     with pytest.raises(PathError, match="damaged SDM checkpoint") as info:
         load_sdm(run, device="cpu")
