@@ -48,6 +48,8 @@ RECORDS_FILE = "records.csv"
 TASKS_DIR = "tasks"
 _INT_COLUMNS = ("age", "source_height", "source_width")
 _FLOAT_COLUMNS = ("spacing_y", "spacing_x")
+#: Numbers some datasets add (the exported image's pixel size; EchoNet's per-video EF, EDV, ESV)
+_OPTIONAL_FLOAT_COLUMNS = ("export_spacing_y", "export_spacing_x", "ef", "edv", "esv")
 _STEM_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
@@ -167,7 +169,7 @@ def read_records(dataset_dir: str | os.PathLike) -> pd.DataFrame:
         )
     for col in _INT_COLUMNS:
         df[col] = _as_int(df[col], path, col)
-    for col in _FLOAT_COLUMNS:
+    for col in (*_FLOAT_COLUMNS, *(c for c in _OPTIONAL_FLOAT_COLUMNS if c in df.columns)):
         text = df[col].str.strip()
         num = pd.to_numeric(text.mask(text == ""), errors="coerce")
         bad = num.isna() & (text != "")

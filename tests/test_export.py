@@ -61,6 +61,7 @@ def test_export_layout_counts_sizes_and_values(tree23, tmp_path):
     table = read_records(out)
     # the exported pixel size follows the contract's columns (echo_vlsm.data.export)
     assert list(table.columns) == list(RECORD_COLUMNS) + ["export_spacing_x", "export_spacing_y"]
+    assert table["export_spacing_x"].dtype == "float64"  # read back as numbers
     assert len(table) == 16
     row = table.set_index("stem").loc["patient0003_4CH_ES"]
     assert (row.patient, row.view, row.phase, row.split) == ("patient0003", "4CH", "ES", "val")
@@ -241,8 +242,8 @@ def test_patients_table_and_exported_spacing(tmp_path):
         [100.0, 50.0, 50.0]] * 3
     records = read_records(out)
     for _, row in records.iterrows():  # 40 x 30 source pixels onto 64 x 64
-        assert float(row["export_spacing_y"]) == pytest.approx(row["spacing_y"] * 40 / 64)
-        assert float(row["export_spacing_x"]) == pytest.approx(row["spacing_x"] * 30 / 64)
+        assert row["export_spacing_y"] == pytest.approx(row["spacing_y"] * 40 / 64)
+        assert row["export_spacing_x"] == pytest.approx(row["spacing_x"] * 30 / 64)
 
     root23 = write_2023(tmp_path / "c23", train=(1,), val=(2,), test=(3,))
     p23 = read_patients(export_dataset(read_camus(root23), tmp_path / "o23", size=32, workers=0))
