@@ -116,7 +116,7 @@ def scratch_project(scratch: Path, notebooks_dir: Path = NOTEBOOKS,
     return written
 
 
-def grouped_notebook_class() -> type:
+def grouped_notebook_class() -> type[pytest.File]:
     """nbval's notebook node whose cells' names end in ``@<GROUP>``: the nodeid suffix by
     which ``--dist loadgroup`` schedules a group on one worker, in order. xdist (3.8) means to
     add it for an ``xdist_group`` mark, but sets ``item._nodeid``, which pytest 9 no longer
