@@ -19,6 +19,7 @@ from echo_vlsm.errors import PathError
 from echo_vlsm.grid import CONFIG_FILE, WEIGHTS_FILE
 from echo_vlsm.grid import run_problem as grid_run_problem
 from echo_vlsm.models import build_model, exported_config
+from echo_vlsm.models.folders import check_model_folder
 from echo_vlsm.paths import resolve
 from echo_vlsm.train import TrainConfig
 from echo_vlsm.train.checkpoint import load_weights, unwrap
@@ -27,6 +28,10 @@ from echo_vlsm.train.data import build
 
 class ModelFolderError(PathError):
     """A folder that is neither a complete run nor an exported model."""
+
+
+#: A ``config.json`` larger than this is refused unread (the exported ones: ~10 kB).
+MAX_CONFIG_BYTES = 4 << 20
 
 
 @dataclass
@@ -93,6 +98,7 @@ def load_model(source, device: str | torch.device | None = None) -> LoadedModel:
         raise ModelFolderError(folder, "no such folder (expected a run folder "
                                        "runs/<profile>/<run_id> or an exported model folder)")
     dev = _device(device)
+    _readable_config(folder / CONFIG_FILE)
     exported = exported_config(folder)
     if exported is not None:
         return _from_exported(folder, exported, dev)
@@ -116,7 +122,26 @@ def load_model(source, device: str | torch.device | None = None) -> LoadedModel:
                        config.channels_last)
 
 
+def _readable_config(path: Path) -> None:
+    """A folder's ``config.json``, when there is one, must be a JSON object of sane size."""
+    if not path.is_file():
+        return
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ModelFolderError(path, f"{size} bytes; a model's config.json is at most "
+                                     f"{MAX_CONFIG_BYTES}")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
+        raise ModelFolderError(path, f"not valid JSON ({err})") from err
+    if not isinstance(values, dict):
+        raise ModelFolderError(path, f"a JSON {type(values).__name__}, not an object")
+
+
 def _from_exported(folder: Path, exported: dict, dev: torch.device) -> LoadedModel:
+    """The model of an exported folder, the folder checked before anything is built or read
+    (``models.weights.check_model_folder``: safetensors, JSON and the vocabulary only)."""
+    check_model_folder(folder, exported)
     training = exported.get("training_config") or {}
     model = build_model(exported["model"], size=exported["size"], pretrained=folder,
                         encoders=exported.get("encoders", "trained"))

@@ -24,6 +24,7 @@ from echo_vlsm.models.base import UPSAMPLINGS, ModelSpec, SegmentationModel, che
 from echo_vlsm.models.checks import encoder_gradient_check
 from echo_vlsm.models.clipseg import build_clipseg, clipseg_spec
 from echo_vlsm.models.cris import build_cris, cris_spec
+from echo_vlsm.models.folders import check_model_folder, check_safetensors_fits
 from echo_vlsm.models.tokenizer import ClipTokenizer
 from echo_vlsm.models.unet import build_unet, unet_spec
 from echo_vlsm.models.weights import StateDictMismatchError, local_path
@@ -104,19 +105,16 @@ def _load_exported(name, size, encoders, pretrained, config: dict, **kwargs):
                          f"{config.get('size')!r}, not {name!r} of size {size!r}; build it "
                          f"with build_model({config.get('model')!r}, "
                          f"size={config.get('size')!r}, pretrained=...)")
-    weights = folder / str(config.get("weights", "model.safetensors"))
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: missing; the exported folder is incomplete "
-                                "(write it again with echo-vlsm export-model)")
+    weights, vocab = check_model_folder(folder, config)  # no code-running file, sound names
     upsample = (config.get("spec") or {}).get("upsample")
     if upsample is not None and "upsample" not in kwargs:  # as it was trained
         kwargs["upsample"] = upsample
     model = _BUILDERS[name](size, pretrained=None, encoders=encoders, **kwargs)
+    check_safetensors_fits(weights, model.state_dict())  # keys and shapes, from the header
     missing, unexpected = load_model(model, str(weights), strict=False)
     if missing or unexpected:
         raise StateDictMismatchError(f"{weights}: weights do not fit {name} {size}: missing "
                                      f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    vocab = folder / str(config.get("tokenizer", {}).get("vocabulary", ""))
     if vocab.is_file() and name not in BASELINE_MODELS:  # a text-free model reads no text
         model._tokenizer = ClipTokenizer(model.spec.context_length, bpe_path=vocab)
     return model

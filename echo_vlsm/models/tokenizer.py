@@ -53,6 +53,8 @@ class ClipTokenizer:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"CLIP BPE vocabulary not found: {path} (expected open_clip's "
                                     "bpe_simple_vocab_16e6.txt.gz)")
+        if bpe_path is not None:  # a file from elsewhere (an exported model folder)
+            check_vocabulary(path)
         self.context_length = int(context_length)
         self._bpe = _simple_tokenizer(path)
         if (self._bpe.sot_token_id, self._bpe.eot_token_id) != (SOT_ID, EOT_ID):
@@ -93,6 +95,51 @@ class ClipTokenizer:
         if EOT_ID in ids:
             ids = ids[: ids.index(EOT_ID)]
         return self._bpe.decode(ids).strip()
+
+
+#: Limits on a vocabulary file (CLIP's: 1.4 MB gzipped, 3.2 MB of text, 262,145 lines).
+MAX_VOCABULARY_BYTES = 16 << 20
+#: The merges CLIP's tokenizer reads (lines 2 .. 48,895 of the file).
+N_MERGES = 49152 - 256 - 2
+
+
+def check_vocabulary(path: str | os.PathLike) -> None:
+    """Check a CLIP BPE vocabulary before it is used, reading it as gzipped UTF-8 text and
+    never more than ``MAX_VOCABULARY_BYTES`` of it: at most that size on disk and once
+    decompressed, and at least ``N_MERGES`` merge lines of two symbols each after the
+    version line.
+
+    Raises:
+        ValueError: naming the file and the problem (not gzip, too large, not text, too few
+            or malformed merges).
+    """
+    import gzip
+    import zlib
+
+    size = os.path.getsize(path)
+    if size > MAX_VOCABULARY_BYTES:
+        raise ValueError(f"{path}: vocabulary of {size} bytes; at most {MAX_VOCABULARY_BYTES} "
+                         "expected (CLIP's is 1.4 MB)")
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read(MAX_VOCABULARY_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"{path}: not a gzipped vocabulary ({err})") from err
+    if len(raw) > MAX_VOCABULARY_BYTES:
+        raise ValueError(f"{path}: vocabulary of more than {MAX_VOCABULARY_BYTES} bytes once "
+                         "decompressed (CLIP's: 3.2 MB)")
+    try:
+        lines = raw.decode("utf-8").split("\n")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: vocabulary is not UTF-8 text ({err})") from err
+    merges = lines[1:N_MERGES + 1]
+    if len(merges) < N_MERGES:
+        raise ValueError(f"{path}: vocabulary of {len(lines)} lines; CLIP's tokenizer reads "
+                         f"{N_MERGES} merges after the first line")
+    bad = next((i for i, line in enumerate(merges, 2) if len(line.split()) != 2), None)
+    if bad is not None:
+        raise ValueError(f"{path}: line {bad} of the vocabulary is not a merge of two symbols: "
+                         f"{lines[bad - 1][:60]!r}")
 
 
 class TokenizerMixin:

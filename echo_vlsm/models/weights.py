@@ -410,3 +410,4 @@ def weights_provenance(name: str, pretrained) -> dict | None:
     revision = found[0].parent.name if found else None  # .../snapshots/<commit>/<file>
     return {**record, "kind": "hub", "hub_id": str(source), "revision": revision,
             "files": _hashed(found)}
+
