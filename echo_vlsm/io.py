@@ -28,11 +28,13 @@ Examples::
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 import threading
@@ -151,9 +153,54 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if tmp.exists():  # a writer may have replaced the file: chmod what is there
             os.chmod(tmp, default_mode())
         os.replace(tmp, path)
+    except OSError as exc:
+        if not _is_disk_full(exc, tmp.parent):
+            raise
+        tmp.unlink(missing_ok=True)  # before measuring what is free
+        raise DiskFullError.from_cause(path, exc) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _is_disk_full(exc: OSError, folder: Path) -> bool:
+    """``ENOSPC`` or ``EDQUOT``; or a short write reported without an errno (NumPy's
+    ``tofile``: "N requested and M written") while under 1 MiB is left where it wrote."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if exc.errno is not None:
+        return False
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
+
+
+class DiskFullError(OSError):
+    """A write that found its file system full (``ENOSPC``) or its quota spent (``EDQUOT``);
+    the message names the file and the space free now. Nothing was written: the temporary file
+    is gone and the file, if it existed, is the one it was (``errno`` is the original's)."""
+
+    def __init__(self, path: str | os.PathLike, code: int, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(code, problem, str(path))
+
+    @classmethod
+    def from_cause(cls, path: Path, cause: OSError) -> DiskFullError:
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 1e6:.1f} MB free there now"
+        except OSError as exc:
+            free = f"free space unknown ({exc.strerror})"
+        what = "disk quota exceeded" if cause.errno == errno.EDQUOT else "no space left on device"
+        return cls(path, cause.errno or errno.ENOSPC,
+                   f"{what} while writing it ({free}); nothing was written (the file, if it "
+                   "existed, is unchanged): free some space and run the command again")
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+    def __reduce__(self):  # survives pickling across a process pool
+        return (type(self), (str(self.path), self.errno, self.problem))
 
 
 def _alive(pid: int) -> bool:

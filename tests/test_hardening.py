@@ -8,19 +8,16 @@ folder; 3, a full disk.
 from __future__ import annotations
 
 import fcntl
-import gzip
 import json
-import math
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
+import hostile_files as H
 import numpy as np
 import pytest
 from PIL import Image
@@ -167,102 +164,7 @@ def test_proc_umask_matches_the_real_umask():
 # ------------------------------------------------------------------ 4. hostile images
 
 
-def _gray(h: int = 48, w: int = 64) -> np.ndarray:
-    """A smooth gray image, different under every flip and turn."""
-    yy, xx = np.mgrid[0:h, 0:w]
-    return (40 + 3 * yy + xx + 60 * (xx < w // 4)).clip(0, 255).astype(np.uint8)
-
-
-def write_png_bomb(path: Path, side: int) -> Path:
-    """A valid 8-bit gray PNG of ``side`` x ``side`` black pixels, streamed (a few MB)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
-    squeeze, row, idat = zlib.compressobj(1), bytes(side + 1), bytearray()
-    for start in range(0, side, 64):
-        idat += squeeze.compress(row * min(64, side - start))
-    idat += squeeze.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", bytes(idat))
-                     + chunk(b"IEND", b""))
-    return path
-
-
-def write_nifti(path: Path, size_xyz: tuple[int, ...], data: bytes | None = None) -> Path:
-    """A NIfTI-1 file of uint8 pixels, ``size_xyz`` its dim[1:]; without ``data`` the pixel
-    data is a sparse hole of the length the header needs."""
-    h = bytearray(348)
-    struct.pack_into("<i", h, 0, 348)
-    struct.pack_into("<8h", h, 40, len(size_xyz), *size_xyz, *[1] * (7 - len(size_xyz)))
-    struct.pack_into("<hh", h, 70, 2, 8)  # uint8, 8 bits
-    struct.pack_into("<8f", h, 76, 1, 0.3, 0.3, 1, 1, 1, 1, 1)
-    struct.pack_into("<f", h, 108, 352.0)
-    h[123], h[344:348] = 2, b"n+1\0"  # millimetres; NIfTI-1 in one file
-    with open(path, "wb") as f:
-        f.write(bytes(h) + bytes(4))
-        if data is None:
-            f.truncate(352 + math.prod(size_xyz))
-        else:
-            f.write(data)
-    return path
-
-
-def write_mhd(path: Path, dims: str, data: bytes | None = None, n: int = 0) -> Path:
-    """A MetaImage header and its ``.raw`` file (sparse, ``n`` bytes, without ``data``)."""
-    path.write_text(f"ObjectType = Image\nNDims = {len(dims.split())}\nDimSize = {dims}\n"
-                    f"ElementSpacing = {' '.join(['0.3'] * len(dims.split()))}\n"
-                    f"ElementType = MET_UCHAR\nElementDataFile = {path.stem}.raw\n")
-    with open(path.with_suffix(".raw"), "wb") as f:
-        if data is None:
-            f.truncate(n)
-        else:
-            f.write(data)
-    return path
-
-
-def _save(image: Image.Image, path: Path, **kw) -> Path:
-    image.save(path, **kw)
-    return path
-
-
-def _gzip(path: Path) -> Path:
-    gz = path.with_name(path.name + ".gz")
-    gz.write_bytes(gzip.compress(path.read_bytes(), 1))
-    path.unlink()
-    return gz
-
-
-def _truncated(path: Path) -> Path:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
-
-
-def _jpeg_declaring(path: Path, width: int, height: int) -> Path:
-    """A small JPEG whose SOF header is changed to declare ``width`` x ``height``."""
-    _save(Image.fromarray(_gray()), path, format="JPEG")
-    data = bytearray(path.read_bytes())
-    sof = data.index(b"\xff\xc0")
-    struct.pack_into(">HH", data, sof + 5, height, width)
-    path.write_bytes(bytes(data))
-    return path
-
-
-def _exif_jpeg(path: Path) -> Path:
-    exif = Image.Exif()
-    exif[0x0112] = 6  # orientation: turn 90 degrees clockwise to display
-    return _save(Image.fromarray(_gray()), path, format="JPEG", quality=95, exif=exif)
-
-
-def _palette(path: Path, transparency: bool) -> Path:
-    """A palette PNG: indices 5..31, entry i the gray 255 - 8 i."""
-    pal = Image.frombytes("P", (64, 48), (_gray() // 8).tobytes())
-    pal.putpalette([v for i in range(256) for v in (255 - 8 * i % 256,) * 3])
-    return _save(pal, path, format="PNG", **({"transparency": 7} if transparency else {}))
-
-
-_PALETTE_GRAY = (255 - 8 * (_gray() // 8).astype(np.int64) % 256).astype(np.uint8)
+_PALETTE_GRAY = (255 - 8 * (H.gray() // 8).astype(np.int64) % 256).astype(np.uint8)
 _WIDE = np.add.outer(np.arange(48) * 1000, np.arange(64) * 200).astype(np.uint16)  # 0..59600
 _BIG = f"declares 30000 x 30000 pixels \\(900.0 megapixels\\), more than the {MAX_IMAGE_PIXELS}"
 
@@ -277,57 +179,57 @@ def _close(expected: np.ndarray, tol: float):
 #: (case, how the test makes the file (or array), what read_image (and so ``segment``)
 #: gives: the exact gray image, a check of it, or the error it raises, matching)
 IMAGE_CASES = [
-    ("PNG bomb 20000 x 20000 (1.6 MB)", lambda p: write_png_bomb(p / "bomb.png", 20000),
+    ("PNG bomb 20000 x 20000 (1.6 MB)", lambda p: H.write_png_bomb(p / "bomb.png", 20000),
      r"bomb\.png: its header declares 20000 x 20000 pixels \(400\.0 megapixels\), more than "
      r"the 16777216 \(4096 x 4096\) an echo frame may have; refused before decoding"),
-    ("JPEG declaring 60000 x 60000", lambda p: _jpeg_declaring(p / "big.jpg", 60000, 60000),
+    ("JPEG declaring 60000 x 60000", lambda p: H.jpeg_declaring(p / "big.jpg", 60000, 60000),
      r"big\.jpg: its header declares too many pixels \(Image size \(3600000000 pixels\) "
      r"exceeds limit"),
-    ("JPEG declaring 5000 x 4000", lambda p: _jpeg_declaring(p / "big.jpg", 5000, 4000),
+    ("JPEG declaring 5000 x 4000", lambda p: H.jpeg_declaring(p / "big.jpg", 5000, 4000),
      r"big\.jpg: its header declares 5000 x 4000 pixels \(20\.0 megapixels\)"),
-    ("16-bit gray PNG, 0..59600", lambda p: _save(Image.fromarray(_WIDE), p / "a.png"),
+    ("16-bit gray PNG, 0..59600", lambda p: H.save(Image.fromarray(_WIDE), p / "a.png"),
      np.rint(_WIDE / 59600 * 255).astype(np.uint8)),
-    ("16-bit gray PNG holding 0..255", lambda p: _save(Image.fromarray(
-        _gray().astype(np.uint16)), p / "a.png"), _gray()),
-    ("palette PNG", lambda p: _palette(p / "a.png", False), _PALETTE_GRAY),
-    ("palette PNG with transparency", lambda p: _palette(p / "a.png", True), _PALETTE_GRAY),
-    ("gray+alpha PNG", lambda p: _save(Image.fromarray(
-        np.dstack([_gray(), np.full_like(_gray(), 9)]), mode="LA"), p / "a.png"), _gray()),
-    ("1-bit PNG", lambda p: _save(Image.fromarray(_gray() > 100), p / "a.png"),
-     (_gray() > 100).astype(np.uint8) * 255),
-    ("RGBA PNG", lambda p: _save(Image.fromarray(np.dstack([_gray()] * 3 + [_gray() * 0])),
-                                 p / "a.png"), _gray()),
-    ("CMYK JPEG", lambda p: _save(Image.fromarray(_gray()).convert("CMYK"), p / "a.jpg",
-                                  quality=95), _close(_gray(), 1.5)),
-    ("JPEG with EXIF orientation 6", lambda p: _exif_jpeg(p / "a.jpg"),
-     _close(np.rot90(_gray(), -1), 1.5)),
-    ("truncated PNG", lambda p: _truncated(_save(Image.fromarray(
+    ("16-bit gray PNG holding 0..255", lambda p: H.save(Image.fromarray(
+        H.gray().astype(np.uint16)), p / "a.png"), H.gray()),
+    ("palette PNG", lambda p: H.palette(p / "a.png", False), _PALETTE_GRAY),
+    ("palette PNG with transparency", lambda p: H.palette(p / "a.png", True), _PALETTE_GRAY),
+    ("gray+alpha PNG", lambda p: H.save(Image.fromarray(
+        np.dstack([H.gray(), np.full_like(H.gray(), 9)]), mode="LA"), p / "a.png"), H.gray()),
+    ("1-bit PNG", lambda p: H.save(Image.fromarray(H.gray() > 100), p / "a.png"),
+     (H.gray() > 100).astype(np.uint8) * 255),
+    ("RGBA PNG", lambda p: H.save(Image.fromarray(np.dstack([H.gray()] * 3 + [H.gray() * 0])),
+                                 p / "a.png"), H.gray()),
+    ("CMYK JPEG", lambda p: H.save(Image.fromarray(H.gray()).convert("CMYK"), p / "a.jpg",
+                                  quality=95), _close(H.gray(), 1.5)),
+    ("JPEG with EXIF orientation 6", lambda p: H.exif_jpeg(p / "a.jpg"),
+     _close(np.rot90(H.gray(), -1), 1.5)),
+    ("truncated PNG", lambda p: H.truncated(H.save(Image.fromarray(
         np.random.default_rng(0).integers(0, 255, (200, 200), np.uint8)), p / "cut.png")),
      r"cut\.png: cannot decode the image: truncated or damaged PNG \("),
-    ("truncated JPEG", lambda p: _truncated(_save(Image.fromarray(
+    ("truncated JPEG", lambda p: H.truncated(H.save(Image.fromarray(
         np.random.default_rng(0).integers(0, 255, (200, 200), np.uint8)), p / "cut.jpg",
         format="JPEG")), r"cut\.jpg: cannot decode the image: truncated or damaged JPEG "
                          r"\(image file is truncated"),
-    ("TIFF named .png", lambda p: _save(Image.fromarray(_gray()), p / "a.png", format="TIFF"),
+    ("TIFF named .png", lambda p: H.save(Image.fromarray(H.gray()), p / "a.png", format="TIFF"),
      r"a\.png: cannot decode the image: not a PNG or JPEG file"),
     (".mhd declaring 30000 x 30000, sparse 900 MB .raw",
-     lambda p: write_mhd(p / "huge.mhd", "30000 30000", n=900_000_000), r"huge\.mhd: its header "
+     lambda p: H.write_mhd(p / "huge.mhd", "30000 30000", n=900_000_000), r"huge\.mhd: its header "
                                                                          + _BIG),
-    (".mhd 3-D, 4 slices", lambda p: write_mhd(p / "vol.mhd", "64 48 4", n=64 * 48 * 4),
+    (".mhd 3-D, 4 slices", lambda p: H.write_mhd(p / "vol.mhd", "64 48 4", n=64 * 48 * 4),
      r"vol\.mhd: expected a 2-D image \(or 3-D with one slice\), got size \(64, 48, 4\)"),
-    (".mhd 2-D", lambda p: write_mhd(p / "a.mhd", "64 48", data=_gray().tobytes()), _gray()),
-    ("NIfTI 3-D, one slice", lambda p: write_nifti(p / "a.nii", (64, 48, 1), _gray().tobytes()),
-     _gray()),
-    ("NIfTI 3-D, 5 slices", lambda p: write_nifti(p / "vol.nii", (64, 48, 5)),
+    (".mhd 2-D", lambda p: H.write_mhd(p / "a.mhd", "64 48", data=H.gray().tobytes()), H.gray()),
+    ("NIfTI 3-D, one slice", lambda p: H.write_nifti(p / "a.nii", (64, 48, 1), H.gray().tobytes()),
+     H.gray()),
+    ("NIfTI 3-D, 5 slices", lambda p: H.write_nifti(p / "vol.nii", (64, 48, 5)),
      r"vol\.nii: expected a 2-D image \(or 3-D with one slice\), got size \(64, 48, 5\)"),
-    ("NIfTI 4-D, 1 slice x 1 frame", lambda p: write_nifti(p / "a.nii", (64, 48, 1, 1),
-                                                          _gray().tobytes()), _gray()),
-    ("NIfTI 4-D, 1 slice x 3 frames", lambda p: write_nifti(p / "seq.nii", (64, 48, 1, 3)),
+    ("NIfTI 4-D, 1 slice x 1 frame", lambda p: H.write_nifti(p / "a.nii", (64, 48, 1, 1),
+                                                          H.gray().tobytes()), H.gray()),
+    ("NIfTI 4-D, 1 slice x 3 frames", lambda p: H.write_nifti(p / "seq.nii", (64, 48, 1, 3)),
      r"seq\.nii: expected a 2-D image \(or 3-D with one slice\), got size \(64, 48, 1, 3\)"),
-    ("NIfTI declaring 30000 x 30000, sparse", lambda p: write_nifti(p / "huge.nii",
+    ("NIfTI declaring 30000 x 30000, sparse", lambda p: H.write_nifti(p / "huge.nii",
                                                                     (30000, 30000)),
      r"huge\.nii: its header " + _BIG),
-    ("NIfTI.gz declaring 30000 x 30000 (1 KB of data)", lambda p: _gzip(write_nifti(
+    ("NIfTI.gz declaring 30000 x 30000 (1 KB of data)", lambda p: H.gzipped(H.write_nifti(
         p / "huge.nii", (30000, 30000), bytes(1000))), r"huge\.nii\.gz: its header " + _BIG),
     ("int array of 0s and 1s", lambda p: np.array([[0, 1], [1, 0]], np.int64),
      np.array([[0, 1], [1, 0]], np.uint8)),
@@ -336,7 +238,7 @@ IMAGE_CASES = [
      np.array([[0, 128], [255, 0]], np.uint8)),
     ("uint16 array 0..4000", lambda p: np.array([[0, 1000], [4000, 2000]], np.uint16),
      np.array([[0, 64], [255, 128]], np.uint8)),
-    ("int RGB array 0..255", lambda p: np.dstack([_gray().astype(np.int64)] * 3), _gray()),
+    ("int RGB array 0..255", lambda p: np.dstack([H.gray().astype(np.int64)] * 3), H.gray()),
     ("array 30000 x 30000", lambda p: np.zeros((30000, 30000), np.uint8),
      r"<array>: the array has 30000 x 30000 pixels \(900\.0 megapixels\)"),
 ]
@@ -494,3 +396,61 @@ def test_two_hosts_on_one_folder_never_remove_each_others_writes(tmp_path, case,
             io.write_bytes_atomic(alone / f"{who}_{k:03d}.bin", f"{who} {k}\n".encode() * 500)
     assert {p.name: p.read_bytes() for p in shared.iterdir()} == {
         p.name: p.read_bytes() for p in alone.iterdir()}
+
+
+# ------------------------------------------------------------------ 3. a full disk
+
+_NOISE = np.random.default_rng(0).integers(0, 256, (1000, 1000), np.uint8)  # 1 MB, incompressible
+#: (case, a write of about 1 MB into a 2 MB file system already holding a 1.5 MB file)
+FULL_DISK_CASES = [
+    ("write_bytes_atomic", lambda p: io.write_bytes_atomic(p, _NOISE.tobytes())),
+    ("write_text_atomic", lambda p: io.write_text_atomic(p, _NOISE.tobytes().hex()[:1_000_000])),
+    ("write_json_atomic", lambda p: io.write_json_atomic(p, _NOISE[:400].tolist(), indent=None)),
+    ("write_png (Pillow)", lambda p: io.write_png(p, _NOISE)),
+    ("write_png (OpenCV, level 1)", lambda p: io.write_png(p, _NOISE, compression=1)),
+    ("atomic_path + np.save", lambda p: _np_save(p)),
+]
+
+
+def _np_save(path: Path) -> None:
+    with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, _NOISE)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs, mounted for the test (root only; CI runs as root)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI runs as root: mounting a tmpfs must work ({mount.stderr.strip()})")
+        pytest.skip(f"cannot mount a 2 MB tmpfs here (needs root): {mount.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("case, write", FULL_DISK_CASES, ids=[c[0] for c in FULL_DISK_CASES])
+def test_a_full_disk_names_the_file_keeps_the_old_one_and_resumes(small_disk, tmp_path, case,
+                                                                  write):
+    write(tmp_path / "reference")  # the same write on a roomy disk
+    expected = (tmp_path / "reference").read_bytes()
+    target = small_disk / "sub" / "out.bin"
+    target.parent.mkdir()
+    target.write_bytes(b"the previous version")
+    filler = small_disk / "filler"
+    filler.write_bytes(bytes(1_500_000))
+    with pytest.raises(io.DiskFullError, match=rf"^{re.escape(str(target))}: no space left on "
+                       r"device while writing it \(0\.\d MB free there now\); nothing was "
+                       r"written") as info:
+        write(target)
+    assert info.value.errno == 28 and info.value.path == target
+    assert target.read_bytes() == b"the previous version"  # not half of the new one
+    assert not list(small_disk.rglob(".*.tmp"))  # no temporary file left behind
+    filler.unlink()  # space freed: the same write, to the same bytes
+    write(target)
+    assert target.read_bytes() == expected
