@@ -15,6 +15,12 @@ and derives what the study reports; its parts:
 - ``figures``: strategy and freeze differences, learning curves, per structure;
 - ``report``: ``report.md`` (``report_sections``; ``beyond_sections`` and
   ``update_report`` for notebook 08's block);
+- clinical indices (issue 21, notebook 09): ``clinical`` (``load_clinical``: every run's
+  ``clinical.csv``; ``clinical_agreement``: Pearson r, Bland-Altman bias and limits, MAE
+  and the EF categories' agreement and kappa per run; ``cell_agreement``, ``nan_rates``,
+  ``floor_table``, ``camus_clinical``; ``clinical_tests``: paired tests of the absolute EF
+  error), ``clinical_report`` (``clinical_results``, ``headline_table``,
+  ``clinical_sections`` for notebook 09's block of ``report.md``);
 - beyond the study (issue #15): ``seeds`` (``seed_table``, the hierarchical bootstrap
   ``hierarchical_bootstrap``, ``claim_verdicts``), ``efficiency`` (dice against real
   training images, ``images_to_reach``), ``beyond`` (``beyond_blocks``, ``beyond_table``,
@@ -45,6 +51,36 @@ from echo_vlsm.analysis.beyond import (
     mixed_difference_figure,
     mixed_differences,
 )
+from echo_vlsm.analysis.clinical import (
+    CLINICAL_COLUMNS,
+    CLINICAL_FILE,
+    EF_CATEGORIES,
+    ClinicalFormatError,
+    agreement,
+    camus_clinical,
+    category_agreement,
+    cell_agreement,
+    clinical_agreement,
+    clinical_pairs,
+    clinical_tests,
+    cohen_kappa,
+    ef_category,
+    ef_error_comparison,
+    floor_table,
+    load_clinical,
+    nan_rates,
+    read_clinical,
+)
+from echo_vlsm.analysis.clinical_report import (
+    CLINICAL_MARKERS,
+    best_cells,
+    clinical_results,
+    clinical_sections,
+    clinical_summary,
+    ef_tests_display,
+    figure_points,
+    headline_table,
+)
 from echo_vlsm.analysis.convergence import (
     STUDY_SPEEDUPS,
     convergence_speedups,
@@ -66,6 +102,8 @@ from echo_vlsm.analysis.efficiency import (
     images_to_reach,
 )
 from echo_vlsm.analysis.figures import (
+    bland_altman_figure,
+    clinical_scatter_figure,
     freeze_difference_figure,
     learning_curve_figure,
     per_structure_figure,
@@ -133,22 +171,27 @@ from echo_vlsm.analysis.tables import (
 from echo_vlsm.grid import ENCODERS, METRIC_COLUMNS, MODELS, PROMPT_KEYS, STRATEGIES
 
 __all__ = [
-    "BLOCKS", "CELL_COLUMNS", "ENCODERS", "METRIC_COLUMNS", "MODELS", "MODEL_LABELS",
-    "PAPER_RESULTS", "PROMPT_KEYS", "RUN_COLUMNS", "STRATEGIES", "STRATEGY_LABELS",
-    "STUDY_SPEEDUPS", "STUDY_TESTS", "SUPERVISED_SOTA", "SUPERVISED_SOTA_SOURCE",
-    "BootstrapResult", "MetricsFormatError", "PairedTest", "baseline_table", "best_cell",
-    "beyond_blocks", "beyond_results", "beyond_rows", "beyond_summary", "beyond_sections", "beyond_table",
-    "bootstrap_difference", "claim_pairs", "claim_verdicts", "claims_summary",
-    "comparison_display", "convergence_speedups", "efficiency_figure", "efficiency_runs",
-    "efficiency_table", "format_table", "freeze_difference_figure", "freeze_differences",
-    "hierarchical_bootstrap", "images_to_reach", "learning_curve_figure", "load_histories",
-    "load_metrics", "load_summaries", "markdown_table", "metrics_files",
-    "mixed_difference_figure", "mixed_differences", "paired_test", "paper_freeze_effect",
-    "paper_results", "per_structure_figure", "prompt_gap", "prompt_gap_verdict",
-    "read_metrics", "report_sections", "run_means", "save_figure", "seed_comparison",
-    "seed_comparisons", "seed_table", "seed_table_display", "select", "speedup_summary",
-    "stale_note", "stale_runs", "stopping_table", "stopping_verdict", "strategy_difference_figure", "strategy_differences",
-    "study_mask", "study_rows", "study_tests", "summary_table", "to_latex", "to_markdown",
-    "update_report", "verdict", "with_run_columns", "write_frame", "write_report",
-    "write_table",
+    "BLOCKS", "CELL_COLUMNS", "CLINICAL_COLUMNS", "CLINICAL_FILE", "CLINICAL_MARKERS",
+    "EF_CATEGORIES", "ENCODERS", "METRIC_COLUMNS", "MODELS", "MODEL_LABELS", "PAPER_RESULTS",
+    "PROMPT_KEYS", "RUN_COLUMNS", "STRATEGIES", "STRATEGY_LABELS", "STUDY_SPEEDUPS", "STUDY_TESTS",
+    "SUPERVISED_SOTA", "SUPERVISED_SOTA_SOURCE", "BootstrapResult", "ClinicalFormatError",
+    "MetricsFormatError", "PairedTest", "agreement", "baseline_table", "best_cell", "best_cells",
+    "beyond_blocks", "beyond_results", "beyond_rows", "beyond_sections", "beyond_summary",
+    "beyond_table", "bland_altman_figure", "bootstrap_difference", "camus_clinical",
+    "category_agreement", "cell_agreement", "claim_pairs", "claim_verdicts", "claims_summary",
+    "clinical_agreement", "clinical_pairs", "clinical_results", "clinical_scatter_figure",
+    "clinical_sections", "clinical_summary", "clinical_tests", "cohen_kappa", "comparison_display",
+    "convergence_speedups", "ef_category", "ef_error_comparison", "ef_tests_display",
+    "efficiency_figure", "efficiency_runs", "efficiency_table", "figure_points", "floor_table",
+    "format_table", "freeze_difference_figure", "freeze_differences", "headline_table",
+    "hierarchical_bootstrap", "images_to_reach", "learning_curve_figure", "load_clinical",
+    "load_histories", "load_metrics", "load_summaries", "markdown_table", "metrics_files",
+    "mixed_difference_figure", "mixed_differences", "nan_rates", "paired_test",
+    "paper_freeze_effect", "paper_results", "per_structure_figure", "prompt_gap",
+    "prompt_gap_verdict", "read_clinical", "read_metrics", "report_sections", "run_means",
+    "save_figure", "seed_comparison", "seed_comparisons", "seed_table", "seed_table_display",
+    "select", "speedup_summary", "stale_note", "stale_runs", "stopping_table", "stopping_verdict",
+    "strategy_difference_figure", "strategy_differences", "study_mask", "study_rows",
+    "study_tests", "summary_table", "to_latex", "to_markdown", "update_report", "verdict",
+    "with_run_columns", "write_frame", "write_report", "write_table",
 ]

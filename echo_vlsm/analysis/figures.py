@@ -164,3 +164,89 @@ def per_structure_figure(df: pd.DataFrame, out_dir: str | os.PathLike,
     paths = save_figure(fig, out_dir, name)
     plt.close(fig)
     return paths
+
+
+_CLINICAL_PANELS = (("edv", "EDV (mL)"), ("esv", "ESV (mL)"), ("ef", "EF (%)"))
+
+
+def _clinical_panels(points: pd.DataFrame, truth: str, draw, finish=None) -> object:
+    """One panel per index (EDV, ESV, EF), one colour per group of ``points``
+    (``clinical_report.figure_points``); ``draw(ax, sub, colour, label)`` plots a group,
+    ``finish(ax, panel)`` (optional) what the panel's points share."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if points.empty:
+        raise ValueError("no patient measured on both sides: nothing to plot")
+    groups = list(dict.fromkeys(points["group"]))
+    palette = dict(zip(groups, sns.color_palette("colorblind", len(groups))))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.0), squeeze=False)
+    for ax, (index, label) in zip(axes[0], _CLINICAL_PANELS):
+        for g in groups:
+            sub = points[(points["group"] == g) & (points["index"] == index)]
+            if not sub.empty:
+                draw(ax, sub, palette[g], g)
+        if finish is not None:
+            finish(ax, points[points["index"] == index])
+        ax.set_title(f"{label} against the {truth}")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:  # a group may lack EDV/ESV (a reference with EF only)
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 3), frameon=False,
+               bbox_to_anchor=(0.5, 1.12), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def bland_altman_figure(points: pd.DataFrame, out_dir: str | os.PathLike,
+                        name: str = "clinical_bland_altman", truth: str = "reference") \
+        -> list[Path]:
+    """Bland-Altman plots of EDV, ESV and EF: per patient the difference measured - truth
+    against their mean, one colour per group (``clinical_report.figure_points``), each
+    group's bias (solid) and 95 % limits of agreement (dashed)."""
+    import matplotlib.pyplot as plt
+
+    def draw(ax, sub: pd.DataFrame, colour, label: str) -> None:
+        mean = (sub["measured"] + sub["truth"]) / 2
+        diff = sub["measured"] - sub["truth"]
+        ax.scatter(mean, diff, s=14, alpha=0.7, color=colour, label=label)
+        bias = diff.mean()
+        ax.axhline(bias, color=colour, lw=1.2)
+        if len(diff) > 1:
+            for side in (-1, 1):
+                ax.axhline(bias + side * 1.96 * diff.std(ddof=1), color=colour, lw=0.9, ls="--")
+        ax.axhline(0, color="0.3", lw=0.6)
+        ax.set_xlabel(f"mean of measured and {truth}")
+        ax.set_ylabel(f"measured - {truth}")
+
+    fig = _clinical_panels(points, truth, draw)
+    paths = save_figure(fig, out_dir, name)
+    plt.close(fig)
+    return paths
+
+
+def clinical_scatter_figure(points: pd.DataFrame, out_dir: str | os.PathLike,
+                            name: str = "clinical_scatter", truth: str = "reference") \
+        -> list[Path]:
+    """EDV, ESV and EF measured against the truth, one colour per group
+    (``clinical_report.figure_points``), with the identity line."""
+    import matplotlib.pyplot as plt
+
+    def draw(ax, sub: pd.DataFrame, colour, label: str) -> None:
+        ax.scatter(sub["truth"], sub["measured"], s=14, alpha=0.7, color=colour, label=label)
+
+    def identity(ax, panel: pd.DataFrame) -> None:
+        if not panel.empty:
+            lo = min(panel["truth"].min(), panel["measured"].min())
+            hi = max(panel["truth"].max(), panel["measured"].max())
+            ax.plot([lo, hi], [lo, hi], color="0.3", lw=0.6)
+        ax.set_xlabel(truth)
+        ax.set_ylabel("measured")
+
+    fig = _clinical_panels(points, truth, draw, identity)
+    paths = save_figure(fig, out_dir, name)
+    plt.close(fig)
+    return paths

@@ -173,12 +173,15 @@ _BLOCK_NAMES = {"seeds": "seed replicates", "mixed": "mixed training (with or wi
 
 
 def update_report(path: str | os.PathLike, sections: list[tuple[str, str]],
-                  title: str = "Reproduction report") -> Path:
+                  title: str = "Reproduction report", *,
+                  markers: tuple[str, str] = (BEYOND_BEGIN, BEYOND_END)) -> Path:
     """Write ``sections`` as the beyond-the-study block at the end of ``report.md``
     (between ``BEYOND_BEGIN`` and ``BEYOND_END``), replacing the block a previous call wrote
     and leaving the rest (notebook 06's report) as it is. With no sections the block is
     removed: the file is then byte for byte what notebook 06 wrote (untouched if it had no
-    block). A missing report is started with ``title``.
+    block). A missing report is started with ``title``. ``markers``: the (begin, end) lines
+    of another block (notebook 09's clinical block), handled the same way; each block
+    leaves the others as they are.
 
     Raises:
         PathError: the report holds one marker of the block without the other (naming the
@@ -186,26 +189,32 @@ def update_report(path: str | os.PathLike, sections: list[tuple[str, str]],
     """
     path = Path(path)
     before = path.read_text(encoding="utf-8") if path.is_file() else None
-    text = _without_block(path, before) if before is not None else f"# {title}\n"
+    begin, end = markers
+    text = _without_block(path, before, markers) if before is not None else f"# {title}\n"
     if sections:
         body = "\n".join(f"## {heading}\n\n{body.strip()}\n" for heading, body in sections)
-        text = f"{text.rstrip(chr(10))}\n\n{BEYOND_BEGIN}\n\n{body}\n{BEYOND_END}\n"
+        text = f"{text.rstrip(chr(10))}\n\n{begin}\n\n{body}\n{end}\n"
     if text != before and (before is not None or sections):
         write_text_atomic(path, text)
     return path
 
 
-def _without_block(path: Path, text: str) -> str:
-    """``text`` without its beyond-the-study block(s); a marker left without its partner
-    (one of the two lines deleted by hand) raises ``PathError`` naming the file, since where
-    the block ends is then unknown and appending would leave two blocks."""
-    rest = _BEYOND_BLOCK.sub("", text)
-    for marker, partner in ((BEYOND_BEGIN, BEYOND_END), (BEYOND_END, BEYOND_BEGIN)):
+def _without_block(path: Path, text: str,
+                   markers: tuple[str, str] = (BEYOND_BEGIN, BEYOND_END)) -> str:
+    """``text`` without its block(s) between ``markers`` (default: beyond the study); a
+    marker left without its partner (one of the two lines deleted by hand) raises
+    ``PathError`` naming the file, since where the block ends is then unknown and appending
+    would leave two blocks."""
+    begin, end = markers
+    block = _BEYOND_BLOCK if markers == (BEYOND_BEGIN, BEYOND_END) else re.compile(
+        "\n" + re.escape(begin) + ".*?" + re.escape(end) + r"(?:\n|\Z)", re.S)
+    rest = block.sub("", text)
+    for marker, partner in ((begin, end), (end, begin)):
         if marker in rest:
             raise PathError(path, f"the line {marker!r} has no matching {partner!r}: one "
-                                  "marker of the block beyond the study was deleted, so where "
-                                  "the block lies is unknown; put the missing line back (or "
-                                  "delete the whole block with its markers) and run again")
+                                  "marker of the block it opens or closes was deleted, so "
+                                  "where the block lies is unknown; put the missing line back "
+                                  "(or delete the whole block with its markers) and run again")
     return rest
 
 
