@@ -11,6 +11,7 @@ from micro import TRAIN_SRC, TRAIN_WRITE, _notebook, executions, make_micro
 
 from echo_vlsm import pipeline as P
 from echo_vlsm.cli import main
+from echo_vlsm.grid import file_records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -241,8 +242,12 @@ def test_reproduce_runs_in_order_keeps_notebooks_and_resumes(micro):
     third = P.reproduce(prof, notebooks_dir=nbs, root=tmp, log=quiet)
     assert third.executed == ["clipseg_real_trained_p1", "06_dice_difference_plots"]
     # the analysis follows the runs' results: other metrics make it stale, and it is redone
-    with open(runs / "clipseg_real_trained_p0" / "metrics.csv", "a") as f:
+    p0 = runs / "clipseg_real_trained_p0"
+    with open(p0 / "metrics.csv", "a") as f:
         f.write("clipseg,real\n")
+    summary = json.loads((p0 / "summary.json").read_text())  # as a run rescored records it
+    summary["files"] = file_records(p0, list(summary["files"]))
+    (p0 / "summary.json").write_text(json.dumps(summary))
     assert P.status(prof, root=tmp).set_index("name").loc[
         "06_dice_difference_plots", "state"] == "stale"
     fourth = P.reproduce(prof, notebooks_dir=nbs, root=tmp, log=quiet)
