@@ -1,0 +1,96 @@
+"""Notebook 09 (clinical indices) under papermill on fabricated runs with known answers: runs
+with ``clinical.csv`` (tables, figures, the report's clinical block beside notebook 06's part),
+and runs without it (the notebook says so, ends cleanly, and leaves the report as it was)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from echo_vlsm import analysis as A
+from tests.clinical_runs import N_PATIENTS, write_clinical_run
+from tests.tiny_runs import write_fake_run
+
+TABLES = ("clinical_nan_rates", "clinical_floor", "clinical_table", "clinical_cells",
+          "clinical_runs", "clinical_table_masks", "clinical_tests")
+#: (run id, EF bias against the reference, patients without all four images)
+RUNS = [
+    *((f"cris_real_trained_p1{f'_seed{s}' if s else ''}", 5.0 + 0.3 * s, ()) for s in range(3)),
+    *((f"cris_synth-pt-real-ft_trained_p1{f'_seed{s}' if s else ''}", 3.0 + 0.3 * s, ())
+      for s in range(3)),
+    ("clipseg_real_trained_p0", 6.0, (4,)),
+    ("clipseg_real_trained_p1", 2.0, ()),
+]
+
+
+def _write_runs(root, clinical: bool) -> None:
+    for rid, bias, missing in RUNS:
+        write_fake_run(root, rid, 80.0, summary={"stopped_by": "patience"})
+        if clinical:
+            write_clinical_run(root, rid, ef_bias=bias, ef_spread=1.0, missing=missing)
+
+
+def _params(tmp_path, runs):
+    return {"profile": "demo", "runs_root": str(runs), "figures_dir": str(tmp_path / "fig"),
+            "tables_dir": str(tmp_path / "paper"), "n_boot": 200, "seed": 0}
+
+
+def _report_by_06(tmp_path) -> bytes:
+    path = A.write_report(tmp_path / "paper" / "report.md", "Reproduction report: demo "
+                          "profile", [("Table 1: encoders trained", "| a |\n|---|\n| 1 |")])
+    return path.read_bytes()
+
+
+def _text(nb) -> str:
+    return "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+@pytest.mark.notebook
+def test_notebook_09_with_clinical_files(run_notebook, tmp_path):
+    runs = tmp_path / "runs" / "demo"
+    _write_runs(runs, clinical=True)
+    before = _report_by_06(tmp_path)
+    run_notebook("09_clinical.ipynb", _params(tmp_path, runs))
+    paper = tmp_path / "paper"
+    for name in TABLES:
+        assert (paper / f"{name}.md").is_file() and (paper / f"{name}.csv").is_file(), name
+    for name in ("clinical_bland_altman", "clinical_scatter"):
+        assert (tmp_path / "fig" / f"{name}.png").stat().st_size > 1000
+        assert (tmp_path / "fig" / f"{name}.pdf").is_file()
+    summary = json.loads((paper / "clinical.json").read_text())
+    assert summary["n_runs"] == len(RUNS) and summary["n_boot"] == 200
+    tests = {t["comparison"]: t for t in summary["tests"]}
+    assert set(tests) == {"synth-pt-real-ft vs real", "P1 vs P0"}
+    pre = tests["synth-pt-real-ft vs real"]
+    assert pre["diff"] == pytest.approx(-2.0) and pre["verdict"] == "survives"
+    assert tests["P1 vs P0"]["n"] == N_PATIENTS - 1 and tests["P1 vs P0"]["wilcoxon_p"] < 1e-3
+    head = {r["measured"]: r for r in summary["headline"]}
+    assert head["CAMUS best network (Leclerc et al. 2019, cross-validation)"]["EF r"] == 0.80
+    assert head["CRIS real P1"]["seeds"] == 3
+    assert head["CRIS real P1"]["EF bias"] == pytest.approx(5.3)  # mean over seeds 5, 5.3, 5.6
+    nans = pd.read_csv(paper / "clinical_nan_rates.csv").set_index("prompt")
+    assert nans.loc["p0", "pred_nan_rate"] == 5.0
+    report = (paper / "report.md").read_text()
+    assert report.startswith(before.decode())  # notebook 06's part untouched
+    assert report.count(A.CLINICAL_MARKERS[0]) == 1 and report.count(A.CLINICAL_MARKERS[1]) == 1
+    for heading in summary["sections"]:
+        assert f"## {heading}\n" in report
+    assert summary["sections"] == ["Clinical indices",
+                                   "Clinical indices: paired tests of the EF error"]
+    assert "![Bland-Altman plots](../fig/clinical_bland_altman.png)" in report
+    assert "not from the 50 test patients" in report
+
+
+@pytest.mark.notebook
+def test_notebook_09_without_clinical_files(run_notebook, tmp_path):
+    runs = tmp_path / "runs" / "demo"
+    _write_runs(runs, clinical=False)
+    before = _report_by_06(tmp_path)
+    nb = run_notebook("09_clinical.ipynb", _params(tmp_path, runs))
+    assert f"No run under {runs} has clinical.csv yet" in _text(nb)
+    assert "(no clinical section)" in _text(nb)
+    assert (tmp_path / "paper" / "report.md").read_bytes() == before
+    summary = json.loads((tmp_path / "paper" / "clinical.json").read_text())
+    assert summary["n_runs"] == 0 and summary["sections"] == []
+    assert not (tmp_path / "fig").exists()
