@@ -8,7 +8,9 @@ the real test split. The same code runs under ``torchrun --nproc_per_node N``
 The modules, one concern each: ``fitting`` (``fit``: a run end to end), ``rundir`` (the run
 folder: complete, damaged, resumed, settings), ``data`` (the model and the data of a run),
 ``engine`` (epochs, steps, checkpoints, DDP), ``stopping`` (best score and early stopping),
-``scoring`` (``validate``, ``predict``, ``evaluate``), ``provenance`` (where the initial
+``scoring`` (``validate``, ``predict``, ``evaluate``; ``evaluate_clinical`` and
+``ensure_clinical``: a run's ``clinical.csv`` without training), ``clinical_eval`` (its
+rows), ``provenance`` (where the initial
 weights came from); ``config``, ``checkpoint``, ``losses``, ``metrics``, ``triplets``,
 ``subsets``, ``distributed`` and ``plots`` beside them.
 
@@ -25,11 +27,18 @@ from echo_vlsm.train.data import ImageCounts, TrainingData, build, load_split, l
 from echo_vlsm.train.engine import make_optimizer, train_step
 from echo_vlsm.train.fitting import fit
 from echo_vlsm.train.rundir import MissingRunError, RunResult, load_run
-from echo_vlsm.train.scoring import eval_generator, evaluate, predict, validate
+from echo_vlsm.train.scoring import (
+    ensure_clinical,
+    eval_generator,
+    evaluate,
+    evaluate_clinical,
+    predict,
+    validate,
+)
 from echo_vlsm.train.stopping import STOP_REASONS, BestScore, EarlyStopping
 
 __all__ = ["STOP_REASONS", "STRATEGIES", "BestScore", "EarlyStopping", "ImageCounts",
            "MissingRunError", "RunResult", "TrainConfig", "TrainingData", "build",
-           "eval_generator", "evaluate", "fit", "is_complete", "load_run", "load_split",
-           "load_training_data", "make_optimizer", "predict", "run_id", "train_step",
-           "validate"]
+           "ensure_clinical", "eval_generator", "evaluate", "evaluate_clinical", "fit",
+           "is_complete", "load_run", "load_split", "load_training_data", "make_optimizer",
+           "predict", "run_id", "train_step", "validate"]

@@ -9,6 +9,10 @@ directory ``<runs_root>/<run_id>/``:
   run completes unless ``keep_state``), ``best_state.pt`` (synthetic runs whose recipe
   continues them in ``synth-pt-real-ft``: the state at the best epoch, kept),
 - ``metrics.csv`` (tidy, one row per test triplet: Dice, IoU, HD95 at the stored mask size),
+- ``clinical.csv`` (one row per test patient: EDV, ESV, EF from the reference, the
+  ground-truth and the predicted LV masks; ``clinical_eval``): a product of evaluation, not
+  among the files the summary vouches for, so a complete run that lacks it gets it from its
+  saved weights (``scoring.ensure_clinical``) and is never trained again for it,
 - ``summary.json`` (best_epoch, best_val_dice, seconds_to_best, epochs_run, ``stopped_by``
   (``patience``, ``epochs`` or ``fast_dev_run``; ``epochs`` for zero-shot, which trains
   none), seconds_total, done: true, details of how it ran, the recipe's settings as used,
@@ -62,7 +66,7 @@ from echo_vlsm.train.rundir import (
     pretraining_weights,
     saved_state,
 )
-from echo_vlsm.train.scoring import evaluate, validate
+from echo_vlsm.train.scoring import ensure_clinical, evaluate, validate
 from echo_vlsm.train.stopping import BestScore
 from echo_vlsm.train.subsets import write_subset_record
 
@@ -74,8 +78,9 @@ def fit(config: TrainConfig, on_epoch_end: EpochCallback | None = None,
         step: StepFn = train_step) -> RunResult:
     """Train (or, for ``zeroshot``, only score) one run and leave its directory complete.
 
-    A complete run folder is returned as it is (``overwrite=True`` starts afresh); an
-    interrupted one continues from ``state.pt``. ``on_epoch_end(epoch, row)`` is called after
+    A complete run folder is returned as it is (``overwrite=True`` starts afresh), its
+    ``clinical.csv`` measured from the saved weights when it lacks one; an interrupted one
+    continues from ``state.pt``. ``on_epoch_end(epoch, row)`` is called after
     each epoch's state is saved (rank 0). ``step`` is the optimisation step
     (``engine.train_step``'s signature): a wrapper can count, time or interrupt steps. Under
     ``torchrun --nproc_per_node N`` the processes share the work and rank 0 writes.
@@ -100,6 +105,9 @@ def _fit(config: TrainConfig, dist: D.Dist, on_epoch_end: EpochCallback | None,
         clean_temp_files(config.run_dir, recursive=True)  # what a killed run left mid-write
     done = complete_run(config, dist, overwrite)
     if done is not None:
+        if dist.main:  # evaluation's product: measured from the saved weights, never trained
+            ensure_clinical(config, device=dist.device, progress=progress)
+        D.barrier(dist)
         return done
     saved = saved_state(config)
     if dist.main:

@@ -36,6 +36,7 @@ from echo_vlsm.grid import (
 from echo_vlsm.paths import resolve
 from echo_vlsm.train import distributed as D
 from echo_vlsm.train.checkpoint import STATE_FILE, WEIGHTS_FILE, load_state
+from echo_vlsm.train.clinical_eval import CLINICAL_FILE
 from echo_vlsm.train.config import TrainConfig, result_fields
 
 __all__ = ["BEST_STATE_FILE", "MissingRunError", "RunResult", "check_settings", "complete_run",
@@ -44,8 +45,10 @@ __all__ = ["BEST_STATE_FILE", "MissingRunError", "RunResult", "check_settings", 
 
 #: The state at the best epoch, which ``synth-pt-real-ft`` continues under ``as-run``.
 BEST_STATE_FILE = "best_state.pt"
-#: What a run writes: removed to start afresh (``overwrite``) or to train a damaged run again.
-RESULT_FILES = (SUMMARY_FILE, METRICS_FILE, STATE_FILE, WEIGHTS_FILE, HISTORY_FILE)
+#: What a run writes: removed to start afresh (``overwrite``) or to train a damaged run again
+#: (``clinical.csv`` too: it measures the weights that go).
+RESULT_FILES = (SUMMARY_FILE, METRICS_FILE, STATE_FILE, WEIGHTS_FILE, HISTORY_FILE,
+                CLINICAL_FILE)
 
 
 class MissingRunError(FileNotFoundError):

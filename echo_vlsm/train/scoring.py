@@ -1,6 +1,8 @@
 """Scoring a model: the validation loss and Dice of an epoch (``validate``), the logits of test
 triplets (``predict``) and the tidy test metrics of a run (``evaluate``: Dice, IoU, HD95 per
-triplet at the stored mask size, Synthetic Boost, Sec. 3).
+triplet at the stored mask size, Synthetic Boost, Sec. 3), with the clinical indices of its LV
+predictions (``clinical.csv``: ``evaluate``, or ``evaluate_clinical`` / ``ensure_clinical``
+alone for a finished run, without training).
 
 Validation and test draw their phrasings once, from the run's seed (``eval_generator``), so
 every epoch is scored on the same texts.
@@ -9,6 +11,7 @@ every epoch is scored on the same texts.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -23,12 +26,20 @@ from echo_vlsm.io import write_png, write_text_atomic
 from echo_vlsm.models.base import ModelSpec
 from echo_vlsm.train import distributed as D
 from echo_vlsm.train.checkpoint import load_weights, unwrap
+from echo_vlsm.train.clinical_eval import (
+    LV,
+    LVMasks,
+    clinical_problem,
+    clinical_table,
+    write_clinical,
+)
 from echo_vlsm.train.config import TrainConfig
 from echo_vlsm.train.data import build, load_split
 from echo_vlsm.train.metrics import batch_dice, segmentation_metrics
 from echo_vlsm.train.triplets import Triplets, normalise
 
-__all__ = ["eval_generator", "evaluate", "model_inputs", "predict", "scored_index", "validate"]
+__all__ = ["TestScores", "ensure_clinical", "eval_generator", "evaluate", "evaluate_clinical",
+           "model_inputs", "predict", "scored_index", "validate"]
 
 _EVAL_SEED_OFFSET = 7919  # phrasing draw of validation and test sets (fixed over epochs)
 
@@ -129,43 +140,98 @@ def _scoring_model(config: TrainConfig, weights: str | Path | None,
     return model
 
 
-def evaluate(config: TrainConfig, weights: str | Path | None = None,
-             model: nn.Module | None = None, device: str | torch.device | None = None,
-             write: bool = True, save_predictions: bool | None = None,
-             progress: bool | None = None) -> pd.DataFrame:
-    """Score a model on the real test split: logits resized to the stored mask size (512 in
-    the study), thresholded at ``spec.threshold``; per triplet Dice, IoU (percent) and HD95
-    (pixels) as the tidy table, written to ``<run_dir>/metrics.csv`` when ``write``.
+@dataclass
+class TestScores:
+    """What scoring the test split gives: the tidy metrics, the LV masks for the clinical
+    indices and the stored masks' size."""
 
-    The model is ``model`` if given, else built from ``config`` with ``weights`` loaded
-    (default: the run's ``model.safetensors``; for ``zeroshot`` the initial, pretrained model).
-    """
+    metrics: pd.DataFrame
+    lv: LVMasks
+    size: tuple[int, int]
+
+
+def _score_test(config: TrainConfig, weights: str | Path | None, model: nn.Module | None,
+                device: str | torch.device | None, save: bool,
+                progress: bool | None) -> TestScores:
+    """Score the test split (see ``evaluate``); ``save``: write the predictions as PNG."""
     device = torch.device(resolve_device(config.device) if device is None else device)
     if model is None:
         model = _scoring_model(config, weights, device)
     precision = resolve_precision(config.precision, device)
     data = load_split(config, model, config.test_dir, "test", device, full_masks=True,
                       progress=progress)
-    size = tuple(data.full_masks.shape[-2:])
+    height, width = data.full_masks.shape[-2:]
+    size = (int(height), int(width))
     cut = _logit_cut(unwrap(model).spec)
     was_training = model.training
     model.eval()
-    save = config.save_predictions if save_predictions is None else save_predictions
     bs = max(1, min(config.global_batch_size, 64))
     rows = []
+    lv = LVMasks(available={s["sample"] for s in data.samples if s["structure"] == LV})
     for idx in tqdm(list(torch.split(scored_index(data, config.fast_dev_run), bs)), desc="test",
                     leave=False, disable=None if progress is None else not progress):
         pred = (predict(model, data, idx, config, precision, size) > cut).cpu()
-        scores = segmentation_metrics(pred, data.full_mask(idx))
+        truth = data.full_mask(idx)
+        scores = segmentation_metrics(pred, truth)
         for j, i in enumerate(idx.tolist()):
             s = data.samples[i]
             rows.append(_metric_row(config, s, scores, j))
-            if save and write:
+            if s["structure"] == LV:
+                lv.add(s["sample"], pred[j].numpy(), truth[j].numpy())
+            if save:
                 name = Path(s["mask_name"])
                 out = config.run_dir / "predictions" / (s["structure"] or name.parent.name)
                 write_png(out / f"{s['sample']}.png", pred[j].numpy().astype("uint8") * 255)
     model.train(was_training)
-    metrics = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+    return TestScores(pd.DataFrame(rows, columns=list(METRIC_COLUMNS)), lv, size)
+
+
+def evaluate(config: TrainConfig, weights: str | Path | None = None,
+             model: nn.Module | None = None, device: str | torch.device | None = None,
+             write: bool = True, save_predictions: bool | None = None,
+             progress: bool | None = None) -> pd.DataFrame:
+    """Score a model on the real test split: logits resized to the stored mask size (512 in
+    the study), thresholded at ``spec.threshold``; per triplet Dice, IoU (percent) and HD95
+    (pixels) as the tidy table, written to ``<run_dir>/metrics.csv`` when ``write``, with the
+    clinical indices of the LV predictions (``clinical_eval``) to ``<run_dir>/clinical.csv``.
+
+    The model is ``model`` if given, else built from ``config`` with ``weights`` loaded
+    (default: the run's ``model.safetensors``; for ``zeroshot`` the initial, pretrained model).
+    """
+    save = config.save_predictions if save_predictions is None else save_predictions
+    scored = _score_test(config, weights, model, device, save and write, progress)
     if write:
-        write_text_atomic(config.run_dir / METRICS_FILE, metrics.to_csv(index=False))
-    return metrics
+        write_text_atomic(config.run_dir / METRICS_FILE, scored.metrics.to_csv(index=False))
+        write_clinical(config.run_dir, _clinical(config, scored))
+    return scored.metrics
+
+
+def _clinical(config: TrainConfig, scored: TestScores) -> pd.DataFrame:
+    return clinical_table(config, scored.lv, config.test_dir, scored.size)
+
+
+def evaluate_clinical(config: TrainConfig, weights: str | Path | None = None,
+                      model: nn.Module | None = None, device: str | torch.device | None = None,
+                      write: bool = True, progress: bool | None = None) -> pd.DataFrame:
+    """The clinical indices of a run (``clinical.csv``, ``clinical_eval.CLINICAL_COLUMNS``)
+    by evaluation alone: the test split scored exactly as ``evaluate`` scores it (same
+    model, phrasings, batches and threshold), written to ``<run_dir>/clinical.csv`` when
+    ``write``; ``metrics.csv`` and every file the run's summary vouches for stay untouched."""
+    scored = _score_test(config, weights, model, device, False, progress)
+    table = _clinical(config, scored)
+    if write:
+        write_clinical(config.run_dir, table)
+    return table
+
+
+def ensure_clinical(config: TrainConfig, device: str | torch.device | None = None,
+                    progress: bool | None = None) -> str | None:
+    """Give a complete run its ``clinical.csv`` when it lacks one (or has a damaged one),
+    by ``evaluate_clinical`` with the run's saved weights: never by training. Returns why it
+    measured (``clinical_eval.clinical_problem``), None when the file was already sound."""
+    problem = clinical_problem(config.run_dir)
+    if problem is not None:
+        print(f"{config.run_dir}: {problem}; measuring the saved model's test predictions",
+              flush=True)
+        evaluate_clinical(config, device=device, progress=progress)
+    return problem

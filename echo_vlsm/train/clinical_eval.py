@@ -1,0 +1,246 @@
+"""Clinical indices of a run's test predictions: the rows of ``clinical.csv`` (issue 21).
+
+One row per test patient: the run's fields (``RUN_FIELDS``), the patient and its split, the
+dataset's reference EDV, ESV and EF (``patients.csv``; NaN where it has none), and EDV, ESV
+and EF measured by ``echo_vlsm.clinical.biplane_volumes`` (CAMUS disc height) on the
+ground-truth LV masks (``gt_*``) and on the predicted ones (``pred_*``, thresholded as for
+Dice), each with a reason when a value is NaN. Masks are the stored (exported) ones, measured
+with the exported pixel size (``records.csv``'s ``export_spacing_y, export_spacing_x``).
+
+A patient of the test split without all four LV images (2CH and 4CH at ED and ES) is listed
+with NaN values and the reason (``missing 2CH_ES``; ``not scored (fast_dev_run): ...``).
+
+``LVMasks`` collects the masks while the test split is scored (``scoring.evaluate``);
+``clinical_table`` measures them. Nothing here runs a model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from echo_vlsm.clinical import biplane_volumes
+from echo_vlsm.data.export import PATIENTS_FILE, read_patients
+from echo_vlsm.dataset import read_records
+from echo_vlsm.io import write_text_atomic
+from echo_vlsm.structures import PHASES, VIEWS
+from echo_vlsm.train.config import TrainConfig
+
+__all__ = ["CLINICAL_COLUMNS", "CLINICAL_FILE", "IMAGE_NAMES", "LV", "LVMasks",
+           "clinical_problem", "clinical_table", "write_clinical"]
+
+#: The file each run's evaluation writes in its folder (``analysis.clinical`` reads it).
+CLINICAL_FILE = "clinical.csv"
+#: The run's fields, as in ``metrics.csv``.
+RUN_FIELDS: tuple[str, ...] = ("model", "strategy", "encoders", "prompt", "seed",
+                               "real_fraction", "provenance")
+#: The columns of ``clinical.csv`` (``analysis.clinical.CLINICAL_COLUMNS``).
+CLINICAL_COLUMNS: tuple[str, ...] = (
+    *RUN_FIELDS, "patient", "split",
+    "ref_edv_ml", "ref_esv_ml", "ref_ef_percent",
+    "gt_edv_ml", "gt_esv_ml", "gt_ef_percent", "gt_reason",
+    "pred_edv_ml", "pred_esv_ml", "pred_ef_percent", "pred_reason",
+)
+#: The structure measured: the LV cavity.
+LV = "lv"
+#: The four images of a patient, in ``biplane_volumes``' order.
+IMAGE_NAMES: tuple[str, ...] = tuple(f"{v}_{p}" for v in VIEWS for p in PHASES)
+_SPLIT = "test"
+_NAN = float("nan")
+
+
+@dataclass
+class LVMasks:
+    """The LV masks of the scored test images by image stem, at the stored size: the
+    prediction (bool, thresholded as for Dice) and the ground truth; ``available``: the stems
+    of every LV triplet of the split, scored or not."""
+
+    pred: dict[str, np.ndarray] = field(default_factory=dict)
+    truth: dict[str, np.ndarray] = field(default_factory=dict)
+    available: set[str] = field(default_factory=set)
+
+    def add(self, stem: str, pred: np.ndarray, truth: np.ndarray) -> None:
+        self.pred[stem] = np.asarray(pred, dtype=bool)
+        self.truth[stem] = np.asarray(truth, dtype=bool)
+
+
+@dataclass(frozen=True)
+class _Image:
+    """One test image of ``records.csv``: its patient, name (``2CH_ED``) and pixel size."""
+
+    stem: str
+    patient: str
+    name: str
+    spacing: tuple[float, float] | None
+
+
+def _spacing(row: pd.Series, size: tuple[int, int] | None) -> tuple[float, float] | None:
+    """The exported image's pixel size ``(row_mm, col_mm)``: ``export_spacing_y/x``, else
+    the source spacing times the source size over the stored mask's size ``(H, W)``; None
+    when unknown."""
+    ys, xs = row.get("export_spacing_y", _NAN), row.get("export_spacing_x", _NAN)
+    if _finite(ys) and _finite(xs):
+        return float(ys), float(xs)
+    if size is None:
+        return None
+    try:
+        ys = float(row["spacing_y"]) * float(row["source_height"]) / size[0]
+        xs = float(row["spacing_x"]) * float(row["source_width"]) / size[1]
+    except (TypeError, ValueError):
+        return None
+    return (ys, xs) if _finite(ys) and _finite(xs) and ys > 0 and xs > 0 else None
+
+
+def _finite(value: object) -> bool:
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def _test_images(dataset_dir: Path, stems: Iterable[str],
+                 size: tuple[int, int] | None) -> dict[str, dict[str, _Image]]:
+    """Per test patient (``records.csv``'s rows of the test split and the images ``stems``),
+    its images by name (``2CH_ED``, ...).
+
+    Raises:
+        ValueError: an image of ``stems`` that ``records.csv`` does not list, naming the file.
+    """
+    records = read_records(dataset_dir)
+    by_stem = {str(r["stem"]): r for _, r in records.iterrows()}
+    unknown = sorted(set(stems) - set(by_stem))
+    if unknown:
+        raise ValueError(f"{dataset_dir / 'records.csv'}: lists no row for the test images "
+                         f"{unknown[:3]}; the clinical measurement needs each image's patient, "
+                         "view, phase and pixel size")
+    patients: dict[str, dict[str, _Image]] = {}
+    wanted = set(stems)
+    for stem, row in by_stem.items():
+        if str(row["split"]) != _SPLIT and stem not in wanted:
+            continue
+        patient = str(row["patient"])
+        name = f"{row['view']}_{row['phase']}"
+        images = patients.setdefault(patient, {})
+        if name in IMAGE_NAMES:
+            images[name] = _Image(stem, patient, name, _spacing(row, size))
+    return patients
+
+
+def _references(dataset_dir: Path) -> dict[str, tuple[float, float, float]]:
+    """Per test patient, ``(ref_edv_ml, ref_esv_ml, ref_ef_percent)`` from ``patients.csv``;
+    empty when the dataset has no ``patients.csv`` (synthetic sets, older exports)."""
+    if not (dataset_dir / PATIENTS_FILE).is_file():
+        return {}
+    table = read_patients(dataset_dir)
+    table = table[table["split"] == _SPLIT]
+    return {str(r["patient"]): (float(r["ref_edv_ml"]), float(r["ref_esv_ml"]),
+                                float(r["ref_ef_percent"])) for _, r in table.iterrows()}
+
+
+def _measure(images: dict[str, _Image], masks: dict[str, np.ndarray],
+             missing: str | None) -> tuple[float, float, float, str]:
+    """EDV, ESV, EF and the reason ("" when all three are numbers) of one patient's masks."""
+    if missing is not None:
+        return _NAN, _NAN, _NAN, missing
+    no_spacing = [n for n in IMAGE_NAMES if images[n].spacing is None]
+    if no_spacing:
+        return _NAN, _NAN, _NAN, (f"no pixel spacing in records.csv for "
+                                  f"{', '.join(no_spacing)}")
+    m = [masks[images[n].stem] for n in IMAGE_NAMES]
+    sp = [images[n].spacing for n in IMAGE_NAMES]
+    v = biplane_volumes(m[0], m[1], m[2], m[3], sp[0], sp[2])  # type: ignore[arg-type]
+    values = [v.edv_ml, v.esv_ml, v.ef_percent]
+    reasons = [v.reason] if v.reason else []
+    bad = [label for label, x in zip(("EDV", "ESV"), values[:2]) if x <= 0]
+    if bad:  # a volume of 0 mL is no measurement (read_clinical refuses it)
+        reasons.append(f"{' and '.join(bad)} of 0 mL")
+        values = [_NAN, _NAN, _NAN]
+    return values[0], values[1], values[2], "; ".join(reasons)
+
+
+def _missing(images: dict[str, _Image], masks: LVMasks) -> str | None:
+    """Why a patient cannot be measured for want of images, or None when all four are
+    scored."""
+    absent = [n for n in IMAGE_NAMES
+              if n not in images or images[n].stem not in masks.available]
+    if absent:
+        return f"missing {', '.join(absent)}"
+    unscored = [n for n in IMAGE_NAMES if images[n].stem not in masks.pred]
+    if unscored:
+        return f"not scored (fast_dev_run): {', '.join(unscored)}"
+    return None
+
+
+def clinical_table(config: TrainConfig, masks: LVMasks, dataset_dir: str | Path,
+                   size: tuple[int, int] | None = None) -> pd.DataFrame:
+    """The rows of ``clinical.csv`` (``CLINICAL_COLUMNS``), one per test patient, sorted.
+
+    Args:
+        config: the run (its fields fill the run columns).
+        masks: the LV masks collected while scoring the test split.
+        dataset_dir: the dataset scored (``records.csv``, ``patients.csv``).
+        size: the stored masks' ``(H, W)``, for a dataset whose ``records.csv`` lacks
+            ``export_spacing_y/x`` (the spacing is then derived from the source's).
+
+    Raises:
+        ValueError: ``records.csv`` lacks a scored image, or ``patients.csv`` is malformed
+            (naming the file).
+    """
+    dataset_dir = Path(dataset_dir)
+    patients = _test_images(dataset_dir, masks.available, size)
+    refs = _references(dataset_dir)
+    run = {"model": config.model, "strategy": config.strategy, "encoders": config.encoders,
+           "prompt": config.prompt, "seed": int(config.seed),
+           "real_fraction": float(config.real_fraction), "provenance": bool(config.provenance)}
+    rows = []
+    for patient in sorted(patients):
+        images = patients[patient]
+        missing = _missing(images, masks)
+        gt = _measure(images, masks.truth, missing)
+        pred = _measure(images, masks.pred, missing)
+        rows.append({**run, "patient": patient, "split": _SPLIT,
+                     **dict(zip(("ref_edv_ml", "ref_esv_ml", "ref_ef_percent"),
+                                refs.get(patient, (_NAN, _NAN, _NAN)))),
+                     **dict(zip(("gt_edv_ml", "gt_esv_ml", "gt_ef_percent", "gt_reason"), gt)),
+                     **dict(zip(("pred_edv_ml", "pred_esv_ml", "pred_ef_percent",
+                                 "pred_reason"), pred))})
+    return pd.DataFrame(rows, columns=list(CLINICAL_COLUMNS))
+
+
+def write_clinical(run_dir: str | Path, table: pd.DataFrame) -> Path:
+    """Write ``table`` as ``<run_dir>/clinical.csv`` (atomically); returns the path."""
+    path = Path(run_dir) / CLINICAL_FILE
+    write_text_atomic(path, table.to_csv(index=False))
+    return path
+
+
+def clinical_problem(run_dir: str | Path) -> str | None:
+    """Why ``<run_dir>/clinical.csv`` must be (re)measured: missing, unreadable, cut short
+    (no final newline), or not the format (its header, at least one row, one line per row);
+    None when it is there and well-formed."""
+    path = Path(run_dir) / CLINICAL_FILE
+    if not path.is_file():
+        return f"{CLINICAL_FILE} missing"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{CLINICAL_FILE} unreadable ({exc})"
+    if not text.endswith("\n"):
+        return f"{CLINICAL_FILE} cut short (no final newline)"
+    lines = text.splitlines()
+    if not lines or lines[0].split(",") != list(CLINICAL_COLUMNS):
+        return f"{CLINICAL_FILE} has not the header {','.join(CLINICAL_COLUMNS)}"
+    if len(lines) < 2:
+        return f"{CLINICAL_FILE} has no rows"
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as exc:
+        return f"{CLINICAL_FILE} is not a readable CSV ({exc})"
+    if len(table) != len(lines) - 1:
+        return f"{CLINICAL_FILE} has rows that are not one line each"
+    return None
