@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from echo_vlsm import grid as G
@@ -70,7 +71,7 @@ def _masks() -> LVMasks:
                 pred = _mask(n, 0.9)
                 if p == "p3" and n.endswith("ES"):
                     pred = np.zeros(SHAPE, bool)
-                masks.add(f"{p}_{n}", pred, _mask(n))
+                masks.add(f"{p}_{n}", pred, _mask(n, 0.97 if p == "p3" else 1.0))
     return masks
 
 
@@ -135,6 +136,30 @@ def test_no_spacing_and_unknown_images_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"records\.csv: lists no row for the test images "
                                          r"\['p9_2CH_ED'\]"):
         clinical_table(CONFIG, masks, root)
+
+
+def test_ground_truth_is_measured_once_per_split(tmp_path, monkeypatch, capsys):
+    import echo_vlsm.train.clinical_eval as CE
+
+    calls = []
+    real = CE.biplane_volumes
+    monkeypatch.setattr(CE, "biplane_volumes",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    root, cache = _dataset(tmp_path / "data"), tmp_path / "cache"
+    first = clinical_table(CONFIG, _masks(), root, SHAPE, cache_dir=cache)
+    assert len(calls) == 4  # p1 and p3 (p2 lacks an image): ground truth and prediction
+    second = clinical_table(CONFIG, _masks(), root, SHAPE, cache_dir=cache)
+    assert len(calls) == 6  # the predictions only
+    pd.testing.assert_frame_equal(first, second)
+    changed = _masks()
+    changed.truth["p1_2CH_ED"] = _mask("2CH_ED", 0.95)
+    third = clinical_table(CONFIG, changed, root, SHAPE, cache_dir=cache)
+    assert len(calls) == 9  # another ground truth of p1: measured again
+    assert third.loc[0, "gt_edv_ml"] < first.loc[0, "gt_edv_ml"]
+    (cache / CE.GT_CACHE_FILE).write_text("{")
+    again = clinical_table(CONFIG, _masks(), root, SHAPE, cache_dir=cache)
+    assert len(calls) == 13 and "not readable" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(again, first)
 
 
 @pytest.mark.parametrize("damage, problem", [

@@ -11,11 +11,17 @@ A patient of the test split without all four LV images (2CH and 4CH at ED and ES
 with NaN values and the reason (``missing 2CH_ES``; ``not scored (fast_dev_run): ...``).
 
 ``LVMasks`` collects the masks while the test split is scored (``scoring.evaluate``);
-``clinical_table`` measures them. Nothing here runs a model.
+``clinical_table`` measures them. Nothing here runs a model. The ground-truth measurements,
+the same for every run scored on a split, are kept in ``<cache_dir>/clinical_gt.json``
+(``GroundTruthCache``), keyed by the masks, their spacing and the source of
+``echo_vlsm.clinical``: a run measures only its own predictions once another run on the
+same split has measured the ground truth.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,15 +30,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import echo_vlsm.clinical
 from echo_vlsm.clinical import biplane_volumes
 from echo_vlsm.data.export import PATIENTS_FILE, read_patients
 from echo_vlsm.dataset import read_records
-from echo_vlsm.io import write_text_atomic
+from echo_vlsm.io import write_json_atomic, write_text_atomic
 from echo_vlsm.structures import PHASES, VIEWS
 from echo_vlsm.train.config import TrainConfig
 
-__all__ = ["CLINICAL_COLUMNS", "CLINICAL_FILE", "IMAGE_NAMES", "LV", "LVMasks",
-           "clinical_problem", "clinical_table", "write_clinical"]
+__all__ = ["CLINICAL_COLUMNS", "CLINICAL_FILE", "GT_CACHE_FILE", "IMAGE_NAMES", "LV",
+           "GroundTruthCache", "LVMasks", "clinical_problem", "clinical_table",
+           "write_clinical"]
 
 #: The file each run's evaluation writes in its folder (``analysis.clinical`` reads it).
 CLINICAL_FILE = "clinical.csv"
@@ -52,6 +60,9 @@ LV = "lv"
 IMAGE_NAMES: tuple[str, ...] = tuple(f"{v}_{p}" for v in VIEWS for p in PHASES)
 _SPLIT = "test"
 _NAN = float("nan")
+#: The ground-truth measurements of a dataset's test patients, in its cache folder.
+GT_CACHE_FILE = "clinical_gt.json"
+Values = tuple[float, float, float, str]  # EDV, ESV, EF, reason ("" when all are numbers)
 
 
 @dataclass
@@ -77,6 +88,67 @@ class _Image:
     patient: str
     name: str
     spacing: tuple[float, float] | None
+
+
+class GroundTruthCache:
+    """Measurements of ground-truth masks kept between runs, in one JSON file: key (the
+    masks' bits, shapes and spacings, and the SHA-256 of ``echo_vlsm.clinical``'s source) ->
+    ``[edv, esv, ef, reason]`` (null for NaN). A file that cannot be read as such a mapping
+    is measured afresh and rewritten; ``path`` None keeps nothing."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: dict[str, list] = {}
+        self.changed = False
+        if path is not None and path.is_file():
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                print(f"{path}: not readable ({exc}); measuring the ground truth again",
+                      flush=True)
+                loaded = {}
+            self.entries = loaded if isinstance(loaded, dict) else {}
+
+    @staticmethod
+    def key(masks: list[np.ndarray], spacings: list[tuple[float, float]]) -> str:
+        h = hashlib.sha256(_method_version().encode())
+        for mask, spacing in zip(masks, spacings, strict=True):
+            h.update(repr((mask.shape, tuple(float(x) for x in spacing))).encode())
+            h.update(np.packbits(mask).tobytes())
+        return h.hexdigest()
+
+    def get(self, key: str) -> Values | None:
+        entry = self.entries.get(key)
+        if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[3], str)):
+            return None
+        try:
+            edv, esv, ef = (_NAN if v is None else float(v) for v in entry[:3])
+        except (TypeError, ValueError):
+            return None
+        return edv, esv, ef, entry[3]
+
+    def put(self, key: str, values: Values) -> None:
+        self.entries[key] = [None if math.isnan(v) else v for v in values[:3]] + [values[3]]
+        self.changed = True
+
+    def save(self) -> None:
+        if self.path is not None and self.changed:
+            write_json_atomic(self.path, self.entries)
+            self.changed = False
+
+
+_VERSION: list[str] = []
+
+
+def _method_version() -> str:
+    """The SHA-256 of ``echo_vlsm.clinical``'s source files: what a cached value was
+    measured with."""
+    if not _VERSION:
+        h = hashlib.sha256()
+        for path in sorted(Path(echo_vlsm.clinical.__file__).parent.glob("*.py")):
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+        _VERSION.append(h.hexdigest())
+    return _VERSION[0]
 
 
 def _spacing(row: pd.Series, size: tuple[int, int] | None) -> tuple[float, float] | None:
@@ -142,9 +214,10 @@ def _references(dataset_dir: Path) -> dict[str, tuple[float, float, float]]:
                                 float(r["ref_ef_percent"])) for _, r in table.iterrows()}
 
 
-def _measure(images: dict[str, _Image], masks: dict[str, np.ndarray],
-             missing: str | None) -> tuple[float, float, float, str]:
-    """EDV, ESV, EF and the reason ("" when all three are numbers) of one patient's masks."""
+def _measure(images: dict[str, _Image], masks: dict[str, np.ndarray], missing: str | None,
+             cache: GroundTruthCache | None = None) -> Values:
+    """EDV, ESV, EF and the reason ("" when all three are numbers) of one patient's masks;
+    ``cache``: where ground-truth values are kept between runs."""
     if missing is not None:
         return _NAN, _NAN, _NAN, missing
     no_spacing = [n for n in IMAGE_NAMES if images[n].spacing is None]
@@ -153,6 +226,9 @@ def _measure(images: dict[str, _Image], masks: dict[str, np.ndarray],
                                   f"{', '.join(no_spacing)}")
     m = [masks[images[n].stem] for n in IMAGE_NAMES]
     sp = [images[n].spacing for n in IMAGE_NAMES]
+    key = GroundTruthCache.key(m, sp) if cache is not None else ""  # type: ignore[arg-type]
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return hit
     v = biplane_volumes(m[0], m[1], m[2], m[3], sp[0], sp[2])  # type: ignore[arg-type]
     values = [v.edv_ml, v.esv_ml, v.ef_percent]
     reasons = [v.reason] if v.reason else []
@@ -160,7 +236,10 @@ def _measure(images: dict[str, _Image], masks: dict[str, np.ndarray],
     if bad:  # a volume of 0 mL is no measurement (read_clinical refuses it)
         reasons.append(f"{' and '.join(bad)} of 0 mL")
         values = [_NAN, _NAN, _NAN]
-    return values[0], values[1], values[2], "; ".join(reasons)
+    out = (values[0], values[1], values[2], "; ".join(reasons))
+    if cache is not None:
+        cache.put(key, out)
+    return out
 
 
 def _missing(images: dict[str, _Image], masks: LVMasks) -> str | None:
@@ -177,7 +256,8 @@ def _missing(images: dict[str, _Image], masks: LVMasks) -> str | None:
 
 
 def clinical_table(config: TrainConfig, masks: LVMasks, dataset_dir: str | Path,
-                   size: tuple[int, int] | None = None) -> pd.DataFrame:
+                   size: tuple[int, int] | None = None,
+                   cache_dir: str | Path | None = None) -> pd.DataFrame:
     """The rows of ``clinical.csv`` (``CLINICAL_COLUMNS``), one per test patient, sorted.
 
     Args:
@@ -186,6 +266,8 @@ def clinical_table(config: TrainConfig, masks: LVMasks, dataset_dir: str | Path,
         dataset_dir: the dataset scored (``records.csv``, ``patients.csv``).
         size: the stored masks' ``(H, W)``, for a dataset whose ``records.csv`` lacks
             ``export_spacing_y/x`` (the spacing is then derived from the source's).
+        cache_dir: where the ground-truth measurements are kept between runs
+            (``GT_CACHE_FILE``); None: measured every time.
 
     Raises:
         ValueError: ``records.csv`` lacks a scored image, or ``patients.csv`` is malformed
@@ -194,6 +276,7 @@ def clinical_table(config: TrainConfig, masks: LVMasks, dataset_dir: str | Path,
     dataset_dir = Path(dataset_dir)
     patients = _test_images(dataset_dir, masks.available, size)
     refs = _references(dataset_dir)
+    cache = GroundTruthCache(None if cache_dir is None else Path(cache_dir) / GT_CACHE_FILE)
     run = {"model": config.model, "strategy": config.strategy, "encoders": config.encoders,
            "prompt": config.prompt, "seed": int(config.seed),
            "real_fraction": float(config.real_fraction), "provenance": bool(config.provenance)}
@@ -201,7 +284,7 @@ def clinical_table(config: TrainConfig, masks: LVMasks, dataset_dir: str | Path,
     for patient in sorted(patients):
         images = patients[patient]
         missing = _missing(images, masks)
-        gt = _measure(images, masks.truth, missing)
+        gt = _measure(images, masks.truth, missing, cache)
         pred = _measure(images, masks.pred, missing)
         rows.append({**run, "patient": patient, "split": _SPLIT,
                      **dict(zip(("ref_edv_ml", "ref_esv_ml", "ref_ef_percent"),
@@ -209,6 +292,7 @@ def clinical_table(config: TrainConfig, masks: LVMasks, dataset_dir: str | Path,
                      **dict(zip(("gt_edv_ml", "gt_esv_ml", "gt_ef_percent", "gt_reason"), gt)),
                      **dict(zip(("pred_edv_ml", "pred_esv_ml", "pred_ef_percent",
                                  "pred_reason"), pred))})
+    cache.save()
     return pd.DataFrame(rows, columns=list(CLINICAL_COLUMNS))
 
 

@@ -207,7 +207,8 @@ def evaluate(config: TrainConfig, weights: str | Path | None = None,
 
 
 def _clinical(config: TrainConfig, scored: TestScores) -> pd.DataFrame:
-    return clinical_table(config, scored.lv, config.test_dir, scored.size)
+    cache = Path(config.cache_dir) if config.cache_dir else config.test_dir / ".cache"
+    return clinical_table(config, scored.lv, config.test_dir, scored.size, cache_dir=cache)
 
 
 def evaluate_clinical(config: TrainConfig, weights: str | Path | None = None,
