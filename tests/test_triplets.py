@@ -90,7 +90,7 @@ def test_cache_is_reused_and_follows_file_changes(tmp_path, monkeypatch):
         raise AssertionError("decoded again despite the cache")
 
     with monkeypatch.context() as m:
-        m.setattr(T, "_decode_split", no_decoding)
+        m.setattr(D, "decode_split", no_decoding)
         again = T.load_triplets(root, "train", "p1", 16, tokenize, progress=False)
     assert torch.equal(first.images, again.images) and torch.equal(first.masks, again.masks)
     mask_path = root / first.samples[0]["mask_name"]
