@@ -126,10 +126,10 @@ def test_shipped_profiles_load():
     assert {r.encoders for r in demo.runs} == {"trained", "frozen"}
     for prof in (demo, paper):
         assert set(prof.steps) == set(P.PREPARE_STEPS) | set(P.ANALYSIS_STEPS) | set(
-            P.EXPLORE_STEPS)
+            P.EXPLORE_STEPS) | set(P.CLINICAL_STEPS)
         params = prof.run_parameters(prof.runs[0])
         assert params["runs_root"] == prof.runs_root and params["model"] == prof.runs[0].model
-        for step in P.ANALYSIS_STEPS:
+        for step in (*P.ANALYSIS_STEPS, *P.CLINICAL_STEPS):
             sp = prof.step_parameters(step)
             assert set(sp) == {"profile", "runs_root", "figures_dir", "tables_dir"}
     # CLIPSeg's lr comes from the recipe (2e-3; as-run finetunes synth-pt-real-ft at 2e-4)
@@ -174,6 +174,17 @@ def test_the_beyond_graph_waits_for_what_each_run_reads():
     assert needs["unet_synth-pt-real-ft_trained_none"][0] == "unet_synthetic_trained_none"
     assert set(needs["08_beyond"]) == {r.id for r in prof.runs}
     assert [j.name for j in jobs][-1] == "08_beyond"
+
+
+def test_the_clinical_step_waits_for_every_run_and_the_report():
+    """Notebook 09 reads every run's clinical.csv and adds its block to the report that 06
+    rewrites: it waits for both."""
+    prof = P.load_profile("demo", ROOT)
+    jobs = P.build_graph(prof, ROOT)
+    needs = {j.name: j.needs for j in jobs}
+    assert set(needs["09_clinical"]) == {r.id for r in prof.runs} | set(P.ANALYSIS_STEPS)
+    assert prof.step_parameters("09_clinical")["tables_dir"] == \
+        prof.step_parameters("06_dice_difference_plots")["tables_dir"]
 
 
 def test_a_run_key_of_the_grid_is_refused_in_train(tmp_path):

@@ -32,6 +32,7 @@ from echo_vlsm.pipeline.parameters import notebook_parameters
 from echo_vlsm.pipeline.profiles import (
     ANALYSIS_STEPS,
     BEYOND_STEPS,
+    CLINICAL_STEPS,
     EXPLORE_STEPS,
     PREPARE_STEPS,
     PROFILE_KEYS,
@@ -56,7 +57,8 @@ from echo_vlsm.pipeline.status import status
 from echo_vlsm.pipeline.worker import execute_notebook
 
 __all__ = [
-    "ANALYSIS_STEPS", "BEYOND_STEPS", "EXPLORE_STEPS", "FAILURE_FILE", "GRID_KEYS", "PREPARE_STEPS", "PROFILE_KEYS", "STAGES",
+    "ANALYSIS_STEPS", "BEYOND_STEPS", "CLINICAL_STEPS", "EXPLORE_STEPS", "FAILURE_FILE",
+    "GRID_KEYS", "PREPARE_STEPS", "PROFILE_KEYS", "STAGES",
     "TRAIN_NOTEBOOK", "Job", "JobLock", "JobState", "Outcome", "PipelineError", "Plan",
     "Profile", "ProfileError", "Run", "build_graph", "components", "execute_notebook",
     "filter_runs", "job_state", "load_profile", "lock_holder", "notebook_parameters",

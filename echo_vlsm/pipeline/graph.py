@@ -47,7 +47,13 @@ from echo_vlsm.grid import (
     run_problem,
     sha256_file,
 )
-from echo_vlsm.pipeline.profiles import ANALYSIS_STEPS, BEYOND_STEPS, TRAIN_NOTEBOOK, Profile
+from echo_vlsm.pipeline.profiles import (
+    ANALYSIS_STEPS,
+    BEYOND_STEPS,
+    CLINICAL_STEPS,
+    TRAIN_NOTEBOOK,
+    Profile,
+)
 from echo_vlsm.pipeline.state import (
     FAILURE_FILE,
     failure_message,
@@ -185,7 +191,7 @@ def build_graph(prof: Profile, root: str | os.PathLike, runs: Sequence[Run] | No
     if "07_explore" in has:
         step("07_explore", run_ids + tuple(n for n in ANALYSIS_STEPS if n in has), "analysis",
              prof.step_parameters("07_explore"))
-    for name in BEYOND_STEPS:  # after 06, whose report it adds its sections to
+    for name in (*BEYOND_STEPS, *CLINICAL_STEPS):  # after 06, whose report they add to
         if name in has:
             step(name, run_ids + tuple(n for n in ANALYSIS_STEPS if n in has), "analysis",
                  prof.step_parameters(name))

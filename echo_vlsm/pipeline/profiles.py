@@ -28,6 +28,9 @@ ANALYSIS_STEPS = ("05_freeze_ablation", "06_dice_difference_plots")
 EXPLORE_STEPS = ("07_explore",)
 #: Beyond the study: seed-aware comparisons, mixed training, data efficiency, the baseline.
 BEYOND_STEPS = ("08_beyond",)
+#: Clinical indices: every run's LV volumes and EF against the reference (after 06, whose
+#: report it adds its block to).
+CLINICAL_STEPS = ("09_clinical",)
 #: Keys of a run that belong to the grid (a block's ``seeds``, ``real_fractions``,
 #: ``provenance``), not to ``train:`` or ``models:``, so a run's id always names them.
 GRID_RUN_KEYS = ("seed", "real_fraction", "provenance")
@@ -63,9 +66,9 @@ class Profile:
         """Papermill parameters of a prepare or analysis step (the analysis steps learn the
         profile's name and runs folder unless the profile sets them)."""
         params = dict(self.steps.get(step) or {})
-        if step in ANALYSIS_STEPS or step in BEYOND_STEPS:
+        if step in ANALYSIS_STEPS or step in BEYOND_STEPS or step in CLINICAL_STEPS:
             params.setdefault("profile", self.name)
-        if step in ANALYSIS_STEPS or step in EXPLORE_STEPS or step in BEYOND_STEPS:
+        if step in (*ANALYSIS_STEPS, *EXPLORE_STEPS, *BEYOND_STEPS, *CLINICAL_STEPS):
             params.setdefault("runs_root", self.runs_root)
         return params
 
@@ -87,7 +90,8 @@ def load_profile(profile: str | os.PathLike, root: str | os.PathLike | None = No
     path = profile_path(profile, root)
     data = _inherited(path, root, [])
     steps = data.get("steps") or {}
-    known_steps = set(PREPARE_STEPS) | set(ANALYSIS_STEPS) | set(EXPLORE_STEPS) | set(BEYOND_STEPS)
+    known_steps = (set(PREPARE_STEPS) | set(ANALYSIS_STEPS) | set(EXPLORE_STEPS)
+                   | set(BEYOND_STEPS) | set(CLINICAL_STEPS))
     bad = set(steps) - known_steps
     if bad:
         raise ProfileError(path, f"steps {sorted(bad)} unknown; accepted: {sorted(known_steps)} "
