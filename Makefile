@@ -51,9 +51,12 @@ lab: $(STAMP)
 	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[dev,lab]'
 	$(BIN)/jupyter lab notebooks/
 
+## ruff, the layering rule and the type checker (mypy over echo_vlsm/, [tool.mypy] in
+## pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python tools/imports.py --check
+	$(BIN)/mypy echo_vlsm
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sdm.py

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -80,7 +81,8 @@ def _guarded(script: Path, lineno: int) -> bool:
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and "__name__" in ast.unparse(node.test) \
                 and "__main__" in ast.unparse(node.test):
-            if any(child.lineno <= lineno <= child.end_lineno for child in node.body):
+            if any(child.lineno <= lineno <= (child.end_lineno or child.lineno)
+                   for child in node.body):
                 return True
     return False
 
@@ -99,7 +101,7 @@ def start_problem() -> str | None:
                 "worker processes cannot import it; " + _FIX + ", or save the script to a "
                 "file and run that")
     main_globals = vars(sys.modules["__main__"])
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_globals is main_globals and frame.f_code.co_name == "<module>":
             if not _guarded(script, frame.f_lineno):

@@ -11,6 +11,7 @@ every table of the blocks present, for notebook 08 and ``report.beyond_sections`
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def beyond_table(df: pd.DataFrame, seeds: pd.DataFrame | None = None) -> pd.Data
     mixed, mixed + provenance): "mean ± across-seed std (k seeds)" of the runs' mean test
     dice; the U-Net rows beside the VLSMs'. ``seeds``: a ``seed_table`` already made."""
     table = _trained_on_all_real(df, seeds)
-    rows = {}
+    rows: dict[tuple, dict[str, str]] = {}
     for r in table.itertuples():
         key = (r.model, r.encoders, r.prompt)
         row = rows.setdefault(key, {"model": MODEL_LABELS.get(r.model, r.model),
@@ -212,7 +213,7 @@ def _records(df: pd.DataFrame | None, cols: list[str]) -> list[dict]:
     return sel.where(sel.notna(), None).to_dict("records")
 
 
-def beyond_summary(results: dict, sections: list[tuple[str, str]] = (), **meta) -> dict:
+def beyond_summary(results: dict, sections: Sequence[tuple[str, str]] = (), **meta) -> dict:
     """The key numbers of ``beyond_results`` as plain JSON (NaN as null), for
     ``beyond.json`` beside notebook 08's tables: ``meta``, the blocks, the report's section
     headings, the claims' verdicts, the other comparisons, and the real images to reach."""

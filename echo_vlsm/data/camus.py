@@ -166,7 +166,8 @@ def find_root(root: str | Path) -> tuple[Path, str]:
     release = _layout(root)
     if release:
         return root, release
-    found = [(p, _layout(p)) for p in sorted(root.iterdir()) if p.is_dir() and _layout(p)]
+    found = [(p, layout) for p in sorted(root.iterdir())
+             if p.is_dir() and (layout := _layout(p))]
     if len(found) == 1:
         return found[0]
     raise CamusFormatError(

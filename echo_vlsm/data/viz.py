@@ -96,7 +96,8 @@ def _legend():
     from matplotlib.patches import Patch
 
     names = {"lv": "LV cavity", "myo": "myocardium", "la": "left atrium"}
-    return [Patch(color=np.array(COLORS[k]) / 255, label=names[k]) for k in STRUCTURES]
+    rgb = {k: (r / 255, g / 255, b / 255) for k, (r, g, b) in COLORS.items()}
+    return [Patch(color=rgb[k], label=names[k]) for k in STRUCTURES]
 
 
 def count_table(records: pd.DataFrame | Sequence) -> pd.DataFrame:

@@ -11,12 +11,16 @@ defects). :class:`CLIPSeg` calls the same submodules in its own forward, so that
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from echo_vlsm.models.base import ModelSpec, SegmentationModel, check_model
 from echo_vlsm.models.weights import load_clipseg_pretrained
+
+if TYPE_CHECKING:
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
 
 HUB_ID = "CIDAS/clipseg-rd64-refined"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -72,7 +76,7 @@ def clipseg_spec(size: str, upsample: str = UPSAMPLE) -> ModelSpec:
                      upsample=upsample)
 
 
-def clipseg_config(size: str):
+def clipseg_config(size: str) -> CLIPSegConfig:
     """transformers' ``CLIPSegConfig`` of a size."""
     from transformers import CLIPSegConfig
 
@@ -99,11 +103,17 @@ class CLIPSeg(SegmentationModel):
     upsampling) is :class:`~echo_vlsm.models.base.SegmentationModel`'s.
     """
 
-    def __init__(self, net: nn.Module, spec: ModelSpec, encoders: str = "trained"):
+    net: CLIPSegForImageSegmentation
+
+    def __init__(self, net: CLIPSegForImageSegmentation, spec: ModelSpec,
+                 encoders: str = "trained"):
         super().__init__(spec)
         self.net = net
         self.extract_layers = tuple(int(i) for i in net.config.extract_layers)
-        self.patch_size = int(net.config.vision_config.patch_size)
+        # transformers types vision_config as dict | CLIPSegVisionConfig | None; after
+        # CLIPSegConfig's __init__ it is always a CLIPSegVisionConfig.
+        vision_config: Any = net.config.vision_config
+        self.patch_size = int(vision_config.patch_size)
         self.set_encoders(encoders)
 
     # -- the contract's hooks ---------------------------------------------------------------
@@ -146,7 +156,7 @@ class CLIPSeg(SegmentationModel):
         return logits.reshape(pixel_values.shape[0], 1, *logits.shape[-2:])
 
 
-def _default_decoder_init(net: nn.Module) -> None:
+def _default_decoder_init(net: CLIPSegForImageSegmentation) -> None:
     """PyTorch's default initialisation for the decoder's FiLM, reduce and transposed
     convolution layers of a randomly initialised CLIPSeg. transformers draws them from
     N(0, 1), which gives logits of magnitude ~50 at the start and a saturated sigmoid."""

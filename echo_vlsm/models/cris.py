@@ -25,6 +25,7 @@ tests ``input_ids == 0``, which never fires with Hugging Face's tokenizer that p
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -175,8 +176,9 @@ class SpatialAttentionPool(nn.Module):
         return F.relu(out + residual)
 
 
-def build_clip(cfg: dict) -> nn.Module:
-    """open_clip's CLIP ModifiedResNet (QuickGELU, OpenAI layout) with CRIS's spatial pool."""
+def build_clip(cfg: dict) -> Any:
+    """open_clip's CLIP ModifiedResNet (QuickGELU, OpenAI layout) with CRIS's spatial pool
+    (an ``open_clip.model.CLIP``; open_clip ships no type information, hence ``Any``)."""
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
     clip = CLIP(

@@ -93,7 +93,7 @@ def _largest_contour(mask, name: str = "mask", hull: bool = False) -> np.ndarray
     k = int(min(16, max(1, math.ceil(_TARGET_PX / short))))
     h, w = crop.shape
     up = cv2.resize(crop, (w * k, h * k), interpolation=cv2.INTER_LINEAR)
-    binary = (up >= 0.5).astype(np.uint8)
+    binary: np.ndarray = (up >= 0.5).astype(np.uint8)
     contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if hull:
         outline = cv2.convexHull(np.concatenate(contours))

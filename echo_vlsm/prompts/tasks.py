@@ -433,7 +433,9 @@ def _candidates(task: Mapping, key: str) -> list[str]:
 def _structure_of(task: Mapping) -> str:
     """The structure key of a task: its ``structure``, its attributes', or its mask's folder
     (``masks/<structure>/<split>/<stem>.png``)."""
-    attrs = task.get("attributes") if isinstance(task.get("attributes"), Mapping) else {}
+    attrs = task.get("attributes")
+    if not isinstance(attrs, Mapping):
+        attrs = {}
     candidates = [task.get("structure"), attrs.get("structure")]
     parts = PurePosixPath(str(task.get("mask_name", "")).replace("\\", "/")).parts
     candidates += [p for p in parts if p in STRUCTURES]

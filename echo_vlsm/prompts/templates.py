@@ -207,7 +207,7 @@ def make_prompts(
     name = STRUCTURE_NAMES[attrs.structure]
     view = f"in {VIEW_WORDS[attrs.view]} view"
     cycle = f"at end of the {CYCLE_WORDS[attrs.phase]} cycle"
-    person = SEX_WORDS.get(attrs.sex, "")
+    person = SEX_WORDS.get(attrs.sex, "") if attrs.sex is not None else ""
     age = age_words(attrs.age) if attrs.age is not None else ""
     quality = f" with {attrs.quality.lower()} image quality" if attrs.quality else ""
     shaped = f"{name} of {attrs.shape} shape"

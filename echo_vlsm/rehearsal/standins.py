@@ -86,7 +86,7 @@ def write_released_standin(camus_root: str | os.PathLike, out: str | os.PathLike
 
     out = Path(out)
     folders = {"train": "training", "val": "validation", "test": "testing"}
-    records = read_camus(camus_root)
+    records = read_camus(Path(camus_root))
     for rec in tqdm(records, desc="released stand-in", unit="img",
                     disable=None if progress else True):
         image, label = rec.load()

@@ -184,7 +184,7 @@ def synthesize(
         write_json_atomic(out / SETTINGS_FILE, settings)
         bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="synthesize",
                    unit="img", disable=None if progress else True)
-        cache: dict[str, np.ndarray] = {}
+        cache: dict[tuple[str, str], np.ndarray] = {}
         try:
             for i in range(0, len(todo), batch_size):
                 chunk = todo[i : i + batch_size]
@@ -226,7 +226,7 @@ def _source_rows(real_dir: Path, splits: Sequence[str], max_maps: int | None,
 
 
 def _perturbed(chunk: list[tuple], real_dir: Path, seed: int,
-               cache: dict[str, np.ndarray]) -> tuple[list, list[int], list[int]]:
+               cache: dict[tuple[str, str], np.ndarray]) -> tuple[list, list[int], list[int]]:
     """The perturbed maps, sampling seeds and view/phase of a chunk of (row, k, stem); both
     the map and the seed come from the generator of (seed, source stem, k). ``cache`` keeps
     the last real map, keyed by (split, stem) (a chunk holds its ``n_per_map`` samples side

@@ -25,7 +25,9 @@ Examples::
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +133,8 @@ class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, emb_dim: int, spec: UNetSpec, spade: bool):
         super().__init__()
         self.spade = spade
+        self.norm1: nn.Module
+        self.norm2: nn.Module
         if spade:
             self.norm1 = SPADEGroupNorm(cin, spec.num_classes, spec.spade_hidden, spec.groups)
             self.norm2 = SPADEGroupNorm(cout, spec.num_classes, spec.spade_hidden, spec.groups)
@@ -276,7 +280,7 @@ class SDMUNet(nn.Module):
                 )
             emb = emb + self.view_phase(view_phase)
         seg = seg.to(x.dtype)
-        segs: dict[tuple[int, int], torch.Tensor] = {}
+        segs: dict[tuple[int, ...], torch.Tensor] = {}
 
         def seg_at(h: torch.Tensor) -> torch.Tensor:  # one resize per resolution
             key = tuple(h.shape[-2:])
@@ -286,7 +290,7 @@ class SDMUNet(nn.Module):
 
         h = self.inp(x)
         hs = [h]
-        for level, lv in enumerate(self.down):
+        for level, lv in enumerate(cast(Iterable[_Level], self.down)):
             for block, attn in zip(lv.res, lv.attn):
                 h = attn(block(h, emb, None))
                 hs.append(h)
@@ -296,7 +300,7 @@ class SDMUNet(nn.Module):
         s = seg_at(h)
         c = spade_cache
         h = self.mid2(self.mid_attn(self.mid1(h, emb, s, c)), emb, s, c)
-        for i, lv in enumerate(self.up):
+        for i, lv in enumerate(cast(Iterable[_Level], self.up)):
             for block, attn in zip(lv.res, lv.attn):
                 h = torch.cat([h, hs.pop()], dim=1)
                 h = attn(block(h, emb, seg_at(h), spade_cache))

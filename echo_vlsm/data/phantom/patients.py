@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def _draw_view(rng: np.random.Generator, view: str, patient: dict) -> dict:
     depth = rng.uniform(140.0, 185.0)  # mm imaged along the central line
     spacing = float(np.round(np.clip(depth / height, 0.15, 0.30), 4))
     depth = height * spacing
-    g = dict(height=height, width=width, spacing=spacing, depth=depth)
+    g: dict[str, Any] = dict(height=height, width=width, spacing=spacing, depth=depth)
     g["apex_col"] = width / 2 + rng.uniform(-0.03, 0.03) * width
     g["apex_row"] = rng.uniform(-6.0, 2.0)  # fan apex a little above or at the top row
     g["half_angle"] = math.radians(rng.uniform(33.0, 40.0))

@@ -182,7 +182,7 @@ def _marker(seed: int, number: int, layout: str) -> dict:
     return {"version": PHANTOM_VERSION, "seed": seed, "layout": layout, "number": number}
 
 
-def _write_one(seed: int, number: int, folder: str, layout: str) -> int:
+def _write_one(seed: int, number: int, folder: str | Path, layout: str) -> int:
     """Simulate and write one patient into a hidden folder, with its marker file, then rename
     it into place, so a patient folder is always complete."""
     folder = Path(folder)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -89,8 +90,9 @@ class SDMConfig:
     def paper(cls, **overrides) -> SDMConfig:
         """The study's SDM training (Echo from Noise): 256 px, lr 1e-4, batch 96, 50k steps,
         EMA 0.9999."""
-        base = dict(size="paper", train_steps=50_000, batch_size=96, lr=1e-4, warmup_steps=0,
-                    ema_decay=0.9999, checkpoint_every=2_000, sample_every=5_000)
+        base: dict[str, Any] = dict(
+            size="paper", train_steps=50_000, batch_size=96, lr=1e-4, warmup_steps=0,
+            ema_decay=0.9999, checkpoint_every=2_000, sample_every=5_000)
         base.update(overrides)
         return cls(**base)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +47,8 @@ def make_scheduler(sampler: str = "dpm++", steps: int | None = None):
 
     common = dict(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule=SCHEDULE,
                   prediction_type="epsilon")
+    # Any: to a type checker diffusers' top-level names are its torch-less placeholder classes
+    sched: Any
     if sampler == "ddpm":
         sched = DDPMScheduler(**common, variance_type="fixed_small", clip_sample=True)
     elif sampler == "ddim":
@@ -104,7 +107,7 @@ def _initial_noise(seeds: Sequence[int], h: int, w: int) -> tuple[torch.Tensor, 
 
 @torch.no_grad()
 def sample(
-    model: torch.nn.Module,
+    model: EpsilonModel,
     maps,
     *,
     sampler: str = "dpm++",

@@ -16,6 +16,8 @@ Examples::
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from echo_vlsm.sdm.unet import SDMUNet
@@ -29,8 +31,9 @@ def training_alphas_cumprod() -> torch.Tensor:
     """The cumulative alphas of the cosine schedule, as the samplers' scheduler holds them."""
     from diffusers import DDPMScheduler
 
-    sched = DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule=SCHEDULE,
-                          prediction_type="epsilon")
+    # Any: to a type checker diffusers' top-level names are its torch-less placeholder classes
+    sched: Any = DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule=SCHEDULE,
+                               prediction_type="epsilon")
     return sched.alphas_cumprod.clone().float()
 
 
@@ -81,6 +84,8 @@ class EpsilonModel(torch.nn.Module):
     parameterisation the network predicts ``v`` and ``eps = sqrt(a) * v + sqrt(1 - a) * x_t``:
     near pure noise the image estimate stays well conditioned (an epsilon network must get
     the noise right to 1e-4 there, or its image estimate, and so the image's brightness, drifts)."""
+
+    alphas_cumprod: torch.Tensor  # a buffer (register_buffer)
 
     def __init__(self, net: SDMUNet, parameterization: str = "v"):
         super().__init__()
