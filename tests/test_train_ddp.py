@@ -28,7 +28,7 @@ def test_two_processes_write_one_complete_run(dataset, tmp_path):
     run = runs / "clipseg_real_trained_p2"
     assert is_complete(run)
     assert sorted(p.name for p in run.iterdir()) == [
-        "config.json", "history.csv", "metrics.csv", "model.safetensors",
+        "clinical.csv", "config.json", "history.csv", "metrics.csv", "model.safetensors",
         "summary.json"]  # one writer: no second copy, no temporary files left behind
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["epochs_run"] == 2 and summary["done"]
