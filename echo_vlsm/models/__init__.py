@@ -16,8 +16,7 @@ DynUNet predicting the three structures at once, read per structure by the same 
 from __future__ import annotations
 
 import json
-
-import torch
+from collections.abc import Callable
 
 from echo_vlsm.grid import BASELINE_MODELS, ENCODERS, MODELS, SIZES
 from echo_vlsm.models.base import UPSAMPLINGS, ModelSpec, SegmentationModel, check_model
@@ -29,8 +28,10 @@ from echo_vlsm.models.tokenizer import ClipTokenizer
 from echo_vlsm.models.unet import build_unet, unet_spec
 from echo_vlsm.models.weights import StateDictMismatchError, local_path
 
-_SPECS = {"clipseg": clipseg_spec, "cris": cris_spec, "unet": unet_spec}
-_BUILDERS = {"clipseg": build_clipseg, "cris": build_cris, "unet": build_unet}
+_SPECS: dict[str, Callable[..., ModelSpec]] = {
+    "clipseg": clipseg_spec, "cris": cris_spec, "unet": unet_spec}
+_BUILDERS: dict[str, Callable[..., SegmentationModel]] = {
+    "clipseg": build_clipseg, "cris": build_cris, "unet": build_unet}
 
 
 def model_spec(name: str, size: str = "paper") -> ModelSpec:
@@ -46,7 +47,7 @@ def model_spec(name: str, size: str = "paper") -> ModelSpec:
 
 
 def build_model(name: str, size: str = "paper", pretrained=None, encoders: str = "trained",
-                **kwargs) -> torch.nn.Module:
+                **kwargs) -> SegmentationModel:
     """Build ``clipseg`` or ``cris`` at ``size`` ``"paper"`` (the study's architecture) or
     ``"tiny"`` (the same architecture at small width, for CPU tests and the demo).
 
@@ -62,6 +63,7 @@ def build_model(name: str, size: str = "paper", pretrained=None, encoders: str =
 
     Examples::
 
+        >>> import torch
         >>> model = build_model("clipseg", size="tiny")
         >>> ids, mask = model.tokenize(["Left ventricular cavity of the heart."])
         >>> s = model.spec.image_size
@@ -95,11 +97,13 @@ def exported_config(pretrained) -> dict | None:
     return values if isinstance(values, dict) and values.get("format") == EXPORT_FORMAT else None
 
 
-def _load_exported(name, size, encoders, pretrained, config: dict, **kwargs):
+def _load_exported(name, size, encoders, pretrained, config: dict,
+                   **kwargs) -> SegmentationModel:
     """A model with the weights (and tokenizer vocabulary) of an exported folder."""
     from safetensors.torch import load_model
 
     folder = local_path(pretrained)
+    assert folder is not None  # exported_config read config.json in this local folder
     if (config.get("model"), config.get("size")) != (name, size):
         raise ValueError(f"{folder / 'config.json'}: an exported {config.get('model')!r} of size "
                          f"{config.get('size')!r}, not {name!r} of size {size!r}; build it "
