@@ -124,6 +124,48 @@ def _segment(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _spacing_arg(text: str | None) -> tuple[float, float] | None:
+    """``"0.3,0.3"`` -> ``(0.3, 0.3)`` (row mm, column mm); one number: square pixels."""
+    if text is None:
+        return None
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or not all(p > 0 and p < float("inf") for p in parts):
+        raise ValueError(f"--spacing {text!r}: expected ROW_MM,COL_MM, e.g. 0.3,0.3")
+    return parts[0], parts[1]
+
+
+def _measure(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from echo_vlsm.inference.measure import measure
+    from echo_vlsm.io import write_text_atomic
+
+    try:
+        m = measure(args.model, args.patient, prompt=args.prompt,
+                    attributes=_parse_attributes(args.attr), spacing=_spacing_arg(args.spacing),
+                    phrasing=args.phrasing, device=args.device)
+    except (ValueError, FileNotFoundError, TypeError, OSError) as exc:
+        print(f"echo-vlsm measure: {exc}", file=sys.stderr)
+        return 2
+    record = m.as_dict()
+    out = Path(args.out) if args.out else Path(f"{m.images.patient}_measure.json")
+    write_text_atomic(out, json.dumps(record, indent=2) + "\n")
+
+    def show(value: float | None, unit: str) -> str:
+        return "n/a" if value is None else f"{value:.1f} {unit}"
+
+    print(f"{m.images.patient} (prompt {m.prompt}): EDV {show(record['edv_ml'], 'mL')}, "
+          f"ESV {show(record['esv_ml'], 'mL')}, EF {show(record['ef_percent'], '%')}"
+          + (f"; {m.reason}" if m.reason else "") + f" -> {out}")
+    return 0 if m.reason is None else 1
+
+
 def _export_model(args: argparse.Namespace) -> int:
     from echo_vlsm import inference
 
@@ -274,6 +316,26 @@ def _add_segment_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     seg.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
     seg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     seg.set_defaults(func=_segment)
+
+    mea = sub.add_parser("measure", help="EDV, ESV and EF of one patient, from the LV "
+                                         "masks a trained model draws")
+    mea.add_argument("model", metavar="RUN_OR_MODEL",
+                     help="a run folder (runs/<profile>/<run_id>) or an exported model folder")
+    mea.add_argument("patient", metavar="PATIENT", nargs="+",
+                     help="a CAMUS patient folder, or four images named by view and phase "
+                          "(..._2CH_ED.png, ..._2CH_ES, ..._4CH_ED, ..._4CH_ES)")
+    mea.add_argument("--prompt", help="a key p0..p7 or a text (default: the model's key)")
+    mea.add_argument("--attr", action="append", metavar="KEY=VALUE",
+                     help="a prompt attribute the images do not give (sex, age, quality, "
+                          "shape; repeatable); overrides the Info cfg's")
+    mea.add_argument("--spacing", metavar="ROW_MM,COL_MM",
+                     help="pixel size of images that carry none (PNG, JPEG, DICOM)")
+    mea.add_argument("--phrasing", type=int, default=0, choices=(0, 1),
+                     help="which of a key's two phrasings (default 0)")
+    mea.add_argument("--out", metavar="FILE.json",
+                     help="where the JSON goes (default: <patient>_measure.json here)")
+    mea.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    mea.set_defaults(func=_measure)
 
     exp = sub.add_parser("export-model",
                          help="write a run as a shareable model folder (Hugging Face layout)")
