@@ -24,13 +24,18 @@ def machine() -> str:
     if torch.cuda.is_available():
         dev = torch.cuda.get_device_name(0)
     else:
-        dev = f"CPU only ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        cpu = platform.processor() or platform.machine()
+        dev = f"CPU only ({cpu}, {torch.get_num_threads()} threads)"
     return f"{dev}; torch {torch.__version__}; Python {platform.python_version()}"
 
 
 def update_section(name: str, markdown: str, path: Path = RESULTS) -> None:
     text = path.read_text() if path.exists() else HEADER
     block = f"<!-- {name}:start -->\n{markdown.strip()}\n<!-- {name}:end -->"
-    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    key = re.escape(name)
+    pattern = re.compile(rf"<!-- {key}:start -->.*?<!-- {key}:end -->", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
     write_text_atomic(path, text)

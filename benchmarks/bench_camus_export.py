@@ -99,8 +99,10 @@ def main() -> None:
         "| step | items | seconds | per item (ms) |",
         "|---|---|---|---|",
         f"| write tree (setup) | {n} images | {t_write:.1f} | {1000 * t_write / n:.1f} |",
-        f"| `read_camus` (metadata, headers) | {n} records | {t_read:.2f} | {1000 * t_read / n:.2f} |",
-        f"| `validate` (all pixels) | {m} records | {t_validate:.2f} | {1000 * t_validate / m:.1f} |",
+        f"| `read_camus` (metadata, headers) | {n} records | {t_read:.2f} | "
+        f"{1000 * t_read / n:.2f} |",
+        f"| `validate` (all pixels) | {m} records | {t_validate:.2f} | "
+        f"{1000 * t_validate / m:.1f} |",
         f"| `export_dataset` size {args.size}, {args.workers} workers | {m} records | "
         f"{t_export:.2f} | {1000 * t_export / m:.1f} |",
         f"| second run (all skipped) | {m} records | {t_again:.2f} | {1000 * t_again / m:.2f} |",

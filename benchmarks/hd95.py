@@ -221,6 +221,8 @@ def main() -> None:
                             for th in thread_settings)
     whole_line = "|".join(["---"] * (3 * len(thread_settings)))
     grid_samples = 108 * 600
+    grid_monai_1 = grid_samples * med[('es', 'monai-1', 1)] / 6e4
+    grid_exact_hi = grid_samples * med[('es', 'exact-1', hi)] / 6e4
     md = f"""## HD95 per sample at 512 x 512 (`benchmarks/hd95.py`)
 
 Machine: {machine()}; {os.cpu_count()} cores, `default_workers()` = {workers}; load average
@@ -259,7 +261,7 @@ Dice / IoU on float64 masks and MONAI's HD95 on {workers} threads (the previous 
 
 Over the paper grid (108 runs x 600 test samples = {grid_samples:,} samples): HD95 alone
 {grid_samples * med[('es', 'monai-1', hi)] / 6e4:.0f} min with `monai-1` under torch's {hi} threads,
-{grid_samples * med[('es', 'monai-1', 1)] / 6e4:.0f} min under 1, {grid_samples * med[('es', 'exact-1', hi)] / 6e4:.1f} min with `exact-1` (the `es` masks).
+{grid_monai_1:.0f} min under 1, {grid_exact_hi:.1f} min with `exact-1` (the `es` masks).
 """
     print(md)
     if not args.no_write:

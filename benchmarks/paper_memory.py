@@ -420,8 +420,8 @@ def report(results: dict, args) -> str:
         small = results["models"].get(f"{model}:{max(1, b // 2)}")
         study = STUDY_BATCH[model]
         if small is not None and small is not m and study != b:
-            per = ((m["peak_rss"] - m["base"]["rss"]) - (small["peak_rss"] - small["base"]["rss"])) \
-                / (b - max(1, b // 2))
+            small_part = small["peak_rss"] - small["base"]["rss"]
+            per = (model_part - small_part) / (b - max(1, b // 2))
             at_study = peak + per * (study - b)
             extrap = f"{_gib(at_study)} (+{per / 2 ** 20:.0f} MiB per sample)"
         else:
@@ -480,10 +480,18 @@ def report(results: dict, args) -> str:
            "GPU memory: **unmeasured** (no GPU in this run). On a GPU, `python "
            "benchmarks/paper_memory.py measure` runs the study's batch sizes "
            "(CLIPSeg 128, CRIS 32) and adds `torch.cuda.max_memory_allocated` per run here.")
+    device = next(iter(results['runs'].values()), {}).get('device', args.device)
+    run_head = ("| model | strategy | batch | triplets train / val / test | peak RSS GiB | "
+                "interpreter | decoded data | model + AdamW + steps | rest | "
+                "target (16 GB = 14.90 GiB) | CPU peak at the study's batch, extrapolated | "
+                "host peak with `device: cuda`, estimated | s |")
+    data_head = ("| model | train set | train | val | test | total GiB | RSS growth, on the CPU | "
+                 "host RSS kept after moving to a device (`meta`) | "
+                 "host peak while loading (`meta`) |")
     return f"""## Memory at the real scale (`benchmarks/paper_memory.py`)
 
 Machine: {machine()}; {os.cpu_count()} cores, {_gib(_total_ram())} GiB RAM; device
-`{next(iter(results['runs'].values()), {}).get('device', args.device)}`. Stand-in of the study's size (built by `paper_memory.py build`): real
+`{device}`. Stand-in of the study's size (built by `paper_memory.py build`): real
 {c['real']['train']} train / {c['real']['val']} val / {c['real']['test']} test images (a
 phantom CAMUS 2019 tree of 500 patients through `export_dataset` at 512 px; 600 test
 triplets), synthetic {c['synthetic']['train']} train / {c['synthetic']['val']} val images
@@ -496,7 +504,7 @@ images), as-published recipe, in a fresh process; peak RSS = the process's `ru_m
 (and the parent's 0.1 s polling, the larger). Bare interpreter (torch and `echo_vlsm.train`
 imported): {_gib(base)} GiB.
 
-| model | strategy | batch | triplets train / val / test | peak RSS GiB | interpreter | decoded data | model + AdamW + steps | rest | target (16 GB = 14.90 GiB) | CPU peak at the study's batch, extrapolated | host peak with `device: cuda`, estimated | s |
+{run_head}
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
@@ -518,7 +526,7 @@ GPU this benchmark measures the whole host peak, that included).
 
 Decoded data (tensor bytes; "RSS growth" measured in the loading process):
 
-| model | train set | train | val | test | total GiB | RSS growth, on the CPU | host RSS kept after moving to a device (`meta`) | host peak while loading (`meta`) |
+{data_head}
 |---|---|---|---|---|---|---|---|---|
 {chr(10).join(data_rows)}
 

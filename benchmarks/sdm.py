@@ -7,8 +7,9 @@
 2. Training steps/s of ``train_sdm`` itself (random in-memory data, no checkpoints).
 3. On the CPU: the demo's budget on the phantom (20 patients, 56 training images at 512 px
    shrunk to 64 px): SDM training with the default ``SDMConfig`` plus synthesis of
-   ``--n-per-map`` (demo: 3) images per map of train + val, and the fidelity of the result (target: <= 3 min on 2 cores;
-   LV darker than myocardium in >= 90 % of images, no bright outside).
+   ``--n-per-map`` (demo: 3) images per map of train + val, and the fidelity of the result
+   (target: <= 3 min on 2 cores; LV darker than myocardium in >= 90 % of images, no bright
+   outside).
 
 On a GPU: bf16 autocast, channels_last, and torch.compile for training; both sizes.
 
@@ -119,7 +120,8 @@ def demo_budget(workdir: Path, n_per_map: int = 3) -> dict:
     t2 = time.perf_counter()
     fid = fidelity(out)
     return {"train_s": t1 - t0, "synth_s": t2 - t1, "total_s": t2 - t0, "steps": cfg.train_steps,
-            "batch": cfg.batch_size, "n_per_map": n_per_map, "threads": torch.get_num_threads(), "load_before": load0,
+            "batch": cfg.batch_size, "n_per_map": n_per_map, "threads": torch.get_num_threads(),
+            "load_before": load0,
             "load_after": os.getloadavg()[0], **fid}
 
 

@@ -67,7 +67,8 @@ def label_name(split: str, stem: str) -> str:
 
 
 def mask_name(structure: str, split: str, stem: str) -> str:
-    """A structure's binary mask inside a dataset folder: ``masks/<structure>/<split>/<stem>.png``."""
+    """A structure's binary mask inside a dataset folder:
+    ``masks/<structure>/<split>/<stem>.png``."""
     return f"masks/{check_structure(structure)}/{split}/{stem}.png"
 
 

@@ -71,8 +71,9 @@ def write_echo_dataset(root: Path, n_patients: int = 5, size: int = 64, seed: in
 
 
 def write_release_tree(root: Path, size: int = 64) -> Path:
-    """A tree laid out as the released SDM-CAMUS set (Zenodo 7921055): 2CH_ED and 4CH_ES, training and validation, plus a testing
-    folder with real-style 0..3 annotations that must be skipped."""
+    """A tree laid out as the released SDM-CAMUS set (Zenodo 7921055): 2CH_ED and 4CH_ES,
+    training and validation, plus a testing folder with real-style 0..3 annotations that must
+    be skipped."""
     rng = np.random.default_rng(0)
     samples = [
         ("2CH_ED", "training", "patient0001_2CH_ED_training_0"),

@@ -32,7 +32,8 @@ def _const(v):
 def table():
     rows = []
     # real p1: dice 80, 82, 84, 86 for every structure -> mean 83, std(ddof=1) sqrt(20/3)
-    rows += _rows("cris", "real", "trained", "p1", {s: [80, 82, 84, 86] for s in ("lv", "myo", "la")})
+    rows += _rows("cris", "real", "trained", "p1",
+                  {s: [80, 82, 84, 86] for s in ("lv", "myo", "la")})
     rows += _rows("cris", "real", "trained", "p0", _const(40))
     rows += _rows("cris", "synthetic", "trained", "p1", _const(75))
     rows += _rows("cris", "synth-pt-real-ft", "trained", "p1", _const(85))
@@ -79,7 +80,8 @@ def test_summary_table_means_and_paper_columns(table):
     r = t1.loc[("real", "cris", "p1")]
     assert r["n"] == 12
     assert r["dice_mean"] == pytest.approx(83.0)
-    assert r["dice_std"] == pytest.approx(math.sqrt(sum((x - 83) ** 2 for x in [80, 82, 84, 86] * 3) / 11))
+    squares = sum((x - 83) ** 2 for x in [80, 82, 84, 86] * 3)
+    assert r["dice_std"] == pytest.approx(math.sqrt(squares / 11))
     # the study's Table 1, CRIS real P1 = 91.00 +- 6.34
     assert (r["paper_mean"], r["paper_std"]) == (91.00, 6.34)
     # zero-shot belongs to Table 1 whatever its encoders label (study: CRIS P1 9.04)

@@ -1,6 +1,6 @@
-"""The contract both vision-language models keep (``echo_vlsm.models.base.SegmentationModel``): spec and
-build errors, logits at the input resolution, tokenize, frozen encoders (no gradient, eval
-mode under ``model.train()``), and input errors that say what would be accepted."""
+"""The contract both vision-language models keep (``echo_vlsm.models.base.SegmentationModel``):
+spec and build errors, logits at the input resolution, tokenize, frozen encoders (no gradient,
+eval mode under ``model.train()``), and input errors that say what would be accepted."""
 
 from __future__ import annotations
 

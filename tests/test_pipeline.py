@@ -235,7 +235,8 @@ def test_reproduce_runs_in_order_keeps_notebooks_and_resumes(micro):
     runs = tmp / "runs" / "micro"
     for rid in ("clipseg_real_trained_p0", "clipseg_real_trained_p1"):
         executed = nbformat.read(runs / rid / "04_train_vlsm.ipynb", as_version=4)
-        injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        injected = [c for c in executed.cells
+                    if "injected-parameters" in c.metadata.get("tags", [])]
         assert f'prompt = "{rid[-2:]}"' in injected[0].source
     assert (runs / "steps" / "01_data_preparation.ipynb").is_file()
     assert (runs / "steps" / "06_dice_difference_plots.done.json").is_file()
@@ -523,7 +524,8 @@ def test_fast_dev_run_rehearses_the_graph_in_its_own_folders(micro):
     assert run.params["fast_dev_run"] == 2 and run.params["real_dir"] == str(tmp / "data-fdr")
     assert jobs["06_dice_difference_plots"].params["tables_dir"] == str(tmp / "paper-fdr")
     out = P.reproduce(path, root=tmp, notebooks_dir=nbs, fast_dev_run=2, log=lambda m: None)
-    assert out.ok and (tmp / "runs" / "micro-fdr" / "cris_real_trained_p1" / "metrics.csv").is_file()
+    assert out.ok
+    assert (tmp / "runs" / "micro-fdr" / "cris_real_trained_p1" / "metrics.csv").is_file()
     assert not (tmp / "runs" / "micro").exists() and not (tmp / "data").exists()
     assert (tmp / "paper-fdr" / "report.md").read_text().startswith("micro-fdr:")
     table = P.status(path, root=tmp, fast_dev_run=2, notebooks_dir=nbs)

@@ -32,7 +32,8 @@ def test_import_released_tree(tmp_path):
     assert rec.loc["patient0099_4CH_ES_s7", "sex"] == ""
     assert pd.isna(rec.loc["patient0099_4CH_ES_s7", "age"])
     # label mapping 0,2 -> 0; 1 -> 1; 3 -> 2; 4 -> 3
-    ann = read_png(src / "2CH_ED" / "annotations" / "training" / "patient0001_2CH_ED_training_0.png")
+    ann_dir = src / "2CH_ED" / "annotations" / "training"
+    ann = read_png(ann_dir / "patient0001_2CH_ED_training_0.png")
     lbl = read_png(out / "labels" / "train" / "patient0001_2CH_ED_s0.png")
     assert lbl.shape == (128, 128)
     big = np.repeat(np.repeat(ann, 2, 0), 2, 1)
@@ -140,8 +141,9 @@ def test_camus_coded_annotation_is_told_apart(tmp_path):
     ambiguous = np.zeros(image.shape, np.uint8)
     ambiguous.flat[where] = values
     write_png(src / name.format("annotations"), ambiguous)
-    with pytest.raises(ReleasedFormatError, match=r"patient0001_2CH_ED_training_1\.png.*label "
-                                                  r"coding ambiguous.*56%.*80% of the image's sector"):
+    with pytest.raises(ReleasedFormatError,
+                       match=r"patient0001_2CH_ED_training_1\.png.*label "
+                             r"coding ambiguous.*56%.*80% of the image's sector"):
         import_released(src, tmp_path / "out2", size=64, progress=False)
     assert not (tmp_path / "out2" / "records.csv").exists()
 

@@ -88,7 +88,8 @@ def headline_table(cells: pd.DataFrame, floor: pd.DataFrame | None = None,
     if camus is not None and against == "reference":
         c = camus.set_index("index")
         rows.append({"measured": CAMUS_LABEL,
-                     "seeds": "–", "patients": "–", "EDV/ESV r (mean)": float(c.loc["edv_esv", "correlation"]),
+                     "seeds": "–", "patients": "–",
+                     "EDV/ESV r (mean)": float(c.loc["edv_esv", "correlation"]),
                      "EDV/ESV MAE (mL, mean)": float(c.loc["edv_esv", "mae"]),
                      "EF r": float(c.loc["ef", "correlation"]),
                      "EF MAE (points)": float(c.loc["ef", "mae"])})

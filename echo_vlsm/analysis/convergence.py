@@ -113,8 +113,9 @@ def stopping_verdict(table: pd.DataFrame) -> str:
     """One sentence: how many runs stopped by early stopping and how many at their cap.
 
         >>> t = pd.DataFrame({"run_id": ["a", "b"], "stopped_by": ["patience", "epochs"]})
-        >>> stopping_verdict(t)
-        '1 of 2 runs stopped by early stopping; 1 stopped at the epoch cap (b), still able to improve: their results may reflect under-training.'
+        >>> stopping_verdict(t)  # doctest: +NORMALIZE_WHITESPACE
+        '1 of 2 runs stopped by early stopping; 1 stopped at the epoch cap (b), still able to
+        improve: their results may reflect under-training.'
     """
     n = len(table)
     if n == 0:

@@ -76,7 +76,8 @@ def prompt_gap(summary: pd.DataFrame, strategies: Iterable[str] = ("real",),
             if low in sel.index and high in sel.index and sel.at[low, "n"] and sel.at[high, "n"]:
                 rows.append({
                     "strategy": strategy, "model": model,
-                    f"dice_{low}": sel.at[low, "dice_mean"], f"dice_{high}": sel.at[high, "dice_mean"],
+                    f"dice_{low}": sel.at[low, "dice_mean"],
+                    f"dice_{high}": sel.at[high, "dice_mean"],
                     "gap": sel.at[high, "dice_mean"] - sel.at[low, "dice_mean"],
                     "paper_gap": sel.at[high, "paper_mean"] - sel.at[low, "paper_mean"],
                 })

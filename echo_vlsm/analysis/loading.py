@@ -203,8 +203,9 @@ def _run_dirs(root: Path) -> list[Path]:
 def load_summaries(root: str | os.PathLike) -> pd.DataFrame:
     """``summary.json`` of every run folder under ``root`` (named by run id) as one table:
     run_id, the run's fields (``RUN_COLUMNS``), best_epoch, best_val_dice, seconds_to_best,
-    epochs_run, stopped_by (``patience``, ``epochs`` or ``fast_dev_run``), seconds_total, done, and (NaN where a summary lacks them) ``n_train``,
-    ``train_images`` and ``real_train_images`` (unique real images it trained on)."""
+    epochs_run, stopped_by (``patience``, ``epochs`` or ``fast_dev_run``), seconds_total, done,
+    and (NaN where a summary lacks them) ``n_train``, ``train_images`` and
+    ``real_train_images`` (unique real images it trained on)."""
     rows = []
     for d in _run_dirs(Path(root)):
         f = d / SUMMARY_FILE

@@ -96,6 +96,8 @@ def model_card(config: TrainConfig, summary: dict, metrics: pd.DataFrame, spec) 
             f"CAMUS (`{config.real_dir}`)")
     synth = (f"; synthetic images from `{config.synthetic_dir}`"
              if config.strategy in ("synthetic", "synth-pt-real-ft") else "")
+    loss = (f'{config.setting("bce_weight"):g} x cross-entropy ({config.setting("loss")}, '
+            f'recipe {config.recipe})')
     return f"""---
 license: cc-by-4.0
 library_name: echo-vlsm
@@ -124,7 +126,7 @@ myocardium, left atrium), it returns a probability map and a mask.
 - Prompt `{config.prompt}` (the study's P0..P7: P0 empty, P1 the structure, then view, phase,
   sex, age, image quality, shape), one of its two phrasings drawn per sample and epoch.
 - Recipe: AdamW (lr {config.learning_rate:g}, weight decay {config.weight_decay:g}), Dice +
-  {config.setting("bce_weight"):g} x cross-entropy ({config.setting("loss")}, recipe {config.recipe}), batch {config.global_batch_size}, at most {config.epochs}
+  {loss}, batch {config.global_batch_size}, at most {config.epochs}
   epochs; best epoch {summary.get("best_epoch")} (validation dice
   {float(summary.get("best_val_dice", float("nan"))):.1f}).
 - The full training config is in `config.json` (`training_config`).

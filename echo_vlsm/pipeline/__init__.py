@@ -63,6 +63,7 @@ __all__ = [
     "Profile", "ProfileError", "Run", "build_graph", "components", "execute_notebook",
     "filter_runs", "job_state", "load_profile", "lock_holder", "notebook_parameters",
     "parse_shard", "plan",
-    "pretrain_source", "profile_path", "project_root", "read_failure", "reproduce", "run_complete", "run_dir",
+    "pretrain_source", "profile_path", "project_root", "read_failure", "reproduce",
+    "run_complete", "run_dir",
     "select_grid", "shard_runs", "status", "steps_dir", "study_grid", "with_dependencies",
 ]

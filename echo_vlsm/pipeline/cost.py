@@ -3,7 +3,8 @@
 Per run: training triplets x epochs (``epochs_per_run``, capped by the profile's ``epochs``)
 training steps, a validation pass per epoch and one test pass; zero-shot runs score only.
 The FLOPs of one triplet come from ``torch.utils.flop_counter`` on the paper-size models
-(forward and backward with the run's encoder setting; a batch of one on the CPU). Hours follow from an assumed GPU throughput (``tflops``, at ``utilization``); where a
+(forward and backward with the run's encoder setting; a batch of one on the CPU). Hours
+follow from an assumed GPU throughput (``tflops``, at ``utilization``); where a
 measured training rate exists (the study's recipe on one H200, ``MEASURED_IMG_S``) a second
 estimate from it stands beside. Data sizes default to the study's (CAMUS 2019: 1600 / 400 /
 200 images, x3 structures; synthetic 8000 / 1000) unless the profile's exported datasets
@@ -127,7 +128,8 @@ def plan_cost(prof: Profile, root, assume: Assumptions = Assumptions()):
         flops = n_epochs * (train * train_flops + val * infer_flops) + test * infer_flops
         util = implied_utilization(run.model, assume)
         rows.append({"model": run.model, "strategy": run.strategy, "encoders": run.encoders,
-                     "real_fraction": run.real_fraction, "train_triplets": train, "epochs": n_epochs, "pflops": flops / 1e15,
+                     "real_fraction": run.real_fraction, "train_triplets": train,
+                     "epochs": n_epochs, "pflops": flops / 1e15,
                      "utilization": util,
                      "gpu_hours": flops / (assume.tflops * 1e12 * util) / 3600})
     df = pd.DataFrame(rows)

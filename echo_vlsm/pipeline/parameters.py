@@ -8,10 +8,12 @@ assigns, and every value plain data (YAML scalars, lists and mappings of those).
 Examples::
 
     >>> check_key("n_patients", {"n_patients", "seed"}, "demo.yaml", "01_data_preparation")
-    >>> check_key("n_patient", {"n_patients", "seed"}, "demo.yaml", "01_data_preparation")
+    >>> check_key("n_patient", {"n_patients", "seed"}, "demo.yaml",
+    ...           "01_data_preparation")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    echo_vlsm.pipeline.errors.ProfileError: demo.yaml: 01_data_preparation: unknown parameter 'n_patient'; did you mean 'n_patients'? (the notebook's parameters: n_patients, seed)
+    echo_vlsm.pipeline.errors.ProfileError: demo.yaml: 01_data_preparation: unknown parameter
+    'n_patient'; did you mean 'n_patients'? (the notebook's parameters: n_patients, seed)
 """
 
 from __future__ import annotations

@@ -173,7 +173,9 @@ def _read_yaml(path: Path) -> dict:
         raise ProfileError(path, "expected a mapping at the top level")
     unknown = set(data) - PROFILE_KEYS
     if unknown:
-        raise ProfileError(path, f"unknown keys {sorted(unknown)}; accepted: {sorted(PROFILE_KEYS)}")
+        raise ProfileError(
+            path, f"unknown keys {sorted(unknown)}; accepted: {sorted(PROFILE_KEYS)}"
+        )
     return data
 
 

@@ -17,7 +17,9 @@ Examples::
     ['cris_synthetic_frozen_p6', 'cris_synth-pt-real-ft_frozen_p7']
     >>> [r.id for r in select_grid([{"models": "unet", "strategies": "real",
     ...                              "seeds": [0, 1], "real_fractions": [0.5, 1.0]}])]
-    ['unet_real_trained_none', 'unet_real_trained_none_real50', 'unet_real_trained_none_seed1', 'unet_real_trained_none_seed1_real50']
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['unet_real_trained_none', 'unet_real_trained_none_real50', 'unet_real_trained_none_seed1',
+     'unet_real_trained_none_seed1_real50']
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ they have no P7. The wording is the study's, quirks included ("a eighty-four-yea
 Examples::
 
     >>> p = make_prompts(Attributes("lv", "2CH", "ED", "M", 73, "Good", "oval"))
-    >>> p["p7"][0]
-    'Left ventricular cavity of oval shape in two-chamber view of the heart at end of the diastole cycle of a seventy-three-year-old male with good image quality.'
+    >>> p["p7"][0]  # doctest: +NORMALIZE_WHITESPACE
+    'Left ventricular cavity of oval shape in two-chamber view of the heart at end of the
+    diastole cycle of a seventy-three-year-old male with good image quality.'
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from echo_vlsm.sdm.unet import UNET_SIZES, build_unet
 
 __all__ = [
     "SDM", "SDMConfig", "UNET_SIZES", "PerturbConfig", "ReleasedFormatError", "build_unet",
-    "fidelity", "import_released", "load_sdm", "make_scheduler", "perturb_map", "perturb_maps", "read_history", "sample", "sector_mask",
+    "fidelity", "import_released", "load_sdm", "make_scheduler", "perturb_map", "perturb_maps",
+    "read_history", "sample", "sector_mask",
     "synthesize", "time_samplers", "to_camus_label", "to_sdm_map", "train_sdm",
 ]

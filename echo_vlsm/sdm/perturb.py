@@ -4,10 +4,10 @@ Each new map is the real 5-class map under a random affine transform (rotation +
 vertical shift up to 5 % of the height, scale 0.8-1.05, shear 5 deg, nearest neighbour),
 then an elastic deformation (10 x 10 control points of a cubic B-spline, the border ones
 locked, displacements up to 30 px at 256 px, scaled to the map's size; as torchio's
-RandomElasticDeformation), clipped to the real map's ultrasound sector: outside the sector stays 0, sector
-pixels left without a class become tissue (2). Beyond the study, each structure is kept as
-one connected piece (largest component, holes filled), so every new map is anatomically
-plausible; labels stay in 0..4. The same seed gives the same maps.
+RandomElasticDeformation), clipped to the real map's ultrasound sector: outside the sector
+stays 0, sector pixels left without a class become tissue (2). Beyond the study, each
+structure is kept as one connected piece (largest component, holes filled), so every new map
+is anatomically plausible; labels stay in 0..4. The same seed gives the same maps.
 
 Examples::
 

@@ -81,7 +81,8 @@ def plot_loss(history: Sequence[dict]):
     ax.plot(steps, loss, lw=0.5, alpha=0.5, label="loss")
     if len(loss) >= 10:
         k = max(5, len(loss) // 20)
-        ax.plot(steps[k - 1 :], np.convolve(loss, np.ones(k) / k, mode="valid"), label=f"mean of {k}")
+        ax.plot(steps[k - 1 :], np.convolve(loss, np.ones(k) / k, mode="valid"),
+                label=f"mean of {k}")
     ax.set_xlabel("step")
     ax.set_ylabel("MSE")
     ax.set_yscale("log")

@@ -201,7 +201,9 @@ class SDMUNet(nn.Module):
         self.spec = spec
         ch = spec.channels
         emb_dim = 4 * ch
-        self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_mlp = nn.Sequential(
+            nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
         self.view_phase = (
             nn.Embedding(spec.view_phase_classes + 1, emb_dim) if spec.view_phase_classes else None
         )
@@ -285,7 +287,10 @@ class SDMUNet(nn.Module):
         def seg_at(h: torch.Tensor) -> torch.Tensor:  # one resize per resolution
             key = tuple(h.shape[-2:])
             if key not in segs:
-                segs[key] = seg if seg.shape[-2:] == key else F.interpolate(seg, size=key, mode="nearest")
+                if seg.shape[-2:] == key:
+                    segs[key] = seg
+                else:
+                    segs[key] = F.interpolate(seg, size=key, mode="nearest")
             return segs[key]
 
         h = self.inp(x)
