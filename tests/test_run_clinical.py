@@ -265,3 +265,22 @@ def test_a_finished_run_gets_clinical_csv_back_without_training(finished_run, tm
     assert step.calls == 0 and (run_dir / CLINICAL_FILE).read_bytes() == first
     table = evaluate_clinical(config, write=False, progress=False)
     assert table.to_csv(index=False).encode() == first
+
+
+def test_every_complete_run_of_a_folder_gets_clinical_csv(finished_run, tmp_path):
+    """The clinical step's first act (notebook 09): every complete run under a runs root
+    that lacks clinical.csv is measured from its weights; incomplete folders are left alone."""
+    from echo_vlsm.train import ensure_runs_clinical
+
+    _, result = finished_run
+    run_dir = tmp_path / result.run_dir.name
+    shutil.copytree(result.run_dir, run_dir)
+    first = (run_dir / CLINICAL_FILE).read_bytes()
+    weights = (run_dir / G.WEIGHTS_FILE).stat().st_mtime_ns
+    (run_dir / CLINICAL_FILE).unlink()
+    (tmp_path / "clipseg_real_trained_p1").mkdir()  # an unfinished run: its job's business
+    assert ensure_runs_clinical(tmp_path, progress=False) == [run_dir.name]
+    assert (run_dir / CLINICAL_FILE).read_bytes() == first
+    assert (run_dir / G.WEIGHTS_FILE).stat().st_mtime_ns == weights
+    assert not (tmp_path / "clipseg_real_trained_p1" / CLINICAL_FILE).exists()
+    assert ensure_runs_clinical(tmp_path, progress=False) == []  # nothing left to measure

@@ -29,6 +29,7 @@ from echo_vlsm.train.fitting import fit
 from echo_vlsm.train.rundir import MissingRunError, RunResult, load_run
 from echo_vlsm.train.scoring import (
     ensure_clinical,
+    ensure_runs_clinical,
     eval_generator,
     evaluate,
     evaluate_clinical,
@@ -39,6 +40,7 @@ from echo_vlsm.train.stopping import STOP_REASONS, BestScore, EarlyStopping
 
 __all__ = ["STOP_REASONS", "STRATEGIES", "BestScore", "EarlyStopping", "ImageCounts",
            "MissingRunError", "RunResult", "TrainConfig", "TrainingData", "build",
-           "ensure_clinical", "eval_generator", "evaluate", "evaluate_clinical", "fit",
+           "ensure_clinical", "ensure_runs_clinical", "eval_generator", "evaluate",
+           "evaluate_clinical", "fit",
            "is_complete", "load_run", "load_split", "load_training_data", "make_optimizer",
            "predict", "run_id", "train_step", "validate"]

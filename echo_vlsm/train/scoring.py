@@ -10,8 +10,9 @@ every epoch is scored on the same texts.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from echo_vlsm.device import autocast, resolve_device, resolve_precision
-from echo_vlsm.grid import METRIC_COLUMNS, METRICS_FILE, WEIGHTS_FILE
+from echo_vlsm.grid import CONFIG_FILE, METRIC_COLUMNS, METRICS_FILE, WEIGHTS_FILE, run_problem
 from echo_vlsm.io import write_png, write_text_atomic
 from echo_vlsm.models.base import ModelSpec
 from echo_vlsm.train import distributed as D
@@ -236,3 +237,20 @@ def ensure_clinical(config: TrainConfig, device: str | torch.device | None = Non
               flush=True)
         evaluate_clinical(config, device=device, progress=progress)
     return problem
+
+
+def ensure_runs_clinical(runs_root: str | Path, device: str | torch.device | None = None,
+                         progress: bool | None = None) -> list[str]:
+    """``ensure_clinical`` for every complete run folder under ``runs_root`` (the clinical
+    step reads them all; runs finished before ``clinical.csv`` existed get it here, from
+    their saved weights). Incomplete or damaged runs are left to their own job. Returns the
+    ids of the runs measured now."""
+    measured = []
+    for run_dir in sorted(p for p in Path(runs_root).iterdir() if p.is_dir()):
+        if not (run_dir / CONFIG_FILE).is_file() or run_problem(run_dir) is not None:
+            continue
+        config = TrainConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
+        config = replace(config, runs_root=str(run_dir.parent))  # where the folder is now
+        if ensure_clinical(config, device, progress) is not None:
+            measured.append(run_dir.name)
+    return measured
