@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.hostile_files import write_png_bomb  # noqa: E402  (the tests' hostile files)
+
 GIB = 1024**3
 
 CHILD = """
@@ -55,22 +56,6 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"outcome": outcome, "after_import_kb": after_import, "peak_kb": peak,
                   "seconds": seconds}))
 """
-
-
-def write_png_bomb(path: Path, side: int) -> Path:
-    """A valid 8-bit gray PNG of ``side`` x ``side`` black pixels, compressed as it streams."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
-    squeeze, row, idat = zlib.compressobj(1), bytes(side + 1), bytearray()
-    for start in range(0, side, 64):
-        idat += squeeze.compress(row * min(64, side - start))
-    idat += squeeze.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", bytes(idat))
-                     + chunk(b"IEND", b""))
-    return path
 
 
 def measure(how: str, path: Path) -> dict:
