@@ -12,6 +12,19 @@ def test_no_import_breaks_the_layers():
     assert not problems, "\n".join(problems)
 
 
+def test_no_module_over_500_lines_and_no_function_over_80():
+    problems = I.size_problems()
+    assert not problems, "\n".join(problems)
+
+
+def test_the_size_check_sees_a_long_function(tmp_path):
+    pkg = tmp_path / "echo_vlsm"
+    pkg.mkdir()
+    body = "".join(f"    x{i} = {i}\n" for i in range(85))
+    (pkg / "long.py").write_text(f"def f():\n{body}")
+    assert I.size_problems(pkg) == ["echo_vlsm.long.f: 86 lines (a function: at most 80)"]
+
+
 def test_every_part_of_the_package_is_on_a_floor():
     for module in I.graph():
         I.floor(I.top(module))  # raises KeyError naming the module's part

@@ -3,6 +3,7 @@
     python tools/imports.py            # every module and the echo_vlsm modules it imports
     python tools/imports.py --layers   # one line per package: what it depends on
     python tools/imports.py --check    # exit 1 with one line per import that breaks the layers
+                                       # or module (function) over 500 (80) lines
     python tools/imports.py --sizes    # the largest modules and functions (lines)
 
 The rule (``docs/architecture.md``): notebooks -> pipeline/analysis/inference -> train -> models,
@@ -176,6 +177,21 @@ def sizes(root: Path | None = None, n: int = 10) -> tuple[list, list]:
     return sorted(mods, reverse=True)[:n], sorted(funcs, reverse=True)[:n]
 
 
+#: The limits that keep a module about one concern and a function readable on one screen.
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 80
+
+
+def size_problems(root: Path | None = None) -> list[str]:
+    """One line per module over ``MAX_MODULE_LINES`` and function over ``MAX_FUNCTION_LINES``
+    (with ruff's 100-column lines, so that the limits mean what they say)."""
+    mods, funcs = sizes(root, n=10**6)
+    return ([f"{name}: {n} lines (a module: at most {MAX_MODULE_LINES})"
+             for n, name in mods if n > MAX_MODULE_LINES]
+            + [f"{name}: {n} lines (a function: at most {MAX_FUNCTION_LINES})"
+               for n, name in funcs if n > MAX_FUNCTION_LINES])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", action="store_true", help="one line per package")
@@ -194,10 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.check:
         problems = violations(g)
-        for p in problems:
+        too_long = size_problems()
+        for p in problems + too_long:
             print(p)
-        print(f"{len(problems)} layering problem(s) in {len(g)} modules")
-        return 1 if problems else 0
+        print(f"{len(problems)} layering problem(s) in {len(g)} modules; "
+              f"{len(too_long)} module(s) or function(s) over the size limits")
+        return 1 if problems or too_long else 0
     if args.layers:
         deps: dict[str, set[str]] = {}
         for module, targets in g.items():
