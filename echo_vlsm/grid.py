@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 #: The two vision-language segmentation models of the study.
 VLSM_MODELS: tuple[str, ...] = ("clipseg", "cris")
@@ -71,14 +72,11 @@ STRATEGY_PROMPTS: dict[str, tuple[str, ...]] = {
 BASELINE_STRATEGIES: tuple[str, ...] = ("synthetic", "real", "synth-pt-real-ft", "mixed")
 #: Columns of a run's tidy ``metrics.csv``: one row per test sample and structure; dice and
 #: iou in percent, hd95 in pixels at 512 x 512. ``seed``, ``real_fraction`` and
-#: ``provenance`` name the run's replicate, real-data subset and prompt option; files
-#: written before they existed lack them and mean ``METRIC_DEFAULTS``.
+#: ``provenance`` name the run's replicate, real-data subset and prompt option.
 METRIC_COLUMNS: tuple[str, ...] = (
     "model", "strategy", "encoders", "prompt", "seed", "real_fraction", "provenance",
     "sample", "structure", "view", "phase", "dice", "iou", "hd95",
 )
-#: The value of a column a metrics file may lack (written before the column existed).
-METRIC_DEFAULTS: dict[str, object] = {"seed": 0, "real_fraction": 1.0, "provenance": False}
 #: Columns of a run's ``history.csv``: one row per epoch.
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "images_per_s",
@@ -188,8 +186,8 @@ class Run:
         ``seed``, ``real_fraction`` and ``provenance`` only when they differ from the
         defaults (so the parameters, and the fingerprints, of the study's runs are those
         they always were)."""
-        out = {"model": self.model, "strategy": self.strategy, "encoders": self.encoders,
-               "prompt": self.prompt}
+        out: dict[str, Any] = {"model": self.model, "strategy": self.strategy,
+                               "encoders": self.encoders, "prompt": self.prompt}
         if self.seed:
             out["seed"] = self.seed
         if self.real_fraction != 1.0:
@@ -272,7 +270,7 @@ def parse_run_id(text: str) -> Run:
         else:
             raise bad
     try:
-        run = Run(*parts[:4], **extra)
+        run = Run(parts[0], parts[1], parts[2], parts[3], **extra)
     except ValueError as exc:
         raise ValueError(f"{text!r}: {exc}") from None
     if run.id != text:  # "seed0", "real100", "prov_seed1", "seed1_seed2": not canonical
@@ -448,6 +446,7 @@ def read_done_summary(folder: str | os.PathLike) -> tuple[dict | None, Problem |
     summary, problem = read_summary(folder)
     if problem is not None:
         return None, problem
+    assert summary is not None  # read_summary gives a summary or a problem
     if summary.get("done") is not True:
         return None, Problem(ProblemKind.INCOMPLETE, SUMMARY_FILE, "has no done: true")
     return summary, None
@@ -457,7 +456,7 @@ def run_files(strategy: str | None, subset: bool = False) -> tuple[str, ...]:
     """The files a complete run folder vouches for: config, history, test metrics, the best
     weights unless the run is zero-shot (which trains nothing), and the record of its real
     patients when it trained on part of them (``subset``)."""
-    names = (CONFIG_FILE, HISTORY_FILE, METRICS_FILE)
+    names: tuple[str, ...] = (CONFIG_FILE, HISTORY_FILE, METRICS_FILE)
     if strategy != "zeroshot":
         names = (CONFIG_FILE, HISTORY_FILE, WEIGHTS_FILE, METRICS_FILE)
     return names + ((SUBSET_FILE,) if subset else ())
@@ -481,6 +480,7 @@ def run_problem(run_dir: str | os.PathLike, deep: bool = False) -> Problem | Non
     summary, problem = read_done_summary(run_dir)
     if problem is not None:
         return problem
+    assert summary is not None  # read_done_summary gives a summary or a problem
     records = summary.get(FILES_KEY)
     if not isinstance(records, dict) or not records:
         return _damaged(SUMMARY_FILE, f"'{FILES_KEY}' is not a record of files")

@@ -43,7 +43,7 @@ from echo_vlsm.analysis.loading import (
 )
 from echo_vlsm.analysis.seeds import CELL_DEFAULTS, bootstrap_difference, cell_label, verdict
 from echo_vlsm.analysis.tables import order_rows
-from echo_vlsm.grid import ENCODERS, METRIC_DEFAULTS, MODELS, PROMPT_KEYS, STRATEGIES
+from echo_vlsm.grid import ENCODERS, MODELS, PROMPT_KEYS, STRATEGIES
 
 #: The file each run's evaluation writes in its folder.
 CLINICAL_FILE = "clinical.csv"
@@ -100,9 +100,9 @@ def _check_values(df: pd.DataFrame, path: Path) -> None:
 
 
 def read_clinical(path: str | os.PathLike) -> pd.DataFrame:
-    """Read one run's ``clinical.csv`` and check it: its columns (``CLINICAL_COLUMNS``; the
-    ``seed``, ``real_fraction`` and ``provenance`` columns default as in ``read_metrics``), one
-    run, one row per patient, numbers where numbers belong (volumes > 0 mL, EF at most 100 %),
+    """Read one run's ``clinical.csv`` and check it: its columns (every one of
+    ``CLINICAL_COLUMNS``, ``seed``, ``real_fraction`` and ``provenance`` included), one run,
+    one row per patient, numbers where numbers belong (volumes > 0 mL, EF at most 100 %),
     and a reason beside every value that is empty.
 
     Raises:
@@ -114,7 +114,7 @@ def read_clinical(path: str | os.PathLike) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=text)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ClinicalFormatError(path, f"not a readable CSV ({exc})") from exc
-    missing = [c for c in CLINICAL_COLUMNS if c not in df.columns and c not in METRIC_DEFAULTS]
+    missing = [c for c in CLINICAL_COLUMNS if c not in df.columns]
     if missing:
         raise ClinicalFormatError(path, f"missing columns {missing}; a clinical file has "
                                         f"{list(CLINICAL_COLUMNS)}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,9 @@ from echo_vlsm.analysis.tables import MODEL_LABELS, STRATEGY_LABELS
 from echo_vlsm.grid import MODELS, PROMPT_KEYS, STRATEGIES
 from echo_vlsm.io import atomic_path
 from echo_vlsm.structures import STRUCTURES
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def save_figure(fig, out_dir: str | os.PathLike, name: str) -> list[Path]:
@@ -169,7 +173,7 @@ def per_structure_figure(df: pd.DataFrame, out_dir: str | os.PathLike,
 _CLINICAL_PANELS = (("edv", "EDV (mL)"), ("esv", "ESV (mL)"), ("ef", "EF (%)"))
 
 
-def _clinical_panels(points: pd.DataFrame, truth: str, draw, finish=None) -> object:
+def _clinical_panels(points: pd.DataFrame, truth: str, draw, finish=None) -> Figure:
     """One panel per index (EDV, ESV, EF), one colour per group of ``points``
     (``clinical_report.figure_points``); ``draw(ax, sub, colour, label)`` plots a group,
     ``finish(ax, panel)`` (optional) what the panel's points share."""

@@ -16,7 +16,6 @@ from echo_vlsm.grid import (
     ENCODERS,
     HISTORY_FILE,
     METRIC_COLUMNS,
-    METRIC_DEFAULTS,
     METRICS_FILE,
     MODELS,
     STRATEGIES,
@@ -41,32 +40,46 @@ RUN_COLUMNS: tuple[str, ...] = ("model", "strategy", "encoders", "prompt", "seed
                                 "real_fraction", "provenance")
 #: What seeds replicate: a run's fields but its seed.
 CELL_COLUMNS: tuple[str, ...] = tuple(c for c in RUN_COLUMNS if c != "seed")
+#: The run fields beyond the study's four (a replicate, a real-data subset, a prompt option).
+_EXTRA_COLUMNS: tuple[str, ...] = ("seed", "real_fraction", "provenance")
 
 
 class MetricsFormatError(PathError):
     """A metrics or history file that does not have the tidy format."""
 
 
-def with_run_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with ``seed``, ``real_fraction`` and ``provenance`` (``METRIC_DEFAULTS`` where
-    absent: a table made before those columns existed), typed int, float, bool."""
-    missing = {c: v for c, v in METRIC_DEFAULTS.items() if c not in df.columns}
+def _require_run_columns(df: pd.DataFrame) -> None:
+    missing = [c for c in _EXTRA_COLUMNS if c not in df.columns]
     if missing:
-        df = df.assign(**missing)
+        raise ValueError(f"the table lacks the run columns {missing}; a table of runs has "
+                         f"{list(RUN_COLUMNS)} (read_metrics, load_summaries and "
+                         "load_histories give them)")
+
+
+def with_run_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its ``seed``, ``real_fraction`` and ``provenance`` columns typed int,
+    float, bool.
+
+    Raises:
+        ValueError: ``df`` lacks one of those columns; the message names them.
+    """
+    _require_run_columns(df)
     return df.astype({"seed": int, "real_fraction": float, "provenance": bool})
 
 
 def study_mask(df: pd.DataFrame) -> pd.Series:
     """Which rows of a metrics, summaries or histories table are the study's own cells: its
     models (CLIPSeg, CRIS) and strategies, seed 0, all the real data, no provenance phrase
-    (``echo_vlsm.grid.Run.is_study``). Absent columns mean their ``METRIC_DEFAULTS``."""
+    (``echo_vlsm.grid.Run.is_study``).
+
+    Raises:
+        ValueError: ``df`` lacks the ``seed``, ``real_fraction`` or ``provenance`` column.
+    """
+    _require_run_columns(df)
     mask = df["model"].isin(VLSM_MODELS) & df["strategy"].isin(STUDY_STRATEGIES)
-    if "seed" in df.columns:
-        mask &= pd.to_numeric(df["seed"], errors="coerce").fillna(-1) == 0
-    if "real_fraction" in df.columns:
-        mask &= pd.to_numeric(df["real_fraction"], errors="coerce").fillna(-1) == 1.0
-    if "provenance" in df.columns:
-        mask &= ~df["provenance"].fillna(True).astype(bool)
+    mask &= pd.to_numeric(df["seed"], errors="coerce").fillna(-1) == 0
+    mask &= pd.to_numeric(df["real_fraction"], errors="coerce").fillna(-1) == 1.0
+    mask &= ~df["provenance"].fillna(True).astype(bool)
     return mask
 
 
@@ -77,7 +90,7 @@ def study_rows(df: pd.DataFrame) -> pd.DataFrame:
     leave them unchanged.
 
     >>> t = pd.DataFrame({"model": ["cris", "cris", "unet"], "strategy": ["real"] * 3,
-    ...                   "seed": [0, 1, 0]})
+    ...                   "seed": [0, 1, 0], "real_fraction": 1.0, "provenance": False})
     >>> study_rows(t).index.tolist()
     [0]
     """
@@ -93,10 +106,7 @@ _TRUE = {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0"
 
 
 def _run_columns_checked(df: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Fill the run columns a file lacks with ``METRIC_DEFAULTS`` and check the others."""
-    for col, default in METRIC_DEFAULTS.items():
-        if col not in df.columns:
-            df[col] = default
+    """Check and type the run columns of a file (its reader has checked that they exist)."""
     seed = pd.to_numeric(df["seed"], errors="coerce")
     if seed.isna().any() or (seed < 0).any() or (seed != seed.round()).any():
         raise MetricsFormatError(path, "column 'seed' must hold integers >= 0")
@@ -114,15 +124,18 @@ def _run_columns_checked(df: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
-    """Read one tidy ``metrics.csv`` and check its columns and values. A file written before
-    the ``seed``, ``real_fraction`` and ``provenance`` columns existed gets their
-    ``METRIC_DEFAULTS`` (seed 0, all the real data, no provenance)."""
+    """Read one tidy ``metrics.csv`` and check its columns and values: every one of
+    ``METRIC_COLUMNS``, ``seed``, ``real_fraction`` and ``provenance`` included.
+
+    Raises:
+        MetricsFormatError: the file breaks one of those rules; the message names it.
+    """
     path = Path(path)
     try:
         df = pd.read_csv(path, dtype={"sample": str, "prompt": str, "view": str, "phase": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise MetricsFormatError(path, f"not a readable CSV ({exc})") from exc
-    missing = [c for c in METRIC_COLUMNS if c not in df.columns and c not in METRIC_DEFAULTS]
+    missing = [c for c in METRIC_COLUMNS if c not in df.columns]
     if missing:
         raise MetricsFormatError(
             path, f"missing columns {missing}; a tidy metrics file has {list(METRIC_COLUMNS)}"

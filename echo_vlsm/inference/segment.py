@@ -35,7 +35,7 @@ from echo_vlsm.inference.images import read_image, stem_of
 from echo_vlsm.inference.loading import LoadedModel, load_model
 from echo_vlsm.io import atomic_path, write_png
 from echo_vlsm.prompts import Attributes, make_prompts, phrasings_of
-from echo_vlsm.train.checkpoint import unwrap
+from echo_vlsm.train.checkpoint import unwrap_segmentation
 from echo_vlsm.train.decoding import resize as resize_as_in_training
 from echo_vlsm.train.triplets import normalise
 
@@ -142,7 +142,7 @@ def segment(model, image, prompt: str | Sequence[str], *, attributes=None, phras
              for p, a in zip(prompts, _attributes_for(attributes, len(prompts)))]
     gray = read_image(image)
     x = prepare(gray, loaded)
-    ids, attn = unwrap(loaded.model).tokenize(texts)
+    ids, attn = unwrap_segmentation(loaded.model).tokenize(texts)
     x = x.expand(len(texts), -1, -1, -1)
     ids, attn = ids.to(loaded.device), attn.to(loaded.device)
     with autocast(loaded.device, loaded.precision):

@@ -117,6 +117,8 @@ class SegmentationModel(TokenizerMixin, nn.Module):
     * :meth:`segment`: the architecture, logits ``(B, 1, h, w)`` at any resolution.
     """
 
+    spec: ModelSpec
+
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.spec = spec

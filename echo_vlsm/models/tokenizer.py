@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Protocol
 
 import torch
 
@@ -142,10 +143,16 @@ def check_vocabulary(path: str | os.PathLike) -> None:
                          f"{lines[bad - 1][:60]!r}")
 
 
+class _HasContextLength(Protocol):
+    @property
+    def context_length(self) -> int: ...
+
+
 class TokenizerMixin:
     """``tokenizer`` and ``tokenize`` of a model whose ``spec`` has a ``context_length``: the
     CLIP tokenizer, built on first use. Shared by CLIPSeg and CRIS."""
 
+    spec: _HasContextLength  # the model's ModelSpec; only its context_length is read here
     _tokenizer: ClipTokenizer | None = None
 
     @property

@@ -16,11 +16,15 @@ import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from echo_vlsm.grid import sha256_file
 from echo_vlsm.paths import resolve
+
+if TYPE_CHECKING:
+    from transformers import CLIPSegForImageSegmentation
 
 WEIGHTS_DOC = "docs/weights.md"
 CLIPSEG_HUB_ID = "CIDAS/clipseg-rd64-refined"
@@ -104,7 +108,7 @@ def hub_cached(hub_id: str, weight_files: tuple[str, ...] = ("model.safetensors"
     return cached("config.json") and any(cached(f) for f in weight_files)
 
 
-def load_clipseg_pretrained(pretrained) -> torch.nn.Module:
+def load_clipseg_pretrained(pretrained) -> CLIPSegForImageSegmentation:
     """``CLIPSegForImageSegmentation`` from a local directory or a hub id.
 
     ``True`` means ``$ECHO_VLSM_CLIPSEG_WEIGHTS`` if set, else "CIDAS/clipseg-rd64-refined"
@@ -339,7 +343,7 @@ def load_cris_pretrained(model: torch.nn.Module, pretrained, *, trust: bool = Fa
         load_strict(model, state, path)
         return "cris"
     if "visual.attnpool.positional_embedding" in state or "visual.conv1.weight" in state:
-        load_clip_into_backbone(model.backbone, state, path)
+        load_clip_into_backbone(model.get_submodule("backbone"), state, path)
         return "clip"
     raise StateDictMismatchError(
         f"{path}: neither a CRIS checkpoint (keys 'backbone.', 'neck.', 'decoder.', 'proj.', "
@@ -390,6 +394,7 @@ def weights_provenance(name: str, pretrained) -> dict | None:
         return None
     record: dict = {"pretrained": pretrained if isinstance(pretrained, bool | str) else
                     str(pretrained)}
+    path: Path | None
     if name == "cris":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the CLIP-only fallback's warning: the load says it

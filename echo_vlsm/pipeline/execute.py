@@ -26,6 +26,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from echo_vlsm.io import write_json_atomic
 from echo_vlsm.paths import resolve
@@ -116,7 +117,8 @@ def reproduce(
 
 def _todo(p: Plan, keep_stale: bool) -> list[str]:
     """The jobs of the call that are not done for their inputs, logging the rest."""
-    by_name, todo, memo = p.by_name, [], {}
+    by_name, todo = p.by_name, []
+    memo: dict[str, Any] = {}  # graph.job_state's: the states, and the identities under a key
     n_runs = sum(by_name[n].kind == "run" for n in p.in_call)
     n_done = 0
     for name in p.in_call:

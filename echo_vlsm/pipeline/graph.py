@@ -306,7 +306,7 @@ def graph_states(jobs: Sequence[Job]) -> dict[str, JobState]:
 
 
 def _job_state(job: Job, by_name: dict[str, Job], memo: dict) -> JobState:
-    marker = read_marker(job)
+    marker = read_marker(job) or {}
     failure = read_failure(job.failure_path.parent, job.failure_path.name)
     done = bool(marker) and marker.get("state") == "done"
     if job.kind == "run":

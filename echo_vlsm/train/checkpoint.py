@@ -17,6 +17,7 @@ import os
 import random
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -26,21 +27,30 @@ from torch import nn
 from echo_vlsm.grid import STATE_FILE, WEIGHTS_FILE, safetensors_problem
 from echo_vlsm.io import atomic_path
 
+if TYPE_CHECKING:
+    from echo_vlsm.models.base import SegmentationModel
+
 __all__ = [
     "STATE_FILE", "WEIGHTS_FILE", "BackgroundWriter", "cpu_copy", "load_state", "load_weights",
-    "rng_state", "save_state", "save_weights", "set_rng_state", "unwrap",
+    "rng_state", "save_state", "save_weights", "set_rng_state", "unwrap", "unwrap_segmentation",
 ]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain module inside DDP / ``torch.compile`` wrappers."""
     while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+        if hasattr(model, "module") and isinstance(inner := model.module, nn.Module):
+            model = inner
+        elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
+            model = cast(nn.Module, model._orig_mod)
         else:
             return model
+
+
+def unwrap_segmentation(model: nn.Module) -> SegmentationModel:
+    """:func:`unwrap`, typed as the segmentation contract (``spec``, ``tokenize``) for the
+    type checker; nothing is checked at run time."""
+    return cast("SegmentationModel", unwrap(model))
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
@@ -80,6 +90,7 @@ def rng_state() -> dict:
     """Random states of torch (CPU and CUDA), numpy's global generator and Python's ``random``,
     as tensors and plain values (``weights_only``-loadable)."""
     np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # legacy=True (the default): MT19937's 5-tuple
     state = {
         "torch": torch.get_rng_state(),
         "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from echo_vlsm.models import build_model
+from echo_vlsm.models import SegmentationModel, build_model
 from echo_vlsm.paths import resolve
-from echo_vlsm.train.checkpoint import unwrap
+from echo_vlsm.train.checkpoint import unwrap_segmentation
 from echo_vlsm.train.config import TrainConfig
 from echo_vlsm.train.subsets import select_patients, synthetic_share
 from echo_vlsm.train.triplets import Triplets, concat_triplets, load_triplets
@@ -25,7 +25,8 @@ from echo_vlsm.train.triplets import Triplets, concat_triplets, load_triplets
 __all__ = ["ImageCounts", "TrainingData", "build", "load_split", "load_training_data"]
 
 
-def build(config: TrainConfig, device: torch.device, pretrained: bool = True) -> nn.Module:
+def build(config: TrainConfig, device: torch.device,
+          pretrained: bool = True) -> SegmentationModel:
     """The model of ``config`` on ``device`` (weights seeded by ``config.seed``);
     ``pretrained=False``: without the pretrained weights (they come from elsewhere)."""
     torch.manual_seed(config.seed)
@@ -46,8 +47,9 @@ def load_split(config: TrainConfig, model: nn.Module, dataset_dir: Path, split: 
     """The decoded triplets of a split for ``model`` (``load_triplets``), on ``device``.
     ``source`` (``real`` | ``synthetic``): where the split's images come from, which the
     prompts say when ``config.provenance`` (validation and test: real)."""
-    return load_triplets(dataset_dir, split, config.prompt, unwrap(model).spec.image_size,
-                         unwrap(model).tokenize, cache_dir=config.cache_dir,
+    plain = unwrap_segmentation(model)
+    return load_triplets(dataset_dir, split, config.prompt, plain.spec.image_size,
+                         plain.tokenize, cache_dir=config.cache_dir,
                          full_masks=full_masks, device=device, progress=progress is not False,
                          provenance=source if config.provenance else None)
 
@@ -106,5 +108,6 @@ def load_training_data(config: TrainConfig, model: nn.Module, device: torch.devi
         syn = load("train", resolve(config.synthetic_dir), "synthetic")
         syn = synthetic_share(syn, config.synthetic_ratio, real, config.subset_seed)
         n_syn = int(syn.images.shape[0])
+        assert train is not None  # only zeroshot has no training set
         train = concat_triplets([train, syn])
     return TrainingData(train, val, ImageCounts(real + n_syn, real, n_syn), subset)

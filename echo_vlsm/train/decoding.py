@@ -115,9 +115,9 @@ def decode_split(
                 )
             binary = (m > 127).astype(np.uint8) if m.max() > 1 else (m > 0).astype(np.uint8)
             masks[i] |= torch.from_numpy(resize(binary, size, mask=True) << bit)
-            if full:
+            if packed_full is not None:  # full
                 packed_full |= binary << bit
-        if full:
+        if packed_full is not None:
             full_masks[i] = packed_full
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -132,14 +132,15 @@ def decode_split(
         )
     full_t = None
     if full:
-        shapes = {a.shape for a in full_masks}
+        filled = [a for a in full_masks if a is not None]  # all of them: work() fills each
+        shapes = {a.shape for a in filled}
         if len(shapes) != 1:
             raise TripletError(
                 root,
                 f"images of this split have different sizes {sorted(shapes)}; "
                 "an exported dataset has one size (export_dataset(size=512))",
             )
-        full_t = torch.from_numpy(np.stack(full_masks))
+        full_t = torch.from_numpy(np.stack(filled))
     return images, masks, full_t
 
 

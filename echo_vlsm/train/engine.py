@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from tqdm import tqdm
 from echo_vlsm.device import autocast
 from echo_vlsm.grid import HISTORY_FILE
 from echo_vlsm.io import write_text_atomic
+from echo_vlsm.models.base import SegmentationModel
 from echo_vlsm.train import distributed as D
 from echo_vlsm.train.checkpoint import (
     STATE_FILE,
@@ -42,6 +43,7 @@ from echo_vlsm.train.checkpoint import (
     save_weights,
     set_rng_state,
     unwrap,
+    unwrap_segmentation,
 )
 from echo_vlsm.train.config import TrainConfig, result_fields
 from echo_vlsm.train.data import TrainingData
@@ -99,7 +101,7 @@ def make_optimizer(config: TrainConfig, model: nn.Module, device: torch.device,
     parameters, ReduceLROnPlateau on the validation loss, and the gradient scaler (active
     for fp16 only)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt_kwargs = {"fused": True} if device.type == "cuda" else {}
+    opt_kwargs: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
                                   weight_decay=config.weight_decay, **opt_kwargs)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -117,7 +119,7 @@ class Setup:
 
     config: TrainConfig
     dist: D.Dist
-    model: nn.Module
+    model: SegmentationModel
     data: TrainingData
     criterion: nn.Module
     precision: str  # resolved: bf16 | fp16 | fp32
@@ -159,7 +161,8 @@ class Engine:
                 setup.model, find_unused_parameters=True,
                 device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
         if config.compile:
-            self.net = torch.compile(self.net)
+            # a compiled module is a module (OptimizedModule); torch types it as a callable
+            self.net = cast(nn.Module, torch.compile(self.net))
         if setup.saved is not None:
             self._resume(setup.saved)
         else:
@@ -171,7 +174,9 @@ class Engine:
             if setup.carry is not None:
                 self._continue(setup.carry)
         self.per_rank = max(1, math.ceil(config.global_batch_size / setup.dist.world_size))
-        self.sampler = DistributedSampler(range(len(setup.data.train)),
+        assert setup.data.train is not None  # zeroshot runs train no epoch
+        self.sampler: DistributedSampler[int] = DistributedSampler(
+            range(len(setup.data.train)),  # type: ignore[arg-type]  # len() is all it reads
                                           num_replicas=setup.dist.world_size,
                                           rank=setup.dist.rank, shuffle=True, seed=config.seed)
 
@@ -197,6 +202,7 @@ class Engine:
         self.stopping.load_state_dict(state["stopping"])
         self.best.best_epoch = self.epoch
         self.best.first_epoch = self.first_epoch
+        assert self.setup.init is not None  # carry comes with the weights it started from
         self.best.continued_from = str(self.setup.init.parent / BEST_STATE_FILE)
 
     def _resume(self, state: dict) -> None:
@@ -272,7 +278,8 @@ class Engine:
         ``hide``: the step bar's ``disable`` (None: shown on a TTY only)."""
         s = self.setup
         config, train, device = s.config, s.data.train, s.device
-        spec = unwrap(self.net).spec
+        assert train is not None  # zeroshot runs train no epoch
+        spec = unwrap_segmentation(self.net).spec
         t0 = time.perf_counter()
         self.sampler.set_epoch(epoch)
         order = torch.tensor(list(iter(self.sampler)), dtype=torch.long).to(train.device)

@@ -150,6 +150,7 @@ def prepare(config: TrainConfig, dist: D.Dist, saved: dict | None = None,
     data = load_training_data(config, model, device, progress)
     if dist.main:
         if config.subset:
+            assert data.subset is not None  # load_training_data records it for a subset
             write_subset_record(config.run_dir, config.real_fraction, config.subset_seed,
                                 data.subset)
         D.barrier(dist)

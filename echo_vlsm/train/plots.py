@@ -53,7 +53,8 @@ def pick_samples(samples: list[dict], n: int) -> list[int]:
     by_structure: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
         by_structure.setdefault(s["structure"], []).append(i)
-    picked, rank = [], 0
+    picked: list[int] = []
+    rank = 0
     while len(picked) < min(n, len(samples)):
         added = False
         for idx in by_structure.values():
@@ -84,7 +85,9 @@ def show_predictions(config, n: int = 6, weights: str | Path | None = None, devi
     picked = pick_samples(data.samples, n)
     index = torch.tensor(picked)
     precision = resolve_precision(config.precision, dev)
-    size = tuple(data.full_masks.shape[-2:])
+    assert data.full_masks is not None  # loaded with full_masks=True
+    height, width = data.full_masks.shape[-2:]
+    size = (int(height), int(width))
     logits = predict(model, data, index, config, precision, size).cpu()
     cut = float(np.log(model.spec.threshold / (1 - model.spec.threshold)))
     pred = logits > cut

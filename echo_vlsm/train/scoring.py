@@ -26,7 +26,7 @@ from echo_vlsm.grid import CONFIG_FILE, METRIC_COLUMNS, METRICS_FILE, WEIGHTS_FI
 from echo_vlsm.io import write_png, write_text_atomic
 from echo_vlsm.models.base import ModelSpec
 from echo_vlsm.train import distributed as D
-from echo_vlsm.train.checkpoint import load_weights, unwrap
+from echo_vlsm.train.checkpoint import load_weights, unwrap_segmentation
 from echo_vlsm.train.clinical_eval import (
     LV,
     LVMasks,
@@ -67,7 +67,7 @@ def validate(model: nn.Module, data: Triplets, config: TrainConfig, criterion: n
     """Validation loss and mean Dice (percent, at the model's input size) over ``data``;
     under torchrun each process scores its share and the sums are reduced."""
     dist = dist or D.Dist(0, 1, 0, data.device)
-    spec = unwrap(model).spec
+    spec = unwrap_segmentation(model).spec
     was_training = model.training
     model.eval()
     phrasing = data.draw_phrasings(eval_generator(config)).to(data.device)
@@ -98,7 +98,7 @@ def predict(model: nn.Module, data: Triplets, index: torch.Tensor, config: Train
             precision: str, size: tuple[int, int] | None = None) -> torch.Tensor:
     """Logits of triplets ``index`` resized (bilinearly) to ``size`` (default: the model's
     input size), float32 ``(B, H, W)``; phrasings drawn as in validation."""
-    spec = unwrap(model).spec
+    spec = unwrap_segmentation(model).spec
     phrasing = data.draw_phrasings(eval_generator(config))
     images, _, ids, attn = data.batch(index, phrasing)
     with autocast(data.device, precision):
@@ -161,9 +161,10 @@ def _score_test(config: TrainConfig, weights: str | Path | None, model: nn.Modul
     precision = resolve_precision(config.precision, device)
     data = load_split(config, model, config.test_dir, "test", device, full_masks=True,
                       progress=progress)
+    assert data.full_masks is not None  # loaded with full_masks=True
     height, width = data.full_masks.shape[-2:]
     size = (int(height), int(width))
-    cut = _logit_cut(unwrap(model).spec)
+    cut = _logit_cut(unwrap_segmentation(model).spec)
     was_training = model.training
     model.eval()
     bs = max(1, min(config.global_batch_size, 64))

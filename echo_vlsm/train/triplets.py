@@ -220,7 +220,7 @@ def concat_triplets(parts: Sequence[Triplets]) -> Triplets:
     for p in parts:
         offsets.append(total)
         total += int(p.images.shape[0])
-    full = [p.full_masks for p in parts]
+    full = [p.full_masks for p in parts if p.full_masks is not None]
     return Triplets(
         images=torch.cat([p.images.to(dev) for p in parts]),
         masks=torch.cat([p.masks.to(dev) for p in parts]),
@@ -231,7 +231,7 @@ def concat_triplets(parts: Sequence[Triplets]) -> Triplets:
         n_phrasings=torch.cat([p.n_phrasings.to(dev) for p in parts]),
         samples=[s for p in parts for s in p.samples],
         texts=[t for p in parts for t in p.texts],
-        full_masks=torch.cat(full) if all(f is not None for f in full) else None,
+        full_masks=torch.cat(full) if len(full) == len(parts) else None,
         source={"parts": [p.source for p in parts]},
     )
 

@@ -160,6 +160,7 @@ def sdm_problem(run_dir: str | os.PathLike) -> Problem | None:
     summary, problem = read_done_summary(run_dir)
     if problem is not None:
         return problem
+    assert summary is not None  # read_done_summary gives a summary or a problem
     records = summary.get(FILES_KEY)
     if isinstance(records, dict) and records:
         problem = files_problem(run_dir, records)
