@@ -19,7 +19,8 @@ def _rows(model, strategy, encoders, prompt, dice_by_structure):
     for structure, values in dice_by_structure.items():
         for sample, d in zip(SAMPLES, values):
             rows.append(dict(model=model, strategy=strategy, encoders=encoders, prompt=prompt,
-                             sample=sample, structure=structure, view="2CH", phase="ED",
+                             seed=0, real_fraction=1.0, provenance=False, sample=sample,
+                             structure=structure, view="2CH", phase="ED",
                              dice=float(d), iou=float(d) * 0.8, hd95=5.0))
     return rows
 
@@ -131,7 +132,8 @@ def _paired(diffs, base=50.0):
     """Metrics for a (strategy synth-pt-real-ft) and b (real) whose differences are diffs."""
     rows = []
     for i, d in enumerate(diffs):
-        common = dict(model="cris", encoders="trained", prompt="p2", sample=f"s{i:03d}",
+        common = dict(model="cris", encoders="trained", prompt="p2", seed=0, real_fraction=1.0,
+                      provenance=False, sample=f"s{i:03d}",
                       structure="lv", view="4CH", phase="ES", iou=1.0, hd95=1.0)
         rows.append({**common, "strategy": "real", "dice": base})
         rows.append({**common, "strategy": "synth-pt-real-ft", "dice": base + d})

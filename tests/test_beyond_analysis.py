@@ -28,10 +28,14 @@ def loaded(beyond):
 
 
 # -- loading ---------------------------------------------------------------------------------
-def test_read_metrics_fills_defaults_and_takes_the_new_vocabulary(tmp_path):
+def test_read_metrics_refuses_old_files_and_takes_the_new_vocabulary(tmp_path):
     old = write_fake_run(tmp_path, "cris_real_trained_p1", 80.0, legacy=True)
     assert "seed" not in pd.read_csv(old / "metrics.csv").columns
-    df = A.read_metrics(old / "metrics.csv")
+    with pytest.raises(A.MetricsFormatError,
+                       match=r"cris_real_trained_p1.metrics\.csv: missing columns "
+                             r"\['seed', 'real_fraction', 'provenance'\]"):
+        A.read_metrics(old / "metrics.csv")
+    df = A.read_metrics(write_fake_run(tmp_path, "cris_real_trained_p0", 80.0) / "metrics.csv")
     assert list(df.columns) == list(A.METRIC_COLUMNS)
     assert (df["seed"] == 0).all() and (df["real_fraction"] == 1.0).all()
     assert df["provenance"].dtype == bool and not df["provenance"].any()

@@ -160,15 +160,19 @@ def test_a_bad_clinical_file_is_an_error_naming_it(tmp_path, case, edit, message
     assert info.value.path == path and str(path) in str(info.value)
 
 
-def test_reading_fills_run_defaults_and_keeps_reasons(tmp_path):
+def test_reading_refuses_old_files_and_keeps_reasons(tmp_path):
     path = write_clinical_run(tmp_path, RUN, missing=(0,))
-    pd.read_csv(path).drop(columns=["seed", "real_fraction", "provenance"]).to_csv(path,
-                                                                                 index=False)
     df = A.read_clinical(path)
     assert list(df.columns) == list(A.CLINICAL_COLUMNS)
     assert (df["seed"] == 0).all() and df["provenance"].dtype == bool
     assert df.loc[0, "pred_reason"] == "missing 2CH_ES" and df.loc[1, "pred_reason"] == ""
     assert df["patient"].iloc[0] == "patient0001"
+    pd.read_csv(path).drop(columns=["seed", "real_fraction", "provenance"]).to_csv(path,
+                                                                                 index=False)
+    with pytest.raises(A.ClinicalFormatError,
+                       match=r"clinical\.csv: missing columns "
+                             r"\['seed', 'real_fraction', 'provenance'\]"):
+        A.read_clinical(path)
 
 
 def test_load_clinical_without_files_is_empty_and_without_folder_an_error(tmp_path):

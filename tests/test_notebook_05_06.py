@@ -23,7 +23,8 @@ def _write_runs(root):
         d.mkdir(parents=True)
         base = LEVEL[prompt] + OFFSET[strategy] - (10.0 if encoders == "frozen" else 0.0)
         rows = [dict(model=model, strategy=strategy, encoders=encoders, prompt=prompt,
-                     sample=s, structure=st, view=s.split("_")[1], phase="ED",
+                     seed=0, real_fraction=1.0, provenance=False, sample=s, structure=st,
+                     view=s.split("_")[1], phase="ED",
                      dice=float(np.clip(base + rng.normal(0, 2), 0, 100)), iou=70.0, hd95=4.0)
                 for s in SAMPLES for st in ("lv", "myo", "la")]
         pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)

@@ -37,7 +37,7 @@ def write_fake_run(root: Path, run_id: str, dice, samples: list[str] | None = No
     per sample and structure; ``dice`` a number or one value per row, in the order samples x
     structures), ``history.csv`` and ``summary.json`` (``summary`` adds keys, e.g.
     ``real_train_images``). ``legacy``: a metrics file written before the ``seed``,
-    ``real_fraction`` and ``provenance`` columns existed."""
+    ``real_fraction`` and ``provenance`` columns existed (which the analysis refuses)."""
     import json
 
     import numpy as np
@@ -91,9 +91,9 @@ def write_beyond_runs(root: Path, samples: list[str] | None = None, study: bool 
     real (60, 72), synth-pt-real-ft (78, 82) and mixed (81 at 25 %), and the U-Net (real 85,
     synthetic 75, synth-pt-real-ft 86). Every score: the cell's level + its seed's offset +
     a per-sample effect shared by all runs (mean 0 over each 5 samples) + noise. ``study``:
-    also the study's seed-0 cells of those (legacy metrics files, summaries without
-    ``real_train_images``), CLIPSeg and CRIS synthetic P1 (70) and CRIS frozen real P1 (78).
-    Returns the run ids written."""
+    also the study's seed-0 cells of those (summaries without ``real_train_images``),
+    CLIPSeg and CRIS synthetic P1 (70) and CRIS frozen real P1 (78). Returns the run ids
+    written."""
     import numpy as np
 
     from echo_vlsm.grid import run_id
@@ -106,11 +106,11 @@ def write_beyond_runs(root: Path, samples: list[str] | None = None, study: bool 
     def put(model, strategy, prompt, level, seed=0, fraction=1.0, prov=False,
             encoders="trained"):
         rid = run_id(model, strategy, encoders, prompt, seed, fraction, prov)
-        legacy = rid == run_id(model, strategy, encoders, prompt)
+        plain = rid == run_id(model, strategy, encoders, prompt)
         dice = level + effect + rng.normal(0, noise, effect.size)
-        summary = {} if legacy else {"real_train_images": REAL_IMAGES[fraction]
-                                     if strategy != "synthetic" else 0}
-        write_fake_run(root, rid, dice, samples, summary=summary, legacy=legacy,
+        summary = {} if plain else {"real_train_images": REAL_IMAGES[fraction]
+                                    if strategy != "synthetic" else 0}
+        write_fake_run(root, rid, dice, samples, summary=summary,
                        best_epoch={"real": 8, "synth-pt-real-ft": 2}.get(strategy, 4))
         written.append(rid)
 
