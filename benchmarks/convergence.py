@@ -58,12 +58,11 @@ def train(args: tuple[str, str, dict, str]) -> dict:
 
     model, label, override, work = args
     prof = load_profile("demo", ROOT)
-    params = {**prof.train, **prof.models.get(model, {}), **override}
+    params = {**prof.train, **prof.models.get(model, {}), **override,
+              "model": model, "prompt": "p1", "strategy": "real", "encoders": "trained",
+              "real_dir": str(Path(work) / "data"), "runs_root": str(Path(work) / "runs" / label)}
     fields = set(TrainConfig.__dataclass_fields__)
-    config = TrainConfig(**{k: v for k, v in params.items() if k in fields},
-                         model=model, prompt="p1", strategy="real", encoders="trained",
-                         real_dir=str(Path(work) / "data"),
-                         runs_root=str(Path(work) / "runs" / label))
+    config = TrainConfig(**{k: v for k, v in params.items() if k in fields})
     t0 = time.perf_counter()
     result = fit(config, progress=False)
     return {"model": model, "label": label, "patience": config.early_stopping,
