@@ -73,6 +73,11 @@ def test_summaries_and_histories_carry_the_run_fields(loaded, beyond):
     assert (study["real_fraction"] == 1).all() and not study["provenance"].any()
     assert len(A.study_rows(df)) + len(A.beyond_rows(df)) == len(df)
     assert len(A.study_rows(sums)) == 7  # 2 x (synthetic, real, synth-pt) + CRIS frozen real
+    bare = df.drop(columns=["real_fraction", "provenance"])
+    for reader in (A.study_rows, A.with_run_columns):
+        with pytest.raises(ValueError, match=r"lacks the run columns \['real_fraction', "
+                                             r"'provenance'\]"):
+            reader(bare)
 
 
 # -- the study's outputs do not see the extra runs ---------------------------------------------
