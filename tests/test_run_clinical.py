@@ -279,8 +279,11 @@ def test_every_complete_run_of_a_folder_gets_clinical_csv(finished_run, tmp_path
     weights = (run_dir / G.WEIGHTS_FILE).stat().st_mtime_ns
     (run_dir / CLINICAL_FILE).unlink()
     (tmp_path / "clipseg_real_trained_p1").mkdir()  # an unfinished run: its job's business
+    sdm = tmp_path / "sdm"  # a complete folder that is no run (the SDM's): left alone
+    shutil.copytree(run_dir, sdm)
     assert ensure_runs_clinical(tmp_path, progress=False) == [run_dir.name]
     assert (run_dir / CLINICAL_FILE).read_bytes() == first
     assert (run_dir / G.WEIGHTS_FILE).stat().st_mtime_ns == weights
     assert not (tmp_path / "clipseg_real_trained_p1" / CLINICAL_FILE).exists()
+    assert not (sdm / CLINICAL_FILE).exists()
     assert ensure_runs_clinical(tmp_path, progress=False) == []  # nothing left to measure

@@ -22,7 +22,14 @@ from torch import nn
 from tqdm import tqdm
 
 from echo_vlsm.device import autocast, resolve_device, resolve_precision
-from echo_vlsm.grid import CONFIG_FILE, METRIC_COLUMNS, METRICS_FILE, WEIGHTS_FILE, run_problem
+from echo_vlsm.grid import (
+    CONFIG_FILE,
+    METRIC_COLUMNS,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    parse_run_id,
+    run_problem,
+)
 from echo_vlsm.io import write_png, write_text_atomic
 from echo_vlsm.models.base import ModelSpec
 from echo_vlsm.train import distributed as D
@@ -240,6 +247,14 @@ def ensure_clinical(config: TrainConfig, device: str | torch.device | None = Non
     return problem
 
 
+def _is_run_id(name: str) -> bool:
+    try:
+        parse_run_id(name)
+    except ValueError:
+        return False
+    return True
+
+
 def ensure_runs_clinical(runs_root: str | Path, device: str | torch.device | None = None,
                          progress: bool | None = None) -> list[str]:
     """``ensure_clinical`` for every complete run folder under ``runs_root`` (the clinical
@@ -248,8 +263,8 @@ def ensure_runs_clinical(runs_root: str | Path, device: str | torch.device | Non
     ids of the runs measured now."""
     measured = []
     for run_dir in sorted(p for p in Path(runs_root).iterdir() if p.is_dir()):
-        if not (run_dir / CONFIG_FILE).is_file() or run_problem(run_dir) is not None:
-            continue
+        if not _is_run_id(run_dir.name) or run_problem(run_dir) is not None:
+            continue  # another folder (the SDM's, steps/), or a run its own job finishes
         config = TrainConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
         config = replace(config, runs_root=str(run_dir.parent))  # where the folder is now
         if ensure_clinical(config, device, progress) is not None:
