@@ -168,9 +168,9 @@ def _spacing(row: pd.Series, size: tuple[int, int] | None) -> tuple[float, float
     return (ys, xs) if _finite(ys) and _finite(xs) and ys > 0 and xs > 0 else None
 
 
-def _finite(value: object) -> bool:
+def _finite(value: float | str | None) -> bool:
     try:
-        return math.isfinite(float(value))  # type: ignore[arg-type]
+        return value is not None and math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
 
@@ -225,11 +225,11 @@ def _measure(images: dict[str, _Image], masks: dict[str, np.ndarray], missing: s
         return _NAN, _NAN, _NAN, (f"no pixel spacing in records.csv for "
                                   f"{', '.join(no_spacing)}")
     m = [masks[images[n].stem] for n in IMAGE_NAMES]
-    sp = [images[n].spacing for n in IMAGE_NAMES]
-    key = GroundTruthCache.key(m, sp) if cache is not None else ""  # type: ignore[arg-type]
+    sp = [spacing for n in IMAGE_NAMES if (spacing := images[n].spacing) is not None]
+    key = GroundTruthCache.key(m, sp) if cache is not None else ""
     if cache is not None and (hit := cache.get(key)) is not None:
         return hit
-    v = biplane_volumes(m[0], m[1], m[2], m[3], sp[0], sp[2])  # type: ignore[arg-type]
+    v = biplane_volumes(m[0], m[1], m[2], m[3], sp[0], sp[2])
     values = [v.edv_ml, v.esv_ml, v.ef_percent]
     reasons = [v.reason] if v.reason else []
     bad = [label for label, x in zip(("EDV", "ESV"), values[:2]) if x <= 0]
