@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from echo_vlsm import analysis as A
+from tests.tiny_runs import fake_real_images
 
 SAMPLES = [f"patient{i:04d}_2CH_ED" for i in range(1, 5)]
 
@@ -224,7 +225,8 @@ def test_histories_summaries_speedups_and_figures(tmp_path, table):
         (d / "summary.json").write_text(json.dumps({
             "best_epoch": best, "best_val_dice": 0.5 if s == "real" else 0.9,
             "seconds_to_best": best * 3.0,
-            "epochs_run": 10, "seconds_total": 30.0, "done": True}))
+            "epochs_run": 10, "seconds_total": 30.0, "done": True,
+            "real_train_images": fake_real_images(s, 1.0)}))
     (runs / "steps").mkdir()  # not a run folder: ignored
     sums = A.load_summaries(runs)
     assert len(sums) == 7 and set(sums["done"]) == {True}

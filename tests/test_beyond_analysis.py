@@ -63,7 +63,7 @@ def test_summaries_and_histories_carry_the_run_fields(loaded, beyond):
     row = sums.set_index("run_id").loc["clipseg_real_trained_p1_real25"]
     assert (row["seed"], row["real_fraction"], row["provenance"]) == (0, 0.25, False)
     assert row["real_train_images"] == 10
-    assert np.isnan(sums.set_index("run_id").loc["cris_real_trained_p1", "real_train_images"])
+    assert sums.set_index("run_id").loc["cris_real_trained_p1", "real_train_images"] == 40
     hist = A.load_histories(beyond)
     assert set(A.RUN_COLUMNS) <= set(hist.columns)
     assert set(hist[hist["run_id"] == "cris_real_trained_p1_seed2"]["seed"]) == {2}
@@ -260,8 +260,7 @@ def test_data_efficiency_table_reach_and_figure(loaded, tmp_path):
     eff = A.efficiency_table(df, sums)
     row = eff[(eff["model"] == "clipseg") & (eff["curve"] == "real")
               & (eff["real_fraction"] == 1.0)].iloc[0]
-    # seeds 1, 2 record 40 images; the legacy seed-0 summary's count is inferred from them
-    assert row["real_train_images"] == 40 and row["images_inferred"] and row["n_seeds"] == 3
+    assert row["real_train_images"] == 40 and row["n_seeds"] == 3
     reach = A.images_to_reach(eff).set_index("curve")
     assert set(reach["model"]) == {"clipseg"}
     assert reach.loc["real", "images_needed"] == 40 and reach.loc["real", "needed"] == "40"
@@ -282,6 +281,30 @@ def test_data_efficiency_table_reach_and_figure(loaded, tmp_path):
     assert paths[0].name == "data_efficiency.png" and paths[0].stat().st_size > 1000
     with pytest.raises(ValueError, match="real fraction below 1"):
         A.efficiency_figure(eff[eff["real_fraction"] == 1.0], tmp_path)
+
+
+def test_data_efficiency_refuses_summaries_without_real_train_images(beyond, tmp_path):
+    old = ("clipseg_real_trained_p1", "clipseg_real_trained_p1_real25",
+           "clipseg_synthetic_trained_p1")
+    for rid in old:  # summaries of the format before real_train_images
+        shutil.copytree(beyond / rid, tmp_path / rid)
+        f = tmp_path / rid / "summary.json"
+        summary = json.loads(f.read_text())
+        del summary["real_train_images"]
+        f.write_text(json.dumps(summary))
+    df, sums = A.load_metrics(tmp_path), A.load_summaries(tmp_path)
+    assert sums["real_train_images"].isna().all()
+    # only the runs with real training data are named (the synthetic run is not on the axis)
+    with pytest.raises(ValueError, match=r"summary\.json lacks real_train_images for runs "
+                       r"\['clipseg_real_trained_p1', 'clipseg_real_trained_p1_real25'\]: "
+                       r"such run folders predate the current format and must be run again"):
+        A.efficiency_table(df, sums)
+    with pytest.raises(ValueError, match=r"for runs \['clipseg_real_trained_p1_real25'\]"):
+        A.efficiency_table(df, sums.assign(real_train_images=sums["run_id"].map(
+            {"clipseg_real_trained_p1": 40})))
+    fixed = A.efficiency_table(df, sums.assign(real_train_images=sums["run_id"].map(
+        {"clipseg_real_trained_p1": 40, "clipseg_real_trained_p1_real25": 10})))
+    assert sorted(fixed["real_train_images"]) == [10, 40]
 
 
 # -- report ----------------------------------------------------------------------------------

@@ -35,9 +35,10 @@ def write_fake_run(root: Path, run_id: str, dice, samples: list[str] | None = No
                    best_epoch: int = 4) -> Path:
     """A run folder as notebook 04 leaves it, with made-up scores: ``metrics.csv`` (one row
     per sample and structure; ``dice`` a number or one value per row, in the order samples x
-    structures), ``history.csv`` and ``summary.json`` (``summary`` adds keys, e.g.
-    ``real_train_images``). ``legacy``: a metrics file written before the ``seed``,
-    ``real_fraction`` and ``provenance`` columns existed (which the analysis refuses)."""
+    structures), ``history.csv`` and ``summary.json`` (with ``real_train_images`` as
+    ``fake_real_images`` gives it; ``summary`` adds or overrides keys). ``legacy``: a metrics
+    file written before the ``seed``, ``real_fraction`` and ``provenance`` columns existed
+    (which the analysis refuses)."""
     import json
 
     import numpy as np
@@ -64,7 +65,9 @@ def write_fake_run(root: Path, run_id: str, dice, samples: list[str] | None = No
                   "lr": 1e-3, "seconds": 1.5}).to_csv(d / "history.csv", index=False)
     (d / "summary.json").write_text(json.dumps({
         "best_epoch": best_epoch, "best_val_dice": 80.0, "seconds_to_best": best_epoch * 1.5,
-        "epochs_run": 10, "seconds_total": 15.0, "done": True, **(summary or {})}))
+        "epochs_run": 10, "seconds_total": 15.0, "done": True,
+        "real_train_images": fake_real_images(run.strategy, run.real_fraction),
+        **(summary or {})}))
     return d
 
 
@@ -83,6 +86,15 @@ BEYOND_LEVELS = {
 REAL_IMAGES = {1.0: 40, 0.5: 20, 0.25: 10}
 
 
+def fake_real_images(strategy: str, real_fraction: float) -> int:
+    """The unique real training images a fabricated run records: none without real training
+    data (zeroshot, synthetic), else ``REAL_IMAGES`` at its real fraction (40 of them at 100 %,
+    nested patient subsets below)."""
+    if strategy in ("zeroshot", "synthetic"):
+        return 0
+    return REAL_IMAGES.get(real_fraction, round(REAL_IMAGES[1.0] * real_fraction))
+
+
 def write_beyond_runs(root: Path, samples: list[str] | None = None, study: bool = False,
                       noise: float = 0.5, seed: int = 0) -> list[str]:
     """Fabricated runs beyond the study, with known answers: 3 seeds of real and
@@ -90,10 +102,10 @@ def write_beyond_runs(root: Path, samples: list[str] | None = None, study: bool 
     mixed with and without provenance (82 and 84), CLIPSeg real fractions 25 % and 50 % for
     real (60, 72), synth-pt-real-ft (78, 82) and mixed (81 at 25 %), and the U-Net (real 85,
     synthetic 75, synth-pt-real-ft 86). Every score: the cell's level + its seed's offset +
-    a per-sample effect shared by all runs (mean 0 over each 5 samples) + noise. ``study``:
-    also the study's seed-0 cells of those (summaries without ``real_train_images``),
-    CLIPSeg and CRIS synthetic P1 (70) and CRIS frozen real P1 (78). Returns the run ids
-    written."""
+    a per-sample effect shared by all runs (mean 0 over each 5 samples) + noise. Every
+    summary records ``real_train_images`` (``fake_real_images``). ``study``: also the
+    study's seed-0 cells of those, CLIPSeg and CRIS synthetic P1 (70) and CRIS frozen real P1
+    (78). Returns the run ids written."""
     import numpy as np
 
     from echo_vlsm.grid import run_id
@@ -106,11 +118,8 @@ def write_beyond_runs(root: Path, samples: list[str] | None = None, study: bool 
     def put(model, strategy, prompt, level, seed=0, fraction=1.0, prov=False,
             encoders="trained"):
         rid = run_id(model, strategy, encoders, prompt, seed, fraction, prov)
-        plain = rid == run_id(model, strategy, encoders, prompt)
         dice = level + effect + rng.normal(0, noise, effect.size)
-        summary = {} if plain else {"real_train_images": REAL_IMAGES[fraction]
-                                    if strategy != "synthetic" else 0}
-        write_fake_run(root, rid, dice, samples, summary=summary,
+        write_fake_run(root, rid, dice, samples,
                        best_epoch={"real": 8, "synth-pt-real-ft": 2}.get(strategy, 4))
         written.append(rid)
 

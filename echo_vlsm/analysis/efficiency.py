@@ -21,8 +21,7 @@ from echo_vlsm.analysis.figures import save_figure
 from echo_vlsm.analysis.loading import CELL_COLUMNS, RUN_COLUMNS, with_run_columns
 from echo_vlsm.analysis.seeds import run_means
 from echo_vlsm.analysis.tables import MODEL_LABELS, STRATEGY_LABELS, order_rows, prompt_label
-from echo_vlsm.grid import MODELS, NO_PROMPT, REAL_DATA_STRATEGIES, VLSM_MODELS
-from echo_vlsm.structures import STRUCTURES
+from echo_vlsm.grid import MODELS, NO_PROMPT, REAL_DATA_STRATEGIES, run_id
 
 #: The curves of the efficiency figure: a strategy with real training data, with or without
 #: provenance (mixed only), in legend order.
@@ -35,33 +34,27 @@ def curve_name(strategy: str, provenance: bool) -> str:
     return f"{strategy}+prov" if provenance else strategy
 
 
-def _real_images(runs: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """``real_train_images`` per run; where a summary lacks it (written before it existed),
-    that of another run at the same real fraction (same seed first), else, for a VLSM trained
-    on real images only, its training triplets over the three structures."""
-    images = pd.to_numeric(runs["real_train_images"], errors="coerce")
-    inferred = pd.Series(False, index=runs.index)
-    known = runs[images.notna()].assign(images=images[images.notna()])
-    for i in runs.index[images.isna()]:
-        r = runs.loc[i]
-        same = known[known["real_fraction"] == r["real_fraction"]]
-        same_seed = same[same["seed"] == r["seed"]]
-        pick = same_seed if not same_seed.empty else same
-        if not pick.empty:
-            images[i] = float(pick["images"].median())
-        elif r["model"] in VLSM_MODELS and r["strategy"] in ("real", "synth-pt-real-ft") \
-                and pd.notna(r.get("n_train")):
-            images[i] = float(r["n_train"]) / len(STRUCTURES)
-        else:
-            continue
-        inferred[i] = True
-    return images, inferred
+def _check_real_images(runs: pd.DataFrame) -> None:
+    """Raise ``ValueError`` naming the runs (by run id) whose ``summary.json`` lacks
+    ``real_train_images`` or that have no ``summary.json``."""
+    lacking = sorted(run_id(r.model, r.strategy, r.encoders, r.prompt, int(r.seed),
+                            float(r.real_fraction), bool(r.provenance))
+                     for r in runs[runs["real_train_images"].isna()].itertuples())
+    if lacking:
+        raise ValueError(
+            f"summary.json lacks real_train_images for runs {lacking}: such run folders "
+            "predate the current format and must be run again")
 
 
 def efficiency_runs(df: pd.DataFrame, summaries: pd.DataFrame) -> pd.DataFrame:
     """One row per run of a strategy with real training data: its fields, test ``dice``
-    (mean over samples and structures), ``real_train_images`` (from ``summary.json``;
-    ``images_inferred`` where it had to be inferred, see ``_real_images``)."""
+    (mean over samples and structures), ``real_train_images``, ``train_images`` and
+    ``n_train`` (from its ``summary.json``; the last two NaN where it lacks them).
+
+    Raises:
+        ValueError: a run's ``summary.json`` lacks ``real_train_images`` (or is not there);
+            the message lists the run ids.
+    """
     runs = run_means(df)
     runs = runs[runs["strategy"].isin(REAL_DATA_STRATEGIES)]
     extra = [c for c in ("real_train_images", "train_images", "n_train") if c in summaries]
@@ -70,7 +63,8 @@ def efficiency_runs(df: pd.DataFrame, summaries: pd.DataFrame) -> pd.DataFrame:
     for c in ("real_train_images", "train_images", "n_train"):
         if c not in out.columns:
             out[c] = np.nan
-    out["real_train_images"], out["images_inferred"] = _real_images(out)
+    _check_real_images(out)
+    out["real_train_images"] = pd.to_numeric(out["real_train_images"])
     return out.reset_index(drop=True)
 
 
@@ -85,11 +79,9 @@ def efficiency_table(df: pd.DataFrame, summaries: pd.DataFrame) -> pd.DataFrame:
         rec = dict(zip(CELL_COLUMNS, cell))
         rows.append({**rec, "curve": curve_name(rec["strategy"], rec["provenance"]),
                      "real_train_images": g["real_train_images"].mean(),
-                     "images_inferred": bool(g["images_inferred"].any()),
                      "n_seeds": len(g), "dice_mean": g["dice"].mean(),
                      "dice_std": g["dice"].std(ddof=1) if len(g) > 1 else np.nan})
-    cols = [*CELL_COLUMNS, "curve", "real_train_images", "images_inferred", "n_seeds",
-            "dice_mean", "dice_std"]
+    cols = [*CELL_COLUMNS, "curve", "real_train_images", "n_seeds", "dice_mean", "dice_std"]
     out = pd.DataFrame(rows, columns=cols)
     if out.empty:
         return out

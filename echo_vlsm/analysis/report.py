@@ -319,7 +319,7 @@ def _seeds_body(results: Mapping, comparisons, n_boot: int, level: float) -> str
 
 
 def _efficiency_body(results: Mapping, figure: str) -> str:
-    reach, eff = results.get("reach"), results.get("efficiency")
+    reach = results.get("reach")
     body = ("Test dice against the number of real training images (patient-level "
             "subsets of the real training patients, nested), per strategy and model; error "
             "bars: the across-seed standard deviation.\n\n"
@@ -329,7 +329,4 @@ def _efficiency_body(results: Mapping, figure: str) -> str:
                  "`real` with all of them (linear interpolation between measured "
                  "fractions):\n\n" + (markdown_table(reach) if not reach.empty
                                         else "*(no real run with all the real data)*"))
-    if eff is not None and bool(eff["images_inferred"].any()):
-        body += ("\n\n*Some runs' summaries predate `real_train_images`: their count was "
-                 "taken from runs at the same fraction.*")
     return body
