@@ -10,7 +10,7 @@ import pytest
 
 from echo_vlsm import analysis as A
 from echo_vlsm.grid import parse_run_id
-from tests.tiny_runs import write_beyond_runs
+from tests.tiny_runs import notebook_text, report_by_06, write_beyond_runs
 
 TABLES = ("beyond_table", "seed_table", "seed_claims", "beyond_comparisons",
           "mixed_differences", "data_efficiency", "real_images_to_reach", "baseline")
@@ -22,22 +22,11 @@ def _params(tmp_path, runs):
             "n_boot": 500, "seed": 0}
 
 
-def _report_by_06(tmp_path) -> bytes:
-    path = A.write_report(tmp_path / "paper" / "report.md", "Reproduction report: demo-beyond "
-                          "profile", [("Table 1: encoders trained", "| a |\n|---|\n| 1 |")])
-    return path.read_bytes()
-
-
-def _text(nb) -> str:
-    return "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
-                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-
-
 @pytest.mark.notebook
 def test_notebook_08_every_block(run_notebook, tmp_path):
     runs = tmp_path / "runs" / "demo"
     write_beyond_runs(runs, study=True)
-    before = _report_by_06(tmp_path)
+    before = report_by_06(tmp_path / "paper", "demo-beyond")
     run_notebook("08_beyond.ipynb", _params(tmp_path, runs))
     paper = tmp_path / "paper"
     for name in TABLES:
@@ -80,12 +69,12 @@ def test_notebook_08_without_runs_beyond_the_study(run_notebook, tmp_path):
     for d in full.iterdir():
         if parse_run_id(d.name).is_study:
             shutil.copytree(d, runs / d.name)
-    before = _report_by_06(tmp_path)
+    before = report_by_06(tmp_path / "paper", "demo-beyond")
     nb = run_notebook("08_beyond.ipynb", _params(tmp_path, runs))
     summary = json.loads((tmp_path / "paper" / "beyond.json").read_text())
     assert summary["blocks"] == dict.fromkeys(A.BLOCKS, False) and summary["sections"] == []
     assert (tmp_path / "paper" / "report.md").read_bytes() == before
-    text = _text(nb)
+    text = notebook_text(nb)
     for said in ("No seed replicates", "No mixed run: this block is skipped",
                  "No run at a real fraction below 1", "No U-Net run",
                  "(no section beyond the study)"):

@@ -9,7 +9,7 @@ import pytest
 
 from echo_vlsm import analysis as A
 from tests.clinical_runs import N_PATIENTS, write_clinical_run
-from tests.tiny_runs import write_fake_run
+from tests.tiny_runs import notebook_text, report_by_06, write_fake_run
 
 TABLES = ("clinical_nan_rates", "clinical_floor", "clinical_table", "clinical_cells",
           "clinical_runs", "clinical_table_masks", "clinical_tests")
@@ -35,22 +35,11 @@ def _params(tmp_path, runs):
             "tables_dir": str(tmp_path / "paper"), "n_boot": 200, "seed": 0}
 
 
-def _report_by_06(tmp_path) -> bytes:
-    path = A.write_report(tmp_path / "paper" / "report.md", "Reproduction report: demo "
-                          "profile", [("Table 1: encoders trained", "| a |\n|---|\n| 1 |")])
-    return path.read_bytes()
-
-
-def _text(nb) -> str:
-    return "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
-                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-
-
 @pytest.mark.notebook
 def test_notebook_09_with_clinical_files(run_notebook, tmp_path):
     runs = tmp_path / "runs" / "demo"
     _write_runs(runs, clinical=True)
-    before = _report_by_06(tmp_path)
+    before = report_by_06(tmp_path / "paper", "demo")
     run_notebook("09_clinical.ipynb", _params(tmp_path, runs))
     paper = tmp_path / "paper"
     for name in TABLES:
@@ -86,10 +75,10 @@ def test_notebook_09_with_clinical_files(run_notebook, tmp_path):
 def test_notebook_09_without_clinical_files(run_notebook, tmp_path):
     runs = tmp_path / "runs" / "demo"
     _write_runs(runs, clinical=False)
-    before = _report_by_06(tmp_path)
+    before = report_by_06(tmp_path / "paper", "demo")
     nb = run_notebook("09_clinical.ipynb", _params(tmp_path, runs))
-    assert f"No run under {runs} has clinical.csv yet" in _text(nb)
-    assert "(no clinical section)" in _text(nb)
+    assert f"No run under {runs} has clinical.csv yet" in notebook_text(nb)
+    assert "(no clinical section)" in notebook_text(nb)
     assert (tmp_path / "paper" / "report.md").read_bytes() == before
     summary = json.loads((tmp_path / "paper" / "clinical.json").read_text())
     assert summary["n_runs"] == 0 and summary["sections"] == []

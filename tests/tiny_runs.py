@@ -138,3 +138,19 @@ def write_beyond_runs(root: Path, samples: list[str] | None = None, study: bool 
             put(model, "synthetic", "p1", 70.0)
         put("cris", "real", "p1", 78.0, encoders="frozen")
     return written
+
+
+def report_by_06(tables_dir: Path, profile: str) -> bytes:
+    """A ``report.md`` as notebook 06 writes it (one section), for the notebooks that append
+    their block to it (08, 09); returns its bytes."""
+    from echo_vlsm import analysis as A
+
+    path = A.write_report(tables_dir / "report.md", f"Reproduction report: {profile} profile",
+                          [("Table 1: encoders trained", "| a |\n|---|\n| 1 |")])
+    return path.read_bytes()
+
+
+def notebook_text(nb) -> str:
+    """Everything an executed notebook printed or displayed as text."""
+    return "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
