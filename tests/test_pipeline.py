@@ -539,7 +539,8 @@ def test_the_report_of_a_rehearsal_says_so():
     from echo_vlsm import analysis as A
 
     metrics = pd.DataFrame({"model": ["cris"], "strategy": ["real"], "encoders": ["trained"],
-                            "prompt": ["p1"], "dice": [50.0]})
+                            "prompt": ["p1"], "seed": [0], "real_fraction": [1.0],
+                            "provenance": [False], "dice": [50.0]})
     table1 = pd.DataFrame(columns=["strategy", "model", "prompt", "n", "dice_mean", "dice_std",
                                    "paper_mean", "paper_std"])
     sections = dict(A.report_sections("r/report.md", profile="paper-fdr", metrics=metrics,
