@@ -1,11 +1,11 @@
 """The study's vocabulary and the run contract, in one place (Synthetic Boost, Tables 1 and 2).
 
-Every other module takes these names from here: the models, their sizes, the encoder
-settings, the training strategies (in the study's order, which is also the order runs depend
-on each other), the prompt keys each strategy can use, the tidy metric columns, the name of a
-run and its folder's files, which run a synth-pt-real-ft run starts from, and when a run is
-complete. This module imports nothing heavy (no torch, no pandas), so the runner and the
-analysis load in a blink.
+Every other module takes these names from here: the models, their sizes, the encoder settings,
+the training strategies (in the study's order, which is also the order runs depend on each
+other), the prompt keys each strategy can use, the tidy metric columns, the name of a run and
+its folder's files, which run a synth-pt-real-ft run starts from, and when a run is complete.
+This module imports nothing heavy (no torch, no pandas), so the runner and the analysis load in
+a blink.
 
 Examples::
 
@@ -70,13 +70,17 @@ STRATEGY_PROMPTS: dict[str, tuple[str, ...]] = {
 }
 #: The strategies a baseline trains with (zero-shot needs a pretrained text-prompted model).
 BASELINE_STRATEGIES: tuple[str, ...] = ("synthetic", "real", "synth-pt-real-ft", "mixed")
-#: Columns of a run's tidy ``metrics.csv``: one row per test sample and structure; dice and
-#: iou in percent, hd95 in pixels at 512 x 512. ``seed``, ``real_fraction`` and
-#: ``provenance`` name the run's replicate, real-data subset and prompt option.
+#: The fields that name a run (``Run.as_record``), first in each of its tables.
+RUN_COLUMNS: tuple[str, ...] = ("model", "strategy", "encoders", "prompt", "seed",
+                                "real_fraction", "provenance")
+#: ``metrics.csv``: a row per test sample and structure; dice, iou in %, hd95 in px at 512.
 METRIC_COLUMNS: tuple[str, ...] = (
-    "model", "strategy", "encoders", "prompt", "seed", "real_fraction", "provenance",
-    "sample", "structure", "view", "phase", "dice", "iou", "hd95",
-)
+    *RUN_COLUMNS, "sample", "structure", "view", "phase", "dice", "iou", "hd95")
+#: ``clinical.csv`` (``train.clinical_eval``): per test patient, LV volumes (mL) and EF (%).
+CLINICAL_COLUMNS: tuple[str, ...] = (
+    *RUN_COLUMNS, "patient", "split", "ref_edv_ml", "ref_esv_ml", "ref_ef_percent",
+    "gt_edv_ml", "gt_esv_ml", "gt_ef_percent", "gt_reason",
+    "pred_edv_ml", "pred_esv_ml", "pred_ef_percent", "pred_reason")
 #: Columns of a run's ``history.csv``: one row per epoch.
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "images_per_s",
@@ -88,11 +92,12 @@ HISTORY_FILE = "history.csv"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.csv"
+CLINICAL_FILE = "clinical.csv"  # a product of evaluation: not among the files vouched for
 SUMMARY_FILE = "summary.json"
 #: A run trained on part of the real data records which patients (``real_fraction`` < 1).
 SUBSET_FILE = "real_subset.json"
 
-_FIELDS = ("model", "strategy", "encoders", "prompt")
+_FIELDS = RUN_COLUMNS[:4]  # the study's four
 
 
 def run_id(model: str, strategy: str, encoders: str, prompt: str, seed: int = 0,
@@ -186,8 +191,7 @@ class Run:
         ``seed``, ``real_fraction`` and ``provenance`` only when they differ from the
         defaults (so the parameters, and the fingerprints, of the study's runs are those
         they always were)."""
-        out: dict[str, Any] = {"model": self.model, "strategy": self.strategy,
-                               "encoders": self.encoders, "prompt": self.prompt}
+        out: dict[str, Any] = {c: getattr(self, c) for c in _FIELDS}
         if self.seed:
             out["seed"] = self.seed
         if self.real_fraction != 1.0:
@@ -198,9 +202,7 @@ class Run:
 
     def as_record(self) -> dict:
         """All seven fields (a row of a table of runs)."""
-        return {"model": self.model, "strategy": self.strategy, "encoders": self.encoders,
-                "prompt": self.prompt, "seed": self.seed, "real_fraction": self.real_fraction,
-                "provenance": self.provenance}
+        return {c: getattr(self, c) for c in RUN_COLUMNS}
 
 
 def run_problem_of(run: Run) -> str | None:
@@ -310,13 +312,9 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 def file_records(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, dict]:
     """``{name: {"size", "sha256", "mtime_ns"}}`` of the files ``names`` in ``folder``: what a
     summary records to vouch for them (``files_problem`` checks them later)."""
-    folder = Path(folder)
-    out = {}
-    for name in names:
-        st = (folder / name).stat()
-        out[name] = {"size": st.st_size, "sha256": sha256_file(folder / name),
-                     "mtime_ns": st.st_mtime_ns}
-    return out
+    stats = {name: (Path(folder) / name).stat() for name in names}
+    return {name: {"size": st.st_size, "sha256": sha256_file(Path(folder) / name),
+                   "mtime_ns": st.st_mtime_ns} for name, st in stats.items()}
 
 
 class ProblemKind(Enum):

@@ -31,13 +31,15 @@ from echo_vlsm.grid import file_records
 '''
 
 
-def _notebook(path, params, *cells):
+def write_notebook(path, params, *cells):
+    """A notebook at ``path``: a ``parameters`` cell, then one code cell per ``cells``."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     p = nbformat.v4.new_code_cell(params)
     p.metadata["tags"] = ["parameters"]
     nb.cells = [p] + [nbformat.v4.new_code_cell(c) for c in cells]
+    path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
 
 
@@ -45,13 +47,13 @@ def make_micro(tmp_path):
     """A folder of small notebooks and a profile factory (absolute paths in tmp)."""
     nbs = tmp_path / "nbs"
     nbs.mkdir(parents=True)
-    _notebook(nbs / "01_data_preparation.ipynb", 'out_dir = "x"',
+    write_notebook(nbs / "01_data_preparation.ipynb", 'out_dir = "x"',
               'import pathlib\np = pathlib.Path(out_dir)\np.mkdir(parents=True, exist_ok=True)\n'
               'with open(p / "prepared.log", "a") as f:\n    f.write("prepared\\n")')
-    _notebook(nbs / "04_train_vlsm.ipynb",
+    write_notebook(nbs / "04_train_vlsm.ipynb",
               'model = strategy = encoders = prompt = runs_root = fail_strategy = ""',
               TRAIN_SRC, TRAIN_FAIL, TRAIN_WRITE)
-    _notebook(nbs / "06_dice_difference_plots.ipynb",
+    write_notebook(nbs / "06_dice_difference_plots.ipynb",
               'profile = ""\nruns_root = ""\nfigures_dir = ""\ntables_dir = ""',
               'import pathlib\nruns = sorted(p.parent.name for p in '
               'pathlib.Path(runs_root).glob("*/summary.json"))\n'

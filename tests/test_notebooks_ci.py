@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from micro import write_notebook
 from notebooks_ci import (
     CI_PARAMETERS,
     FRESH_FOLDERS,
@@ -63,7 +64,7 @@ def test_the_ci_parameters_name_parameters_the_notebooks_have():
     ("01_a: {x: [1\n", "not valid YAML"),
 ])
 def test_bad_ci_parameters_are_errors_naming_the_file(tmp_path, text, message):
-    _notebook(tmp_path / "01_a.ipynb", "x = 1\n")
+    write_notebook(tmp_path / "01_a.ipynb", "x = 1\n")
     path = tmp_path / "ci_parameters.yaml"
     path.write_text(text)
     with pytest.raises(ValueError, match=rf"{path}: .*") as err:
@@ -71,15 +72,6 @@ def test_bad_ci_parameters_are_errors_naming_the_file(tmp_path, text, message):
     assert message in str(err.value)
 
 
-def _notebook(path: Path, params: str, *cells: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    p = nbformat.v4.new_code_cell(params)
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [p] + [nbformat.v4.new_code_cell(c) for c in cells]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
 
 
 @pytest.mark.notebook
@@ -92,10 +84,10 @@ def test_notebooks_run_in_order_on_one_worker_and_a_failing_default_fails(tmp_pa
     nbs = project / "notebooks"
     write = ('from echo_vlsm.paths import resolve\n'
              'resolve("data/from_01.txt").write_text(str(n))')
-    _notebook(nbs / "01_a.ipynb", "n = 1000  # too big for CI", write)
-    _notebook(nbs / "02_b.ipynb", "", 'from echo_vlsm.paths import resolve\n'
+    write_notebook(nbs / "01_a.ipynb", "n = 1000  # too big for CI", write)
+    write_notebook(nbs / "02_b.ipynb", "", 'from echo_vlsm.paths import resolve\n'
               'assert resolve("data/from_01.txt").read_text() == "2"')
-    _notebook(nbs / "03_c.ipynb", "k = 0", "1 / k  # a default that no longer runs")
+    write_notebook(nbs / "03_c.ipynb", "k = 0", "1 / k  # a default that no longer runs")
     (project / "ci_parameters.yaml").write_text("01_a: {n: 2}\n")
     (project / "data").mkdir()
     (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    notebook\n    slow\n")

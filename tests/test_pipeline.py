@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from micro import TRAIN_SRC, TRAIN_WRITE, _notebook, executions, make_micro
+from micro import TRAIN_SRC, TRAIN_WRITE, executions, make_micro, write_notebook
 
 from echo_vlsm import pipeline as P
 from echo_vlsm.cli import main
@@ -352,10 +352,10 @@ def test_only_brings_incomplete_dependencies_along_in_a_dry_run(micro):
 def _micro_with_prompts(micro, n_runs_prompts=("p0", "p1")):
     """The micro profile with steps 02 and 03 too (03 runs once per dataset)."""
     tmp, nbs, make = micro
-    _notebook(nbs / "02_sdm_synthesis.ipynb", 'out_dir = "x"\nsampler = "dpm++"',
+    write_notebook(nbs / "02_sdm_synthesis.ipynb", 'out_dir = "x"\nsampler = "dpm++"',
               'import pathlib\np = pathlib.Path(out_dir)\np.mkdir(parents=True, exist_ok=True)\n'
               'with open(p / "sdm.log", "a") as f:\n    f.write(sampler + "\\n")')
-    _notebook(nbs / "03_prompt_generation.ipynb", 'real_dir = ""\ndatasets = "both"',
+    write_notebook(nbs / "03_prompt_generation.ipynb", 'real_dir = ""\ndatasets = "both"',
               'import pathlib\nwith open(pathlib.Path(real_dir) / f"tasks-{datasets}.log", "a")'
               ' as f:\n    f.write("written\\n")')
     path = make([{"models": ["clipseg"], "strategies": ["real", "synthetic"],
@@ -509,7 +509,7 @@ def test_a_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
 def test_fast_dev_run_rehearses_the_graph_in_its_own_folders(micro):
     tmp, nbs, make = micro
     # a train notebook that can cap its work, as notebook 04 does
-    _notebook(nbs / "04_train_vlsm.ipynb",
+    write_notebook(nbs / "04_train_vlsm.ipynb",
               'model = strategy = encoders = prompt = runs_root = fail_strategy = ""\n'
               'real_dir = ""\nfast_dev_run = None',
               "assert fast_dev_run == 2", TRAIN_SRC, TRAIN_WRITE)

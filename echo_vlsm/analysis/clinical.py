@@ -43,21 +43,20 @@ from echo_vlsm.analysis.loading import (
 )
 from echo_vlsm.analysis.seeds import CELL_DEFAULTS, bootstrap_difference, cell_label, verdict
 from echo_vlsm.analysis.tables import order_rows
-from echo_vlsm.grid import ENCODERS, MODELS, PROMPT_KEYS, STRATEGIES
+from echo_vlsm.grid import (
+    CLINICAL_COLUMNS,
+    CLINICAL_FILE,
+    ENCODERS,
+    MODELS,
+    PROMPT_KEYS,
+    STRATEGIES,
+)
 
-#: The file each run's evaluation writes in its folder.
-CLINICAL_FILE = "clinical.csv"
 INDICES: tuple[str, ...] = ("edv", "esv", "ef")
 INDEX_LABELS = {"edv": "EDV (mL)", "esv": "ESV (mL)", "ef": "EF (%)"}
 _UNIT = {"edv": "ml", "esv": "ml", "ef": "percent"}
 #: What a measurement is compared with: the column prefix of each truth.
 AGAINST: dict[str, str] = {"reference": "ref", "masks": "gt"}
-CLINICAL_COLUMNS: tuple[str, ...] = (
-    *RUN_COLUMNS, "patient", "split",
-    "ref_edv_ml", "ref_esv_ml", "ref_ef_percent",
-    "gt_edv_ml", "gt_esv_ml", "gt_ef_percent", "gt_reason",
-    "pred_edv_ml", "pred_esv_ml", "pred_ef_percent", "pred_reason",
-)
 #: The clinical EF categories: below 40 (reduced), 40 to under 50 (mildly reduced), 50 and
 #: above (preserved); an EF of 49.6 is in "40-49".
 EF_BOUNDS: tuple[float, float] = (40.0, 50.0)

@@ -18,6 +18,7 @@ from echo_vlsm.grid import (
     METRIC_COLUMNS,
     METRICS_FILE,
     MODELS,
+    RUN_COLUMNS,
     STRATEGIES,
     STUDY_STRATEGIES,
     SUMMARY_FILE,
@@ -34,10 +35,6 @@ STALE_FILE = "stale_runs.json"
 _STALE_SHAPE = 'the runner writes {"runs": [run ids], "time": ...}'
 
 
-#: The fields that name a run (``echo_vlsm.grid.Run.as_record``): the study's four, then the
-#: seed (a replicate), the real fraction and the provenance option (beyond the study).
-RUN_COLUMNS: tuple[str, ...] = ("model", "strategy", "encoders", "prompt", "seed",
-                                "real_fraction", "provenance")
 #: What seeds replicate: a run's fields but its seed.
 CELL_COLUMNS: tuple[str, ...] = tuple(c for c in RUN_COLUMNS if c != "seed")
 #: The run fields beyond the study's four (a replicate, a real-data subset, a prompt option).

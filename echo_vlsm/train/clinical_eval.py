@@ -1,6 +1,6 @@
 """Clinical indices of a run's test predictions: the rows of ``clinical.csv`` (issue 21).
 
-One row per test patient: the run's fields (``RUN_FIELDS``), the patient and its split, the
+One row per test patient: the run's fields (``grid.RUN_COLUMNS``), the patient and its split, the
 dataset's reference EDV, ESV and EF (``patients.csv``; NaN where it has none), and EDV, ESV
 and EF measured by ``echo_vlsm.clinical.biplane_volumes`` (CAMUS disc height) on the
 ground-truth LV masks (``gt_*``) and on the predicted ones (``pred_*``, thresholded as for
@@ -34,6 +34,7 @@ import echo_vlsm.clinical
 from echo_vlsm.clinical import biplane_volumes
 from echo_vlsm.data.export import PATIENTS_FILE, read_patients
 from echo_vlsm.dataset import read_records
+from echo_vlsm.grid import CLINICAL_COLUMNS, CLINICAL_FILE
 from echo_vlsm.io import write_json_atomic, write_text_atomic
 from echo_vlsm.structures import PHASES, VIEWS
 from echo_vlsm.train.config import TrainConfig
@@ -43,17 +44,6 @@ __all__ = ["CLINICAL_COLUMNS", "CLINICAL_FILE", "GT_CACHE_FILE", "IMAGE_NAMES", 
            "write_clinical"]
 
 #: The file each run's evaluation writes in its folder (``analysis.clinical`` reads it).
-CLINICAL_FILE = "clinical.csv"
-#: The run's fields, as in ``metrics.csv``.
-RUN_FIELDS: tuple[str, ...] = ("model", "strategy", "encoders", "prompt", "seed",
-                               "real_fraction", "provenance")
-#: The columns of ``clinical.csv`` (``analysis.clinical.CLINICAL_COLUMNS``).
-CLINICAL_COLUMNS: tuple[str, ...] = (
-    *RUN_FIELDS, "patient", "split",
-    "ref_edv_ml", "ref_esv_ml", "ref_ef_percent",
-    "gt_edv_ml", "gt_esv_ml", "gt_ef_percent", "gt_reason",
-    "pred_edv_ml", "pred_esv_ml", "pred_ef_percent", "pred_reason",
-)
 #: The structure measured: the LV cavity.
 LV = "lv"
 #: The four images of a patient, in ``biplane_volumes``' order.
