@@ -93,6 +93,8 @@ WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.csv"
 CLINICAL_FILE = "clinical.csv"  # a product of evaluation: not among the files vouched for
+CROSS_METRICS_FILE = "metrics_{dataset}.csv"  # metrics.csv on another dataset's test split
+CROSS_CLINICAL_FILE = "clinical_{dataset}.csv"  # clinical.csv there (train.cross_eval)
 SUMMARY_FILE = "summary.json"
 #: A run trained on part of the real data records which patients (``real_fraction`` < 1).
 SUBSET_FILE = "real_subset.json"

@@ -11,7 +11,12 @@ dependents wait for the nearest step above it):
   scored on the real test split); a synth-pt-real-ft run: the synthetic run it starts from
   and the real task files. So real runs need not wait for the SDM;
 - ``05_freeze_ablation``: every run; ``06_dice_difference_plots``: every run and 05;
-  ``07_explore``: every run, 05 and 06.
+  ``07_explore``: every run, 05 and 06;
+- with ``evaluate_on`` (``10_cross_dataset``): ``10_cross_dataset:<dataset>`` exports a
+  dataset that needs it (EchoNet: nothing before it); an evaluation ``<run_id>:eval-<dataset>``
+  (kind ``eval``, one per run whose prompt the dataset can make) waits for its run and that
+  export (a CAMUS-format target: for the real task files); ``09_clinical`` also waits for
+  every evaluation, whose files its tables read.
 
 A job is complete only for the inputs it was made from, as make or Snakemake would decide:
 its marker records a *fingerprint*, the hash of its own parameters (without those that
@@ -51,6 +56,9 @@ from echo_vlsm.pipeline.profiles import (
     ANALYSIS_STEPS,
     BEYOND_STEPS,
     CLINICAL_STEPS,
+    CROSS_NOTEBOOK,
+    EVAL_PROMPTS,
+    PREPARED_DATASETS,
     TRAIN_NOTEBOOK,
     Profile,
 )
@@ -77,7 +85,7 @@ class Job:
     """One notebook execution of a profile."""
 
     name: str                     # "01_data_preparation", "03_prompt_generation:real", run id
-    kind: str                     # "step" | "run"
+    kind: str                     # "step" | "run" | "eval" (a run scored on another dataset)
     notebook: str                 # notebook stem under notebooks/
     params: dict[str, Any]
     needs: tuple[str, ...]
@@ -90,21 +98,29 @@ class Job:
     def file_stem(self) -> str:
         return self.name.replace(":", "-")
 
-    def _own(self, run_name: str, step_suffix: str, hidden: bool = False) -> Path:
-        """A file of this job: ``run_name`` in a run's folder, or ``<stem><step_suffix>``
-        (dot-prefixed when ``hidden``) in the steps folder, which all steps share."""
+    def _own(self, run_name: str, step_suffix: str, hidden: bool = False,
+             eval_suffix: str | None = None) -> Path:
+        """A file of this job: ``run_name`` in a run's folder; for an evaluation, in its
+        run's folder, ``eval-<dataset><eval_suffix>`` (dot-prefixed when ``hidden``), never
+        a file of the run's own job; else ``<stem><step_suffix>`` in the steps folder,
+        which all steps share."""
+        dot = "." if hidden else ""
         if self.kind == "run":
             return self.folder / run_name
-        return self.folder / f"{'.' if hidden else ''}{self.file_stem}{step_suffix}"
+        if self.kind == "eval":
+            return self.folder / f"{dot}eval-{self.extra['dataset']}{eval_suffix or step_suffix}"
+        return self.folder / f"{dot}{self.file_stem}{step_suffix}"
 
     @property
     def output(self) -> Path:
-        """The executed notebook."""
+        """The executed notebook (an evaluation's: ``10_cross_dataset-<dataset>.ipynb``)."""
+        if self.kind == "eval":
+            return self.folder / f"{self.notebook}-{self.extra['dataset']}.ipynb"
         return self._own(f"{self.notebook}.ipynb", ".ipynb")
 
     @property
     def marker(self) -> Path:
-        return self._own(JOB_FILE, ".done.json")
+        return self._own(JOB_FILE, ".done.json", eval_suffix=f".{JOB_FILE}")
 
     @property
     def lock_path(self) -> Path:
@@ -167,6 +183,10 @@ def build_graph(prof: Profile, root: str | os.PathLike, runs: Sequence[Run] | No
         step(f"{PROMPTS_STEP}:synthetic",
              first(("02_sdm_synthesis",), ("01_data_preparation",)), "prepare",
              {**base, "datasets": "synthetic"}, PROMPTS_STEP)
+    for dataset in prof.evaluate_on:  # a second dataset's export: no input of the study's
+        if dataset in PREPARED_DATASETS:
+            step(f"{CROSS_NOTEBOOK}:{dataset}", (), "prepare", prof.prepare_parameters(dataset),
+                 CROSS_NOTEBOOK)
     real_data = first((f"{PROMPTS_STEP}:real",), ("01_data_preparation",))
     synthetic_data = first((f"{PROMPTS_STEP}:synthetic", f"{PROMPTS_STEP}:real"),
                            ("02_sdm_synthesis",), ("01_data_preparation",))
@@ -180,6 +200,8 @@ def build_graph(prof: Profile, root: str | os.PathLike, runs: Sequence[Run] | No
             needs = (source.id, *needs)
         jobs.append(Job(run.id, "run", TRAIN_NOTEBOOK, prof.run_parameters(run), needs,
                         run_dir(prof.runs_root, run, root), "runs", run))
+    evaluations = _evaluations(prof, runs, root, real_data)
+    jobs.extend(evaluations)
     run_ids = tuple(r.id for r in runs)
     if "05_freeze_ablation" in has:
         step("05_freeze_ablation", run_ids, "analysis",
@@ -193,9 +215,31 @@ def build_graph(prof: Profile, root: str | os.PathLike, runs: Sequence[Run] | No
              prof.step_parameters("07_explore"))
     for name in (*BEYOND_STEPS, *CLINICAL_STEPS):  # after 06, whose report they add to
         if name in has:
-            step(name, run_ids + tuple(n for n in ANALYSIS_STEPS if n in has), "analysis",
-                 prof.step_parameters(name))
+            evals = tuple(j.name for j in evaluations) if name in CLINICAL_STEPS else ()
+            step(name, run_ids + evals + tuple(n for n in ANALYSIS_STEPS if n in has),
+                 "analysis", prof.step_parameters(name))
     return jobs
+
+
+def _evaluations(prof: Profile, runs: Sequence[Run], root: Path,
+                 real_data: tuple[str, ...]) -> list[Job]:
+    """One ``eval`` job per run and dataset of ``evaluate_on`` whose prompt the dataset can
+    make (``EVAL_PROMPTS``; the others are left out, and the analysis says why), after the
+    run and the dataset's export (``10_cross_dataset:<dataset>``, or for a CAMUS-format
+    target the real task files)."""
+    out = []
+    for dataset in prof.evaluate_on:
+        data = ((f"{CROSS_NOTEBOOK}:{dataset}",) if dataset in PREPARED_DATASETS
+                else real_data)
+        makes = EVAL_PROMPTS.get(dataset)
+        for run in runs:
+            if makes is not None and run.prompt not in makes:
+                continue
+            out.append(Job(f"{run.id}:eval-{dataset}", "eval", CROSS_NOTEBOOK,
+                           prof.eval_parameters(run, dataset), (run.id, *data),
+                           run_dir(prof.runs_root, run, root), "runs", run,
+                           {"dataset": dataset}))
+    return out
 
 
 def set_fast_dev_run(jobs: Sequence[Job], takes_it, n: int) -> None:

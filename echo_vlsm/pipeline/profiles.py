@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from echo_vlsm.grid import MODELS, Run
+from echo_vlsm.grid import MODELS, NO_PROMPT, Run
 from echo_vlsm.paths import resolve
 from echo_vlsm.pipeline.errors import ProfileError
 from echo_vlsm.pipeline.selection import select_grid
@@ -35,8 +35,21 @@ CLINICAL_STEPS = ("09_clinical",)
 #: ``provenance``), not to ``train:`` or ``models:``, so a run's id always names them.
 GRID_RUN_KEYS = ("seed", "real_fraction", "provenance")
 STAGES = ("prepare", "runs", "analysis")
+#: Every run scored on another dataset's test split, one job per run and dataset
+#: (``evaluate_on``; ``train.cross_eval``, whose ``DATASETS`` this repeats without importing
+#: torch into the runner; a test keeps the two equal).
+CROSS_NOTEBOOK = "10_cross_dataset"
+EVAL_DATASETS = ("echonet", "camus")
+#: The datasets that a job of the profile exports before they are evaluated on (EchoNet: the
+#: download, or the EchoNet-layout phantom); a CAMUS-format target is exported by 01.
+PREPARED_DATASETS = ("echonet",)
+#: The prompt keys a dataset can make, where it cannot make all (EchoNet: structure, view,
+#: phase, as ``data.echonet_export.PROMPT_KEYS``; and a text-free model's structure name):
+#: runs with another prompt get no evaluation job there.
+EVAL_PROMPTS: dict[str, tuple[str, ...]] = {"echonet": ("p0", "p1", "p2", "p3", NO_PROMPT)}
 PROFILE_KEYS = {"profile", "description", "runs_root", "env", "kernel", "execution_timeout",
-                "steps", "train", "models", "grid", "slurm", "inherits"}
+                "steps", "train", "models", "grid", "slurm", "inherits", "evaluate_on",
+                "datasets"}
 
 
 @dataclass
@@ -55,6 +68,10 @@ class Profile:
     execution_timeout: int | None = None
     slurm: dict = field(default_factory=dict)
     fast_dev_run: int | None = None  # a rehearsal (``fast_dev_profile``)
+    #: datasets every run is also scored on (``CROSS_NOTEBOOK``), and per dataset its
+    #: notebook parameters (``dataset_dir``, the exported folder; how to make it)
+    evaluate_on: list[str] = field(default_factory=list)
+    datasets: dict[str, dict] = field(default_factory=dict)
 
     def run_parameters(self, run: Run) -> dict[str, Any]:
         """Papermill parameters of ``04_train_vlsm`` for ``run``."""
@@ -71,6 +88,18 @@ class Profile:
         if step in (*ANALYSIS_STEPS, *EXPLORE_STEPS, *BEYOND_STEPS, *CLINICAL_STEPS):
             params.setdefault("runs_root", self.runs_root)
         return params
+
+    def prepare_parameters(self, dataset: str) -> dict[str, Any]:
+        """Papermill parameters of ``CROSS_NOTEBOOK`` when it exports ``dataset`` (no run)."""
+        return {**self.datasets[dataset], "dataset": dataset}
+
+    def eval_parameters(self, run: Run, dataset: str) -> dict[str, Any]:
+        """Papermill parameters of ``CROSS_NOTEBOOK`` scoring ``run`` on ``dataset``: the
+        exported folder, the run, the run's device (a rehearsal's cap is added later)."""
+        params = {"dataset": dataset, "dataset_dir": self.datasets[dataset]["dataset_dir"],
+                  "runs_root": self.runs_root, "run_id": run.id}
+        device = self.run_parameters(run).get("device")
+        return params if device is None else {**params, "device": device}
 
 
 def profile_path(profile: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
@@ -96,7 +125,7 @@ def load_profile(profile: str | os.PathLike, root: str | os.PathLike | None = No
     if bad:
         raise ProfileError(path, f"steps {sorted(bad)} unknown; accepted: {sorted(known_steps)} "
                                  f"({TRAIN_NOTEBOOK} takes its parameters from 'train')")
-    for key in ("train", "models", "env", "steps", "slurm"):
+    for key in ("train", "models", "env", "steps", "slurm", "datasets"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise ProfileError(path, f"'{key}' must be a mapping")
     models = data.get("models") or {}
@@ -124,7 +153,27 @@ def load_profile(profile: str | os.PathLike, root: str | os.PathLike | None = No
         kernel=str(data.get("kernel") or "python3"),
         execution_timeout=data.get("execution_timeout"),
         slurm=dict(data.get("slurm") or {}),
+        **_evaluations(data, path),
     )
+
+
+def _evaluations(data: dict, path: Path) -> dict:
+    """``evaluate_on`` (a list of ``EVAL_DATASETS``) and ``datasets`` (per dataset a mapping
+    with ``dataset_dir``, the exported folder), checked."""
+    names = data.get("evaluate_on") or []
+    if isinstance(names, str) or not isinstance(names, list):
+        raise ProfileError(path, f"'evaluate_on' must be a list of datasets, e.g. [echonet]; "
+                                 f"got {names!r}")
+    bad = [n for n in names if n not in EVAL_DATASETS]
+    if bad:
+        raise ProfileError(path, f"evaluate_on: {bad} unknown; accepted: {list(EVAL_DATASETS)}")
+    datasets = {str(k): dict(v or {}) for k, v in (data.get("datasets") or {}).items()}
+    for name in names:
+        where = datasets.get(name) or {}
+        if not isinstance(where.get("dataset_dir"), str) or not where["dataset_dir"]:
+            raise ProfileError(path, f"evaluate_on names {name!r}, but 'datasets.{name}."
+                                     "dataset_dir' (its exported folder) is not set")
+    return {"evaluate_on": list(dict.fromkeys(names)), "datasets": datasets}
 
 
 def _inherited(path: Path, root, seen: list[Path]) -> dict:
@@ -141,7 +190,7 @@ def _inherited(path: Path, root, seen: list[Path]) -> dict:
         and Path(str(parent)).suffix not in (".yaml", ".yml") else path.parent / str(parent)
     base = _inherited(base_path, root, [*seen, path])
     for key, value in data.items():
-        if key in ("steps", "models") and isinstance(value, dict):
+        if key in ("steps", "models", "datasets") and isinstance(value, dict):
             merged = dict(base.get(key) or {})
             for name, params in value.items():
                 if key == "steps" and params is None:
@@ -226,6 +275,12 @@ def fast_dev_profile(prof: Profile, n: int = 2) -> Profile:
             if isinstance(params.get(key), str):
                 moved[params[key]] = params[key].rstrip("/") + FDR_SUFFIX
 
+    for params in prof.datasets.values():  # the exported datasets, the phantom's tree
+        for key in ("dataset_dir", "phantom_dir"):
+            if isinstance(params.get(key), str) and not (key == "phantom_dir"
+                                                         and params.get("echonet_dir")):
+                moved[params[key]] = params[key].rstrip("/") + FDR_SUFFIX
+
     def move(params: dict) -> dict:
         out = {k: moved.get(v, v) if isinstance(v, str) else v for k, v in params.items()}
         for key in _OWN_DIRS:
@@ -240,5 +295,6 @@ def fast_dev_profile(prof: Profile, n: int = 2) -> Profile:
         train=move(prof.train), models={k: move(v) for k, v in prof.models.items()},
         runs=list(prof.runs), env=dict(prof.env), kernel=prof.kernel,
         execution_timeout=prof.execution_timeout, slurm=dict(prof.slurm),
-        fast_dev_run=n,
+        fast_dev_run=n, evaluate_on=list(prof.evaluate_on),
+        datasets={k: move(v) for k, v in prof.datasets.items()},
     )
