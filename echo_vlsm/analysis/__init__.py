@@ -21,6 +21,11 @@ and derives what the study reports; its parts:
   ``floor_table``, ``camus_clinical``; ``clinical_tests``: paired tests of the absolute EF
   error), ``clinical_report`` (``clinical_results``, ``headline_table``,
   ``clinical_sections`` for notebook 09's block of ``report.md``);
+- cross-dataset transfer (issue 22, notebook 09): ``transfer`` (``load_transfer``: each run's
+  own LV scores beside its ``metrics_<dataset>.csv`` and ``clinical_<dataset>.csv``;
+  ``run_table``, ``transfer_table``: dice on both test splits, the drop, EF MAE;
+  ``drop_tests``: does synthetic pretraining change the drop?), ``transfer_report``
+  (``transfer_results``, ``transfer_sections`` for notebook 09's second block);
 - beyond the study (issue #15): ``seeds`` (``seed_table``, the hierarchical bootstrap
   ``hierarchical_bootstrap``, ``claim_verdicts``), ``efficiency`` (dice against real
   training images, ``images_to_reach``), ``beyond`` (``beyond_blocks``, ``beyond_table``,
@@ -110,6 +115,7 @@ from echo_vlsm.analysis.figures import (
     per_structure_figure,
     save_figure,
     strategy_difference_figure,
+    transfer_figure,
 )
 from echo_vlsm.analysis.loading import (
     CELL_COLUMNS,
@@ -169,6 +175,25 @@ from echo_vlsm.analysis.tables import (
     write_frame,
     write_table,
 )
+from echo_vlsm.analysis.transfer import (
+    TransferData,
+    cross_clinical_file,
+    cross_metrics_file,
+    drop_summary,
+    drop_tests,
+    load_transfer,
+    run_table,
+    transfer_display,
+    transfer_table,
+)
+from echo_vlsm.analysis.transfer_report import (
+    TRANSFER_MARKERS,
+    drop_tests_display,
+    status_note,
+    transfer_results,
+    transfer_sections,
+    transfer_summary,
+)
 from echo_vlsm.grid import ENCODERS, METRIC_COLUMNS, MODELS, PROMPT_KEYS, STRATEGIES
 
 __all__ = [
@@ -195,4 +220,9 @@ __all__ = [
     "strategy_difference_figure", "strategy_differences", "study_mask", "study_rows",
     "study_tests", "summary_table", "to_latex", "to_markdown", "update_report", "verdict",
     "with_run_columns", "write_frame", "write_report", "write_table",
+    # cross-dataset transfer (issue 22, notebook 09)
+    "TRANSFER_MARKERS", "TransferData", "cross_clinical_file", "cross_metrics_file",
+    "drop_summary", "drop_tests", "drop_tests_display", "load_transfer", "run_table",
+    "status_note", "transfer_display", "transfer_figure", "transfer_results",
+    "transfer_sections", "transfer_summary", "transfer_table",
 ]

@@ -254,3 +254,37 @@ def clinical_scatter_figure(points: pd.DataFrame, out_dir: str | os.PathLike,
     paths = save_figure(fig, out_dir, name)
     plt.close(fig)
     return paths
+
+
+def transfer_figure(runs: pd.DataFrame, out_dir: str | os.PathLike, dataset: str = "echonet",
+                    name: str = "transfer_dice") -> list[Path]:
+    """LV dice on the run's own test split (x) against dice on ``dataset``'s (y), one point
+    per run of ``transfer.run_table``: colour per strategy, marker per model, the prompt
+    beside it; the identity line (a point below it lost that much: its drop)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if runs.empty:
+        raise ValueError(f"no run evaluated on {dataset}: nothing to plot")
+    strategies = [s for s in STRATEGIES if s in set(runs["strategy"])]
+    palette = dict(zip(strategies, sns.color_palette("colorblind", len(strategies))))
+    markers = dict(zip(MODELS, ("o", "s", "^")))
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    for (model, strategy), g in runs.groupby(["model", "strategy"], sort=False):
+        ax.scatter(g["dice_in"], g["dice_cross"], s=36, color=palette[strategy],
+                   marker=markers.get(model, "o"),
+                   label=f"{MODEL_LABELS.get(model, model)} "
+                         f"{STRATEGY_LABELS.get(strategy, strategy)}")
+        for r in g.itertuples():
+            ax.annotate(str(r.prompt).upper(), (r.dice_in, r.dice_cross), fontsize=6,
+                        xytext=(3, 2), textcoords="offset points")
+    lo = float(min(runs["dice_in"].min(), runs["dice_cross"].min(), 100.0)) - 2
+    ax.plot([lo, 100], [lo, 100], color="0.3", lw=0.7)
+    ax.set_xlabel("LV dice, own test split (%)")
+    ax.set_ylabel(f"LV dice, {dataset} test split (%)")
+    ax.set_title("Trained on one dataset, tested on another")
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    paths = save_figure(fig, out_dir, name)
+    plt.close(fig)
+    return paths
