@@ -8,7 +8,9 @@ follow from an assumed GPU throughput (``tflops``, at ``utilization``); where a
 measured training rate exists (the study's recipe on one H200, ``MEASURED_IMG_S``) a second
 estimate from it stands beside. Data sizes default to the study's (CAMUS 2019: 1600 / 400 /
 200 images, x3 structures; synthetic 8000 / 1000) unless the profile's exported datasets
-exist, then their ``records.csv`` counts.
+exist, then their ``records.csv`` counts. Each evaluation of a run on another dataset
+(``evaluate_on``) is one test pass over that dataset's test split (``CROSS_TEST_TRIPLETS``
+until it is exported), a row ``eval:<dataset>`` per model and encoder setting.
 
 Examples::
 
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from echo_vlsm.paths import resolve
-from echo_vlsm.pipeline.profiles import Profile
+from echo_vlsm.pipeline.profiles import EVAL_PROMPTS, Profile
 from echo_vlsm.structures import STRUCTURES
 
 #: The study's data (reference facts): images per split.
@@ -35,6 +37,10 @@ MEASURED_IMG_S = {("clipseg", "frozen"): 1857.0, ("cris", "trained"): 136.0}
 #: The utilisation assumed for a model without a measured rate (the U-Net baseline): a
 #: plain convolutional network at mixed precision; stated in the plan's text.
 ASSUMED_UTILIZATION = 0.35
+#: Test triplets of a dataset runs are evaluated on, before it is exported (reference facts):
+#: EchoNet-Dynamic's 1277 test videos, two traced frames each, LV only; CAMUS's 200 test
+#: images, three structures each.
+CROSS_TEST_TRIPLETS = {"echonet": 2 * 1277, "camus": 200 * len(STRUCTURES)}
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,18 @@ def dataset_images(prof: Profile, root) -> dict[str, dict[str, int]]:
                     counts[row["split"]] = counts.get(row["split"], 0) + 1
             out[kind] = counts
     return out
+
+
+def cross_test_triplets(prof: Profile, dataset: str, root) -> int:
+    """Test triplets of ``dataset`` as ``evaluate_on`` scores them: its exported
+    ``records.csv`` (EchoNet: one LV triplet per image), else ``CROSS_TEST_TRIPLETS``."""
+    folder = (prof.datasets.get(dataset) or {}).get("dataset_dir")
+    records = resolve(folder, root) / "records.csv" if folder else None
+    if records is None or not records.is_file():
+        return CROSS_TEST_TRIPLETS[dataset]
+    with open(records, newline="") as f:
+        n = sum(row["split"] == "test" for row in csv.DictReader(f))
+    return n if dataset == "echonet" else n * len(STRUCTURES)
 
 
 def implied_utilization(model: str, assume: Assumptions) -> float:
@@ -132,6 +150,18 @@ def plan_cost(prof: Profile, root, assume: Assumptions = Assumptions()):
                      "epochs": n_epochs, "pflops": flops / 1e15,
                      "utilization": util,
                      "gpu_hours": flops / (assume.tflops * 1e12 * util) / 3600})
+    for dataset in prof.evaluate_on:  # a test pass of each run whose prompt it can make
+        test = cross_test_triplets(prof, dataset, root)
+        for run in prof.runs:
+            if run.prompt not in EVAL_PROMPTS.get(dataset, (run.prompt,)):
+                continue
+            flops = test * step_flops(run.model, run.encoders, size)[1]
+            util = implied_utilization(run.model, assume)
+            rows.append({"model": run.model, "strategy": f"eval:{dataset}",
+                         "encoders": run.encoders, "real_fraction": run.real_fraction,
+                         "train_triplets": 0, "epochs": 0, "pflops": flops / 1e15,
+                         "utilization": util,
+                         "gpu_hours": flops / (assume.tflops * 1e12 * util) / 3600})
     df = pd.DataFrame(rows)
     return df.groupby(["model", "strategy", "encoders", "real_fraction"], sort=False).agg(
         runs=("pflops", "size"), train_triplets=("train_triplets", "first"),
@@ -147,8 +177,15 @@ def format_plan(table, prof: Profile, assume: Assumptions) -> str:
     if assume.utilization is None and set(table["model"]) - {m for m, _ in MEASURED_IMG_S}:
         util += f" ({ASSUMED_UTILIZATION:.0%} assumed for models without a measured rate)"
     return "\n".join([
-        f"Plan of profile {prof.name}: {len(prof.runs)} runs at {assume.tflops:.0f} peak "
+        f"Plan of profile {prof.name}: {len(prof.runs)} runs{_evaluations(table)} at "
+        f"{assume.tflops:.0f} peak "
         f"TFLOP/s and {util}; {assume.epochs_per_run} epochs per run (profile cap "
         f"{prof.train.get('epochs', '-')}); FLOPs counted with torch.utils.flop_counter.",
         table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"),
         f"total: {table['gpu_hours'].sum():,.1f} GPU hours"])
+
+
+def _evaluations(table) -> str:
+    """`` and N evaluations on other datasets`` when the plan has ``eval:`` rows."""
+    n = int(table.loc[table["strategy"].str.startswith("eval:"), "runs"].sum())
+    return f" and {n} evaluations on other datasets" if n else ""

@@ -123,20 +123,24 @@ def _check_dataset(dataset: str) -> str:
     return dataset
 
 
-def _run_config(run_dir: Path, dataset_dir: Path, fast_dev_run: int | None) -> TrainConfig:
-    """The run's training config, pointed at ``dataset_dir`` for its test split.
+def _run_config(run_dir: Path, dataset: str, dataset_dir: Path,
+                fast_dev_run: int | None) -> TrainConfig:
+    """The run's training config, pointed at ``dataset_dir`` for its test split; its prompt
+    checked first (``_check_prompt``), then the run's completeness.
 
     Raises:
+        ValueError: a prompt the dataset cannot make.
         CrossEvalError: the folder is not a complete, intact run.
     """
-    problem = run_problem(run_dir)
-    if problem is not None:
-        raise CrossEvalError(run_dir, f"not a complete run ({problem}); a run is evaluated "
-                                      "elsewhere only once it is finished")
     try:
         config = TrainConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
     except (OSError, ValueError, TypeError) as exc:
         raise CrossEvalError(run_dir / CONFIG_FILE, f"not a training config ({exc})") from exc
+    _check_prompt(dataset, config.prompt)
+    problem = run_problem(run_dir)
+    if problem is not None:
+        raise CrossEvalError(run_dir, f"not a complete run ({problem}); a run is evaluated "
+                                      "elsewhere only once it is finished")
     return config.replace(runs_root=str(run_dir.parent), real_dir=str(dataset_dir),
                           cache_dir=None, fast_dev_run=fast_dev_run, save_predictions=False)
 
@@ -174,8 +178,7 @@ def evaluate_on(run_dir: str | os.PathLike, dataset: str, dataset_dir: str | os.
     """
     _check_dataset(dataset)
     folder, data = resolve(run_dir), resolve(dataset_dir)
-    config = _run_config(folder, data, fast_dev_run)
-    _check_prompt(dataset, config.prompt)
+    config = _run_config(folder, dataset, data, fast_dev_run)
     _check_exported(data)
     scored = _score_test(config, None, None, device, False, progress)
     metrics = scored.metrics[scored.metrics["structure"] == LV].reset_index(drop=True)
@@ -277,7 +280,7 @@ def write_echonet_tasks(dataset_dir: str | os.PathLike) -> dict[str, Path]:
     """
     root = Path(dataset_dir)
     records = read_records(root)
-    out = {}
+    out: dict[str, Path] = {}
     for split in SPLITS:
         rows = records[records["split"] == split].sort_values("stem", kind="stable")
         if rows.empty:
