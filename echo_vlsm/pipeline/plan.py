@@ -99,8 +99,9 @@ def plan(profile: str | os.PathLike | Profile = "demo", *, root=None, notebooks_
                   if not run_complete(run_dir(prof.runs_root, d, root))}
         selected = sorted(set(selected) | needed, key=sort_key)
     chosen = {r.id for r in selected}
-    in_call = [j.name for j in graph if j.stage in stages
-               and (j.kind == "step" or j.name in chosen)]
+    in_call = [j.name for j in graph if j.stage in stages  # a run's evaluations go with it
+               and (j.kind == "step" or (j.run.id if j.kind == "eval" and j.run else j.name)
+                    in chosen)]
     p = Plan(prof, root, resolve(notebooks_dir or "notebooks", root), graph, in_call, shard,
              False, log)
     jobs = [p.by_name[n] for n in in_call]
