@@ -132,10 +132,10 @@ def submit(p, todo: list[str], options: dict, wait: bool = False) -> None:
 
 
 def _dependency(job: Job, ids: dict[str, str], by_name: dict[str, Job]) -> str | None:
-    ok = [ids[n] for n in job.needs if n in ids and not
-          (job.stage == "analysis" and by_name[n].kind == "run")]
+    ok = [ids[n] for n in job.needs if n in ids and not  # a failed run or evaluation
+          (job.stage == "analysis" and by_name[n].kind != "step")]  # leaves the analysis
     anyway = [ids[n] for n in job.needs if n in ids and job.stage == "analysis"
-              and by_name[n].kind == "run"]
+              and by_name[n].kind != "step"]
     parts = []
     if ok:
         parts.append("afterok:" + ":".join(ok))
