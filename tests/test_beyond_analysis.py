@@ -3,6 +3,7 @@ run columns, the study's tables unchanged by extra runs, the seed table, the hie
 bootstrap and the claims' verdicts, data efficiency, the U-Net baseline, the report block."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 
 from echo_vlsm import analysis as A
+from echo_vlsm.analysis import beyond as beyond_mod
 from echo_vlsm.grid import parse_run_id
 from tests.tiny_runs import fake_samples, write_beyond_runs, write_fake_run
 
@@ -345,3 +347,108 @@ def test_report_block_only_with_runs_beyond_and_replaced_in_place(loaded, tmp_pa
 
 def test_fake_samples_cover_the_effect_cycle():
     assert len(fake_samples(10)) == 10 and len(set(fake_samples(10))) == 10
+
+
+# -- convergence: how every run ended, the gain over seeds -------------------------------------
+def test_demo_beyond_runs_stop_by_the_demos_rule():
+    """Every run of demo-beyond trains under the demo's stopping rule and schedule (its
+    profile sets no `train:` value), per model the same batch and learning rate whatever
+    the strategy, seed or real fraction, and its seed-0 cells are the demo's own runs."""
+    from echo_vlsm.pipeline import profiles as P
+    from echo_vlsm.train import TrainConfig
+
+    demo, beyond = P.load_profile("demo"), P.load_profile("demo-beyond")
+    assert beyond.train == demo.train and beyond.runs_root == demo.runs_root
+    fields = set(TrainConfig.__dataclass_fields__)
+    rule, per_model = set(), {}
+    for run in beyond.runs:
+        config = TrainConfig(**{k: v for k, v in beyond.run_parameters(run).items()
+                                if k in fields})
+        rule.add((config.epochs, config.early_stopping, config.min_delta,
+                  config.plateau_patience, config.plateau_factor, config.global_batch_size))
+        per_model.setdefault(run.model, set()).add(config.learning_rate)
+    assert rule == {(demo.train["epochs"], demo.train["patience"], demo.train["min_delta"],
+                     demo.train["plateau_patience"], demo.train["plateau_factor"], 16)}
+    assert all(len(lrs) == 1 for lrs in per_model.values()), per_model
+    assert set(per_model) == {"clipseg", "cris", "unet"}
+    shared = {r for r in beyond.runs if r.seed == 0 and r.real_fraction == 1.0
+              and r.model != "unet" and r.strategy != "mixed"}
+    assert shared and shared <= set(demo.runs)
+    for run in shared:  # same parameters, so the same run folder is reused, not retrained
+        assert beyond.run_parameters(run) == demo.run_parameters(run)
+    assert sum(r.seed > 0 for r in beyond.runs) >= 8  # seeds 1, 2 of real and synth-pt x 2
+
+
+def test_seed_gain_table_and_text(loaded):
+    df, sums = loaded
+    claims = A.claim_verdicts(df, n_boot=1000, seed=0)
+    gain = beyond_mod.seed_gain_table(df, claims)
+    assert list(gain["model"]) == ["clipseg", "cris"]
+    cris = gain.set_index("model").loc["cris"]
+    # CRIS: real 80 + (0, +1, -1), synth-pt-real-ft 90 + (0, -1.5, +1.5) per seed
+    assert (cris.seeds_real, cris.seeds_synth) == (3, 3)
+    assert cris["diff"] == pytest.approx(10.0, abs=0.3)
+    assert cris.real_seed_std == pytest.approx(1.0, abs=0.15)
+    assert cris.synth_seed_std == pytest.approx(1.5, abs=0.15)
+    assert (cris.diff_min, cris.diff_max) == (pytest.approx(7.5, abs=0.3),
+                                              pytest.approx(12.5, abs=0.3))
+    assert cris.diff_per_seed.count("(seed ") == 3 and cris.verdict == "survives"
+    assert cris.ci_low > 0
+    clip = gain.set_index("model").loc["clipseg"]
+    assert clip["diff"] == pytest.approx(0.0, abs=0.3) and clip.ci_low < 0 < clip.ci_high
+    stopping = A.stopping_table(sums)
+    text = beyond_mod.seed_gain_text(gain, stopping)
+    assert re.search(r"\*\*CRIS P1\*\*: synth-pt-real-ft minus real is \+(9\.[7-9]|10\.[0-3])\d "
+                     r"dice points \(mean over 3 seeds of synth-pt-real-ft and 3 of real; seed "
+                     r"by seed \+", text)
+    assert "lies above 0: over these seeds, synthetic pretraining gave a higher" in text
+    assert "real's runs vary by 1.0" in text or "real's runs vary by 0.9" in text
+    assert "includes 0: the difference cannot be told apart from what changing" in text
+    assert "With 3 seeds per cell" in text
+    assert "All 12 runs compared here stopped by early stopping, none at its epoch cap." in text
+    capped = stopping.assign(stopped_by=np.where(
+        stopping["run_id"] == "cris_real_trained_p1_seed2", "epochs", stopping["stopped_by"]))
+    assert ("1 of the 12 runs compared here stopped at the epoch cap "
+            "(cris_real_trained_p1_seed2): a run at its cap may still have been"
+            in beyond_mod.seed_gain_text(gain, capped))
+    # seed 0 only: no spread, said so; no pair at all: nothing claimed
+    seed0 = df[df["seed"] == 0]
+    single = beyond_mod.seed_gain_table(seed0, A.claim_verdicts(seed0, n_boot=100))
+    one = beyond_mod.seed_gain_text(single)
+    assert one.count("cannot be told apart from seed variation") == 2
+    assert "seeds per cell" not in one
+    assert "(mean over 1 seed of synth-pt-real-ft and 1 of real)." in one
+    none = beyond_mod.seed_gain_table(df[df["strategy"] == "real"])
+    assert none.empty and "no synthetic-pretraining difference" in \
+        beyond_mod.seed_gain_text(none)
+
+
+def test_report_shows_how_every_run_ended_and_the_gain(loaded, tmp_path):
+    df, sums = loaded
+    results = A.beyond_results(df, sums, n_boot=200, seed=0)
+    assert len(results["stopping"]) == len(sums) == 25
+    assert set(results["stopping"]["stopped_by"]) == {"patience"}
+    report = tmp_path / "report.md"
+    sections = beyond_mod.convergence_sections(
+        A.beyond_sections(report, results, n_boot=200), results)
+    assert [h for h, _ in sections] == [
+        "Beyond the study: what was run", "Beyond the study: how every run ended",
+        "Beyond the study: seed variation",
+        "Beyond the study: synthetic pretraining over seeds",
+        "Beyond the study: mixed training and provenance", "Beyond the study: data efficiency",
+        "Beyond the study: supervised baseline"]
+    ended = dict(sections)["Beyond the study: how every run ended"]
+    assert "25 of 25 runs stopped by early stopping; none reached its epoch cap." in ended
+    assert "| unet_synth-pt-real-ft_trained_none | unet |" in ended  # a run beyond the study
+    assert "| cris_real_trained_p1 | cris |" in ended  # and one of the study's
+    summary = A.beyond_summary(results, sections)
+    assert summary["stopped_by"] == {"patience": 25}
+    assert {r["model"]: r["verdict"] for r in summary["seed_gain"]}["cris"] == "survives"
+    # no run beyond the study: no section at all (the report stays notebook 06's)
+    none = A.beyond_results(A.study_rows(df), A.study_rows(sums), n_boot=100)
+    assert beyond_mod.convergence_sections(A.beyond_sections(report, none), none) == []
+    # a summary that does not say how its run ended is refused, naming the run
+    lost = "unet_real_trained_none"
+    bad = sums.assign(stopped_by=sums["stopped_by"].where(sums["run_id"] != lost))
+    with pytest.raises(ValueError, match=rf"without a known stopped_by: \['{lost}'\]"):
+        A.beyond_results(df, bad, n_boot=100)

@@ -12,8 +12,10 @@ from echo_vlsm import analysis as A
 from echo_vlsm.grid import parse_run_id
 from tests.tiny_runs import notebook_text, report_by_06, write_beyond_runs
 
-TABLES = ("beyond_table", "seed_table", "seed_claims", "beyond_comparisons",
-          "mixed_differences", "data_efficiency", "real_images_to_reach", "baseline")
+TABLES = ("beyond_table", "stopping", "seed_table", "seed_claims", "seed_gain",
+          "beyond_comparisons", "mixed_differences", "data_efficiency", "real_images_to_reach",
+          "baseline")
+CAPPED = "cris_real_trained_p1_seed2"  # a run that stopped at its epoch cap
 
 
 def _params(tmp_path, runs):
@@ -25,7 +27,7 @@ def _params(tmp_path, runs):
 @pytest.mark.notebook
 def test_notebook_08_every_block(run_notebook, tmp_path):
     runs = tmp_path / "runs" / "demo"
-    write_beyond_runs(runs, study=True)
+    write_beyond_runs(runs, study=True, capped=(CAPPED,))
     before = report_by_06(tmp_path / "paper", "demo-beyond")
     run_notebook("08_beyond.ipynb", _params(tmp_path, runs))
     paper = tmp_path / "paper"
@@ -55,7 +57,17 @@ def test_notebook_08_every_block(run_notebook, tmp_path):
     assert report.count(A.report.BEYOND_BEGIN) == 1
     for heading in summary["sections"]:
         assert f"## {heading}\n" in report
-    assert len(summary["sections"]) == 5
+    assert len(summary["sections"]) == 7
+    # how every run ended (25 runs, one at its cap) and the gain over seeds, in words
+    assert summary["stopped_by"] == {"patience": 24, "epochs": 1}
+    assert ("24 of 25 runs stopped by early stopping; 1 stopped at the epoch cap "
+            f"({CAPPED})") in report
+    assert f"| {CAPPED} | cris | real | trained | p1 | 10 | 8 | 2 | epochs |" in report
+    assert f"1 of the 12 runs compared here stopped at the epoch cap ({CAPPED})" in report
+    assert "lies above 0: over these seeds, synthetic pretraining gave a higher" in report
+    gain = pd.read_csv(paper / "seed_gain.csv").set_index("model")
+    assert gain.loc["cris", "diff"] == pytest.approx(10.0, abs=0.3)
+    assert gain.loc["cris", "verdict"] == "survives"
     assert "![Test dice against real training images](../fig/data_efficiency.png)" in report
     assert "94.1 mean dice on CAMUS" in report
 

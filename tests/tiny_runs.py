@@ -96,16 +96,18 @@ def fake_real_images(strategy: str, real_fraction: float) -> int:
 
 
 def write_beyond_runs(root: Path, samples: list[str] | None = None, study: bool = False,
-                      noise: float = 0.5, seed: int = 0) -> list[str]:
+                      noise: float = 0.5, seed: int = 0,
+                      capped: tuple[str, ...] = ()) -> list[str]:
     """Fabricated runs beyond the study, with known answers: 3 seeds of real and
     synth-pt-real-ft at P1 for both VLSMs (CRIS gains 10 points, CLIPSeg none), CLIPSeg
     mixed with and without provenance (82 and 84), CLIPSeg real fractions 25 % and 50 % for
     real (60, 72), synth-pt-real-ft (78, 82) and mixed (81 at 25 %), and the U-Net (real 85,
     synthetic 75, synth-pt-real-ft 86). Every score: the cell's level + its seed's offset +
     a per-sample effect shared by all runs (mean 0 over each 5 samples) + noise. Every
-    summary records ``real_train_images`` (``fake_real_images``). ``study``: also the
-    study's seed-0 cells of those, CLIPSeg and CRIS synthetic P1 (70) and CRIS frozen real P1
-    (78). Returns the run ids written."""
+    summary records ``real_train_images`` (``fake_real_images``) and ``stopped_by``
+    (``patience``; ``epochs`` for the run ids in ``capped``). ``study``: also the study's
+    seed-0 cells of those, CLIPSeg and CRIS synthetic P1 (70) and CRIS frozen real P1 (78).
+    Returns the run ids written."""
     import numpy as np
 
     from echo_vlsm.grid import run_id
@@ -120,6 +122,7 @@ def write_beyond_runs(root: Path, samples: list[str] | None = None, study: bool 
         rid = run_id(model, strategy, encoders, prompt, seed, fraction, prov)
         dice = level + effect + rng.normal(0, noise, effect.size)
         write_fake_run(root, rid, dice, samples,
+                       summary={"stopped_by": "epochs" if rid in capped else "patience"},
                        best_epoch={"real": 8, "synth-pt-real-ft": 2}.get(strategy, 4))
         written.append(rid)
 

@@ -5,18 +5,22 @@ beside the VLSMs and the supervised state of the art the study cites.
 Four blocks, each present only when its runs are (``beyond_blocks``): seed replicates
 (``seeds``), ``mixed`` training with or without provenance in the prompt, real fractions
 below 1 (``efficiency``), and the text-free baseline (``unet``). ``beyond_results`` computes
-every table of the blocks present, for notebook 08 and ``report.beyond_sections``.
+every table of the blocks present, for notebook 08 and ``report.beyond_sections``; with the
+runs' summaries, how every run in the folder ended (``stopping``), and with seeds,
+synth-pt-real-ft minus real over seeds in plain words (``seed_gain_table``,
+``seed_gain_text``), which ``convergence_sections`` adds to the report's sections.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from echo_vlsm.analysis.convergence import STOPPING_LEGEND, stopping_table, stopping_verdict
 from echo_vlsm.analysis.efficiency import (
     CURVE_LABELS,
     curve_name,
@@ -27,14 +31,16 @@ from echo_vlsm.analysis.figures import _difference_panels, save_figure
 from echo_vlsm.analysis.loading import paper_results, with_run_columns
 from echo_vlsm.analysis.seeds import (
     beyond_pairs,
+    cell_label,
     claim_verdicts,
     paper_lookup,
+    run_means,
     seed_comparisons,
     seed_table,
     study_value,
 )
-from echo_vlsm.analysis.tables import MODEL_LABELS, order_rows, prompt_label
-from echo_vlsm.grid import BASELINE_MODELS, PROMPT_KEYS, VLSM_MODELS
+from echo_vlsm.analysis.tables import MODEL_LABELS, markdown_table, order_rows, prompt_label
+from echo_vlsm.grid import BASELINE_MODELS, PROMPT_KEYS, VLSM_MODELS, parse_run_id
 
 #: The supervised state of the art on CAMUS that the study cites (mean dice, percent).
 SUPERVISED_SOTA = 94.1
@@ -185,14 +191,20 @@ def beyond_results(df: pd.DataFrame, summaries: pd.DataFrame | None = None,
     (``claim_verdicts``) and ``comparisons`` (mixed, provenance, U-Net: ``beyond_pairs``,
     hierarchical bootstrap); with mixed ``mixed_differences``; with real fractions
     ``efficiency`` and ``reach`` (needs ``summaries``); with the U-Net ``baseline``. A block
-    without runs maps its tables to None."""
+    without runs maps its tables to None. With ``summaries``: ``stopping``
+    (``stopping_table`` of every run, the study's included); with seeds: ``seed_gain``
+    (``seed_gain_table``)."""
     blocks = beyond_blocks(df)
     seeds = seed_table(df)
     out: dict = {"blocks": blocks, "seed_table": seeds, "beyond_table": beyond_table(df, seeds),
                  "claims": None, "comparisons": None, "mixed_differences": None,
-                 "efficiency": None, "reach": None, "baseline": None}
+                 "efficiency": None, "reach": None, "baseline": None, "stopping": None,
+                 "seed_gain": None}
+    if summaries is not None:
+        out["stopping"] = stopping_table(summaries)
     if blocks["seeds"]:
         out["claims"] = claim_verdicts(df, n_boot=n_boot, seed=seed, level=level)
+        out["seed_gain"] = seed_gain_table(df, out["claims"])
     pairs = beyond_pairs(df, seeds)
     if pairs:
         out["comparisons"] = seed_comparisons(df, pairs, n_boot=n_boot, seed=seed, level=level)
@@ -216,12 +228,168 @@ def _records(df: pd.DataFrame | None, cols: list[str]) -> list[dict]:
 def beyond_summary(results: dict, sections: Sequence[tuple[str, str]] = (), **meta) -> dict:
     """The key numbers of ``beyond_results`` as plain JSON (NaN as null), for
     ``beyond.json`` beside notebook 08's tables: ``meta``, the blocks, the report's section
-    headings, the claims' verdicts, the other comparisons, and the real images to reach."""
+    headings, the claims' verdicts, the other comparisons, the real images to reach, how
+    many runs ended how (``stopped_by``: count per value) and synth-pt-real-ft minus real
+    over seeds (``seed_gain``)."""
     cmp_cols = ["comparison", "a", "b", "n_seeds_a", "n_seeds_b", "diff", "ci_low", "ci_high",
                 "wilcoxon_p", "verdict"]
-    return {**meta, "blocks": dict(results["blocks"]),
+    stopping = results.get("stopping")
+    ended = {} if stopping is None else {
+        str(k): int(v) for k, v in stopping["stopped_by"].value_counts().items()}
+    gain = results.get("seed_gain")
+    return {**meta, "blocks": dict(results["blocks"]), "stopped_by": ended,
+            "seed_gain": _records(gain, list(gain.columns)) if gain is not None else [],
             "sections": [heading for heading, _ in sections],
             "claims": _records(results.get("claims"), cmp_cols),
             "comparisons": _records(results.get("comparisons"), cmp_cols),
             "reach": _records(results.get("reach"), ["model", "encoders", "prompt", "curve",
                                                      "target_dice", "images_needed", "needed"])}
+
+
+# -- convergence and the seed-aware gain ----------------------------------------------------
+#: The report's section on how every run ended (``convergence_sections``).
+RUN_ENDINGS_HEADING = "Beyond the study: how every run ended"
+#: The report's section on synth-pt-real-ft minus real over seeds (``convergence_sections``).
+SEED_GAIN_HEADING = "Beyond the study: synthetic pretraining over seeds"
+_SEEDS_HEADING = "Beyond the study: seed variation"  # report.beyond_sections' heading
+_GAIN = ("synth-pt-real-ft", "real")  # a minus b
+_GAIN_CLAIM = "synth-pt-real-ft beats real"  # claim_verdicts' name of that comparison
+
+
+def _std(values: pd.Series) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+
+
+def seed_gain_table(df: pd.DataFrame, claims: pd.DataFrame | None = None) -> pd.DataFrame:
+    """synth-pt-real-ft minus real over seeds, per VLSM, encoders and prompt that ran both at
+    all the real data without provenance: the seeds of each (``seeds_real``,
+    ``seeds_synth``), the mean over seeds of each run's mean test dice and its across-seed
+    standard deviation (ddof=1, NaN with one seed), their difference (``diff``), the
+    difference seed by seed (``diff_per_seed``: each seed the two cells share; ``diff_min``,
+    ``diff_max``), and from ``claims`` (``claim_verdicts``) the hierarchical bootstrap's
+    interval and verdict of that claim (NaN and ``–`` without it)."""
+    runs = run_means(df)
+    runs = runs[runs["model"].isin(VLSM_MODELS) & (runs["real_fraction"] == 1.0)
+                & ~runs["provenance"].astype(bool)]
+    verdicts = {} if claims is None else {
+        r.a: r for r in claims[claims["comparison"] == _GAIN_CLAIM].itertuples()}
+    rows = []
+    for (model, encoders, prompt), g in runs.groupby(["model", "encoders", "prompt"], sort=False):
+        a = g[g["strategy"] == _GAIN[0]].set_index("seed")["dice"].sort_index()
+        b = g[g["strategy"] == _GAIN[1]].set_index("seed")["dice"].sort_index()
+        if a.empty or b.empty:
+            continue
+        per_seed = pd.Series({s: a[s] - b[s] for s in a.index if s in b.index}, dtype=float)
+        claim = verdicts.get(cell_label({"model": model, "strategy": _GAIN[0],
+                                         "encoders": encoders, "prompt": prompt}))
+        rows.append({
+            "model": model, "encoders": encoders, "prompt": prompt,
+            "seeds_real": len(b), "seeds_synth": len(a),
+            "real_mean": b.mean(), "real_seed_std": _std(b),
+            "synth_mean": a.mean(), "synth_seed_std": _std(a), "diff": a.mean() - b.mean(),
+            "diff_per_seed": ", ".join(f"{d:+.2f} (seed {s})" for s, d in per_seed.items()),
+            "diff_min": per_seed.min() if len(per_seed) else np.nan,
+            "diff_max": per_seed.max() if len(per_seed) else np.nan,
+            "ci_low": claim.ci_low if claim is not None else np.nan,
+            "ci_high": claim.ci_high if claim is not None else np.nan,
+            "verdict": claim.verdict if claim is not None else "–",
+        })
+    cols = ["model", "encoders", "prompt", "seeds_real", "seeds_synth", "real_mean",
+            "real_seed_std", "synth_mean", "synth_seed_std", "diff", "diff_per_seed",
+            "diff_min", "diff_max", "ci_low", "ci_high", "verdict"]
+    return order_rows(pd.DataFrame(rows, columns=cols))
+
+
+def _gain_sentence(r, level: float) -> str:
+    """One cell of ``seed_gain_text``: the difference, its spread, what it shows."""
+    name = f"{MODEL_LABELS.get(r.model, r.model)} {prompt_label(r.prompt)}" + (
+        " (frozen encoders)" if r.encoders == "frozen" else "")
+    plural = "s" if r.seeds_synth > 1 else ""
+    text = (f"**{name}**: synth-pt-real-ft minus real is {r.diff:+.2f} dice points (mean over "
+            f"{r.seeds_synth} seed{plural} of synth-pt-real-ft and {r.seeds_real} of real")
+    if r.diff_per_seed and (r.seeds_synth > 1 or r.seeds_real > 1):
+        text += f"; seed by seed {r.diff_per_seed}"
+    if not (np.isnan(r.real_seed_std) or np.isnan(r.synth_seed_std)):
+        text += (f"; across seeds, real's runs vary by {r.real_seed_std:.2f} points and "
+                 f"synth-pt-real-ft's by {r.synth_seed_std:.2f} (standard deviations)")
+    text += ")."
+    interval = f" The {level * 100:g} % interval [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+    verdict = str(r.verdict)
+    if verdict == "survives":
+        return text + interval + (" lies above 0: over these seeds, synthetic pretraining "
+                                  "gave a higher test dice in this cell.")
+    if verdict == "reversed":
+        return text + interval + (" lies below 0: over these seeds, training on the real "
+                                  "images alone gave a higher test dice in this cell.")
+    if verdict.startswith("does not survive"):
+        return text + interval + (" includes 0: the difference cannot be told apart from "
+                                  "what changing the training seed and the test images "
+                                  "does; these runs show no gain or loss from synthetic "
+                                  "pretraining in this cell, nor do they rule one out.")
+    if verdict.startswith("not testable"):
+        return text + (" With a single seed in a cell, how far its result moves with the seed "
+                       "is unknown, so this difference cannot be told apart from seed "
+                       "variation.")
+    return text + " No seed-aware interval was computed for this cell."
+
+
+def _compared_runs(stopping: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``stopping`` (``stopping_table``) of the runs ``table`` compares."""
+    cells = set(zip(table["model"], table["encoders"], table["prompt"]))
+    keep = []
+    for rid in stopping["run_id"]:
+        run = parse_run_id(rid)
+        keep.append(run.strategy in _GAIN and run.real_fraction == 1.0 and not run.provenance
+                    and (run.model, run.encoders, run.prompt) in cells)
+    return stopping[keep]
+
+
+def seed_gain_text(table: pd.DataFrame, stopping: pd.DataFrame | None = None,
+                   level: float = 0.95) -> str:
+    """``seed_gain_table`` in plain words: per cell the difference, its spread over seeds and
+    what the seed-aware interval shows; then how the compared runs ended (from ``stopping``,
+    a ``stopping_table``) and what the evidence cannot say."""
+    if table.empty:
+        return ("No cell ran both real and synth-pt-real-ft on all the real data: there is "
+                "no synthetic-pretraining difference to state.")
+    parts = [_gain_sentence(r, level) for r in table.itertuples()]
+    fewest = int(min(table["seeds_real"].min(), table["seeds_synth"].min()))
+    if fewest > 1:
+        parts.append(f"With {fewest} seeds per cell the interval's seed part rests on "
+                     f"{fewest} trainings per cell: a coarse measure of seed variation, which "
+                     "more seeds could widen or narrow.")
+    if stopping is not None:
+        runs = _compared_runs(stopping, table)
+        capped = runs.loc[runs["stopped_by"] == "epochs", "run_id"].tolist()
+        parts.append(f"All {len(runs)} runs compared here stopped by early stopping, none at "
+                     "its epoch cap." if not capped and len(runs) else
+                     f"{len(capped)} of the {len(runs)} runs compared here stopped at the "
+                     f"epoch cap ({', '.join(capped)}): a run at its cap may still have been "
+                     "improving, so the difference may partly reflect under-training.")
+    parts.append("These are tiny, randomly initialised models trained on the echo phantom: "
+                 "the verdict describes this demo, not the study's models on CAMUS.")
+    return "\n\n".join(parts[:len(table)]) + "\n\n" + " ".join(parts[len(table):])
+
+
+def convergence_sections(sections: Sequence[tuple[str, str]], results: Mapping,
+                         level: float = 0.95) -> list[tuple[str, str]]:
+    """``sections`` (``report.beyond_sections``) with how every run in the folder ended
+    (``results["stopping"]``: the study's runs, which notebook 06 lists too, and those
+    beyond it) after the overview, and synth-pt-real-ft minus real over seeds
+    (``results["seed_gain"]``) after the seed-variation section. No sections (no run beyond
+    the study): none added, so the report stays as notebook 06 wrote it."""
+    out = list(sections)
+    if not out:
+        return out
+    stopping = results.get("stopping")
+    if stopping is not None:
+        body = ("Every trained run in the runs folder, the study's own and those beyond it: "
+                "what ended its training. " + stopping_verdict(stopping) + "\n\n"
+                + STOPPING_LEGEND + "\n\n" + markdown_table(stopping))
+        out.insert(1, (RUN_ENDINGS_HEADING, body))
+    gain = results.get("seed_gain")
+    if gain is not None:
+        body = seed_gain_text(gain, stopping, level) + "\n\n" + markdown_table(gain)
+        at = next((i + 1 for i, (h, _) in enumerate(out) if h == _SEEDS_HEADING), len(out))
+        out.insert(at, (SEED_GAIN_HEADING, body))
+    return out

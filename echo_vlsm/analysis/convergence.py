@@ -129,3 +129,10 @@ def stopping_verdict(table: pd.DataFrame) -> str:
     rehearsal = int((by == "fast_dev_run").sum())
     return text + (f"; {rehearsal} rehearsal runs (fast_dev_run)." if rehearsal
                    else "; none reached its epoch cap.")
+
+
+#: What the ``stopped_by`` values of ``stopping_table`` mean, as the reports explain them.
+STOPPING_LEGEND = (
+    "`stopped_by`: `patience` (early stopping: no better validation dice for the profile's "
+    "patience), `epochs` (the epoch cap: the run may still have been improving), "
+    "`fast_dev_run` (a rehearsal). Zero-shot runs do not train.")

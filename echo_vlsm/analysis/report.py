@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from echo_vlsm.analysis.beyond import BLOCKS, SUPERVISED_SOTA_SOURCE
-from echo_vlsm.analysis.convergence import speedup_summary, stopping_verdict
+from echo_vlsm.analysis.convergence import STOPPING_LEGEND, speedup_summary, stopping_verdict
 from echo_vlsm.analysis.differences import (
     freeze_differences,
     paper_freeze_effect,
@@ -92,18 +92,12 @@ def report_sections(
         sections.append(("Paired tests", _tests_body(tests)))
     if stopping is not None:
         sections.append(("How every run ended", stopping_verdict(stopping) + "\n\n"
-                         + _STOPPING_LEGEND + "\n\n" + markdown_table(stopping)))
+                         + STOPPING_LEGEND + "\n\n" + markdown_table(stopping)))
     if speedups is not None:
         sections.append(("Convergence", _convergence_body(speedups) + "\n\n"
                          + figure("learning_curves", "Learning curves")))
     sections.append(("Per structure", figure("per_structure", "Dice per structure")))
     return sections
-
-
-_STOPPING_LEGEND = (
-    "`stopped_by`: `patience` (early stopping: no better validation dice for the profile's "
-    "patience), `epochs` (the epoch cap: the run may still have been improving), "
-    "`fast_dev_run` (a rehearsal). Zero-shot runs do not train.")
 
 
 def _overview(profile: str, metrics: pd.DataFrame, notes: Iterable[str]) -> str:
