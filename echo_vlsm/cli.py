@@ -223,7 +223,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _add_reproduce(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    rep = sub.add_parser("reproduce", help="run a profile's notebooks (01-09) with papermill")
+    rep = sub.add_parser("reproduce", help="run a profile's notebooks (01-10) with papermill")
     rep.add_argument("--profile", default="demo",
                      help="name in notebooks/params/ (demo, paper) or a YAML file")
     rep.add_argument("--shard", metavar="I/N",
