@@ -113,6 +113,17 @@ def test_synthetic_pretraining_and_the_drop(grid):
     assert "smaller drop" in text and "1 of the 2 pair(s) rest on one run per cell" in text
 
 
+def test_a_pair_scored_on_other_samples_is_reported_not_compared(grid):
+    path = grid / "clipseg_synth-pt-real-ft_trained_p0" / "metrics_echonet.csv"
+    pd.read_csv(path).iloc[:-1].to_csv(path, index=False)
+    tests = A.drop_tests(A.load_transfer(grid), n_boot=100).set_index("b")
+    clip = tests.loc["CLIPSeg real P0"]
+    assert clip["verdict"].startswith("not comparable: unmatched samples")
+    assert np.isnan(clip["change"])
+    text = A.drop_summary(tests.reset_index())
+    assert "in 1 pair(s) of cells" in text and "CLIPSeg P0: not comparable" in text
+
+
 def test_drop_replicates_resample_seeds_and_both_test_sets():
     ia, ib = np.array([[80.0, 82.0], [84.0, 86.0]]), np.array([[78.0, 80.0]])
     ca, cb = np.array([[60.0, 64.0, 62.0], [66.0, 70.0, 68.0]]), np.array([[60.0, 64.0, 62.0]])

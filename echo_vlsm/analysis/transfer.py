@@ -416,10 +416,17 @@ DROP_TEST_COLUMNS = ["a", "b", "n_seeds_a", "n_seeds_b", "n_in", "n_cross", "dro
 
 def drop_tests(data: TransferData, table: pd.DataFrame | None = None, n_boot: int = 2000,
                seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """``drop_comparison`` of every pair of ``drop_pairs`` (``DROP_TEST_COLUMNS``)."""
+    """``drop_comparison`` of every pair of ``drop_pairs`` (``DROP_TEST_COLUMNS``). A pair
+    whose cells were not scored on the same samples keeps its row, numbers empty and the
+    reason as its verdict (``not comparable: ...``)."""
     table = transfer_table(run_table(data)) if table is None else table
-    rows = [drop_comparison(data, a, b, n_boot=n_boot, seed=seed, level=level)
-            for a, b in drop_pairs(table)]
+    rows = []
+    for a, b in drop_pairs(table):
+        try:
+            rows.append(drop_comparison(data, a, b, n_boot=n_boot, seed=seed, level=level))
+        except ValueError as exc:
+            rows.append({"a": cell_label(a), "b": cell_label(b),
+                         "verdict": f"not comparable: {exc}"})
     return pd.DataFrame(rows, columns=DROP_TEST_COLUMNS)
 
 
@@ -429,6 +436,11 @@ def drop_summary(tests: pd.DataFrame, dataset: str = "echonet") -> str:
     if tests.empty:
         return ("No pair of cells to compare: no synth-pt-real-ft cell was evaluated on "
                 f"{other} beside its real cell (same model, encoders and prompt).")
+    apart = tests[tests["change"].isna()]
+    note = "".join(f" {r.b.replace(' real', '')}: {r.verdict}." for r in apart.itertuples())
+    tests = tests.dropna(subset=["change"])
+    if tests.empty:
+        return "No pair of cells could be compared." + note
     k = len(tests)
     smaller = int((tests["change"] < 0).sum())
     resolved = tests[tests["verdict"].str.startswith(("smaller", "larger"))]
@@ -451,4 +463,4 @@ def drop_summary(tests: pd.DataFrame, dataset: str = "echonet") -> str:
     if single:
         text += (f" {single} of the {k} pair(s) rest on one run per cell: how far a cell "
                  "moves with its training seed is not part of their verdict.")
-    return text
+    return text + note
