@@ -177,12 +177,14 @@ def test_the_beyond_graph_waits_for_what_each_run_reads():
 
 
 def test_the_clinical_step_waits_for_every_run_and_the_report():
-    """Notebook 09 reads every run's clinical.csv and adds its block to the report that 06
-    rewrites: it waits for both."""
+    """Notebook 09 reads every run's clinical.csv (and its cross-dataset files) and adds its
+    block to the report that 06 rewrites: it waits for the runs, their evaluations and 06."""
     prof = P.load_profile("demo", ROOT)
     jobs = P.build_graph(prof, ROOT)
     needs = {j.name: j.needs for j in jobs}
-    assert set(needs["09_clinical"]) == {r.id for r in prof.runs} | set(P.ANALYSIS_STEPS)
+    evals = {j.name for j in jobs if j.kind == "eval"}
+    assert set(needs["09_clinical"]) == {r.id for r in prof.runs} | set(P.ANALYSIS_STEPS) \
+        | evals
     assert prof.step_parameters("09_clinical")["tables_dir"] == \
         prof.step_parameters("06_dice_difference_plots")["tables_dir"]
 
@@ -576,7 +578,12 @@ def test_plan_states_the_cost_of_a_grid_from_counted_flops(tmp_path):
     prof = P.load_profile("demo", ROOT)
     assume = Assumptions(tflops=100.0, utilization=0.5, epochs_per_run=4)
     table = plan_cost(prof, tmp_path, assume)  # no exported data here: the study's sizes
-    assert table["runs"].sum() == len(prof.runs)
+    evals = table["strategy"] == "eval:echonet"  # one test pass over EchoNet's 1277 videos
+    assert table.loc[~evals, "runs"].sum() == table.loc[evals, "runs"].sum() == len(prof.runs)
+    row = table.set_index(["model", "strategy", "encoders", "real_fraction"]).loc[
+        ("cris", "eval:echonet", "trained", 1.0)]
+    assert row["pflops_per_run"] == pytest.approx(
+        2 * 1277 * step_flops("cris", "trained", "tiny")[1] / 1e15)
     row = table.set_index(["model", "strategy", "encoders", "real_fraction"]).loc[
         ("cris", "real", "trained", 1.0)]
     train, infer = step_flops("cris", "trained", "tiny")
