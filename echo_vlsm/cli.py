@@ -102,7 +102,8 @@ def _segment(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else None
     try:
         attributes = _parse_attributes(args.attr)
-        model = inference.load_model(args.model, device=args.device)
+        model = inference.load_model(args.model, device=args.device,
+                                     trust_weights=args.trust_weights)
     except (ValueError, FileNotFoundError, TypeError) as exc:
         print(f"echo-vlsm segment: {exc}", file=sys.stderr)
         return 2
@@ -143,11 +144,14 @@ def _measure(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from echo_vlsm.inference import load_model
     from echo_vlsm.inference.measure import measure
     from echo_vlsm.io import write_text_atomic
 
     try:
-        m = measure(args.model, args.patient, prompt=args.prompt,
+        model = load_model(args.model, device=args.device, trust_weights=True) \
+            if args.trust_weights else args.model
+        m = measure(model, args.patient, prompt=args.prompt,
                     attributes=_parse_attributes(args.attr), spacing=_spacing_arg(args.spacing),
                     phrasing=args.phrasing, device=args.device)
     except (ValueError, FileNotFoundError, TypeError, OSError) as exc:
@@ -315,6 +319,9 @@ def _add_segment_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                      help="where <stem>_mask.png goes (default: next to each image)")
     seg.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
     seg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    seg.add_argument("--trust-weights", action="store_true",
+                     help="let a zero-shot CRIS run read its pretrained TorchScript/pickle "
+                          "weights (runs code stored in them; only for files you trust)")
     seg.set_defaults(func=_segment)
 
     mea = sub.add_parser("measure", help="EDV, ESV and EF of one patient, from the LV "
@@ -335,6 +342,9 @@ def _add_segment_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     mea.add_argument("--out", metavar="FILE.json",
                      help="where the JSON goes (default: <patient>_measure.json here)")
     mea.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    mea.add_argument("--trust-weights", action="store_true",
+                     help="let a zero-shot CRIS run read its pretrained TorchScript/pickle "
+                          "weights (runs code stored in them; only for files you trust)")
     mea.set_defaults(func=_measure)
 
     exp = sub.add_parser("export-model",

@@ -1,8 +1,9 @@
 """Hardening (issue 23): one table per section, each row a file this test damages itself and
 what a user sees: the error (or warning) naming the file, or the value returned.
 
-Sections: 6, the silent cases; 4, hostile images; 2, temporary files of several hosts on one
-folder; 3, a full disk.
+Sections: 6, the silent cases; 4, hostile images and a model folder granting itself trust; 2,
+temporary files of several hosts on one folder. Section 3, a full disk, is
+``tests/test_disk_full.py``; the dataset cache of several hosts, ``tests/test_cache_race.py``.
 """
 
 from __future__ import annotations
@@ -262,6 +263,92 @@ def test_hostile_images_are_read_right_or_refused_naming_the_file(tmp_path, case
         np.testing.assert_array_equal(got, expected)
 
 
+# ------------------------------------------------------------------ 4. a folder granting trust
+
+
+class _RunsCode:
+    """Unpickled, it creates the folder ``path``: proof that loading ran code from a file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.makedirs, (str(self.path),)
+
+
+def _zero_shot_folder(root: Path, folder_trusts: bool) -> tuple[Path, Path]:
+    """A complete zero-shot CRIS run folder whose config names, as its pretrained weights,
+    a pickle that runs code when unpickled; ``folder_trusts``: its config.json says
+    ``trust_weights: true``. Returns the folder and the path the code would create."""
+    import torch
+
+    from echo_vlsm.grid import file_records, run_files
+    from echo_vlsm.train import TrainConfig
+
+    ran = root / "code-ran"
+    weights = root / "weights" / "rn50.pt"
+    weights.parent.mkdir(parents=True)
+    torch.save({"state_dict": {"visual.conv1.weight": _RunsCode(ran)}}, weights)
+    run = root / "cris_zeroshot_trained_p1"
+    run.mkdir()
+    config = TrainConfig(model="cris", size="tiny", strategy="zeroshot", prompt="p1",
+                         pretrained=str(weights), trust_weights=folder_trusts, device="cpu")
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    (run / "history.csv").write_text("epoch\n")
+    (run / "metrics.csv").write_text("sample\n")
+    summary = {"done": True, "files": file_records(run, run_files("zeroshot"))}
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run, ran
+
+
+def _load(run: Path, caller: str, capsys) -> str:
+    """Load the run the way ``caller`` says; the error (or CLI message) a user sees."""
+    from echo_vlsm.cli import main
+    from echo_vlsm.inference import load_model
+
+    if caller.startswith("echo-vlsm segment"):
+        image = run / "a.png"
+        io.write_png(image, np.zeros((8, 8), np.uint8))
+        flags = ["--trust-weights"] if "--trust-weights" in caller else []
+        code = main(["segment", str(run), str(image), "--prompt", "x", "--device", "cpu",
+                     *flags])
+        assert code == 2
+        return capsys.readouterr().err
+    with pytest.raises(ValueError) as info:
+        load_model(run, device="cpu", trust_weights="trust_weights=True" in caller)
+    return str(info.value)
+
+
+_REFUSED = (r"config\.json: this zero-shot run's pretrained weights can only be read by "
+            r"running code stored in them \(.*rn50\.pt holds more than tensors .*\)\. A model "
+            r"folder's config\.json cannot allow that; if you trust the file, say so yourself: "
+            r"echo-vlsm segment --trust-weights")
+_RAN = r"rn50\.pt: entries that are not tensors: \['visual\.conv1\.weight'\]"
+
+#: (case, the folder's trust_weights, how the caller loads it, did the file's code run?,
+#: what the user sees). The rows where the caller trusts are the controls: the same folder
+#: reaches the unpickling, which runs the file's code.
+TRUST_CASES = [
+    ("folder trusts, load_model", True, "load_model", False, _REFUSED),
+    ("folder trusts, echo-vlsm segment", True, "echo-vlsm segment", False, _REFUSED),
+    ("folder does not, load_model", False, "load_model", False, _REFUSED),
+    ("control: load_model(trust_weights=True)", False, "load_model(trust_weights=True)",
+     True, _RAN),
+    ("control: echo-vlsm segment --trust-weights", False,
+     "echo-vlsm segment --trust-weights", True, _RAN),
+]
+
+
+@pytest.mark.parametrize("case, folder_trusts, caller, runs_code, expected", TRUST_CASES,
+                         ids=[c[0] for c in TRUST_CASES])
+def test_a_model_folder_cannot_grant_itself_unpickling(tmp_path, capsys, case, folder_trusts,
+                                                       caller, runs_code, expected):
+    run, ran = _zero_shot_folder(tmp_path, folder_trusts)
+    seen = _load(run, caller, capsys)
+    assert re.search(expected, seen, re.DOTALL), seen
+    assert ran.exists() is runs_code
+
+
 # ------------------------------------------------------------------ 2. several hosts, one folder
 
 DAY = 24 * 3600
@@ -396,61 +483,3 @@ def test_two_hosts_on_one_folder_never_remove_each_others_writes(tmp_path, case,
             io.write_bytes_atomic(alone / f"{who}_{k:03d}.bin", f"{who} {k}\n".encode() * 500)
     assert {p.name: p.read_bytes() for p in shared.iterdir()} == {
         p.name: p.read_bytes() for p in alone.iterdir()}
-
-
-# ------------------------------------------------------------------ 3. a full disk
-
-_NOISE = np.random.default_rng(0).integers(0, 256, (1000, 1000), np.uint8)  # 1 MB, incompressible
-#: (case, a write of about 1 MB into a 2 MB file system already holding a 1.5 MB file)
-FULL_DISK_CASES = [
-    ("write_bytes_atomic", lambda p: io.write_bytes_atomic(p, _NOISE.tobytes())),
-    ("write_text_atomic", lambda p: io.write_text_atomic(p, _NOISE.tobytes().hex()[:1_000_000])),
-    ("write_json_atomic", lambda p: io.write_json_atomic(p, _NOISE[:400].tolist(), indent=None)),
-    ("write_png (Pillow)", lambda p: io.write_png(p, _NOISE)),
-    ("write_png (OpenCV, level 1)", lambda p: io.write_png(p, _NOISE, compression=1)),
-    ("atomic_path + np.save", lambda p: _np_save(p)),
-]
-
-
-def _np_save(path: Path) -> None:
-    with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, _NOISE)
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MB tmpfs, mounted for the test (root only; CI runs as root)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
-                           capture_output=True, text=True)
-    if mount.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI runs as root: mounting a tmpfs must work ({mount.stderr.strip()})")
-        pytest.skip(f"cannot mount a 2 MB tmpfs here (needs root): {mount.stderr.strip()}")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
-
-
-@pytest.mark.parametrize("case, write", FULL_DISK_CASES, ids=[c[0] for c in FULL_DISK_CASES])
-def test_a_full_disk_names_the_file_keeps_the_old_one_and_resumes(small_disk, tmp_path, case,
-                                                                  write):
-    write(tmp_path / "reference")  # the same write on a roomy disk
-    expected = (tmp_path / "reference").read_bytes()
-    target = small_disk / "sub" / "out.bin"
-    target.parent.mkdir()
-    target.write_bytes(b"the previous version")
-    filler = small_disk / "filler"
-    filler.write_bytes(bytes(1_500_000))
-    with pytest.raises(io.DiskFullError, match=rf"^{re.escape(str(target))}: no space left on "
-                       r"device while writing it \(0\.\d MB free there now\); nothing was "
-                       r"written") as info:
-        write(target)
-    assert info.value.errno == 28 and info.value.path == target
-    assert target.read_bytes() == b"the previous version"  # not half of the new one
-    assert not list(small_disk.rglob(".*.tmp"))  # no temporary file left behind
-    filler.unlink()  # space freed: the same write, to the same bytes
-    write(target)
-    assert target.read_bytes() == expected

@@ -3,6 +3,11 @@
 :func:`load_model` turns any of the three into a :class:`LoadedModel`: the module in eval
 mode on its device, and what is known of how it was trained (the prompt key, the strategy,
 the training config), which ``segment`` uses to pick the prompt and to refuse an empty one.
+
+A folder may come from anywhere, so nothing in it can switch on code execution: a zero-shot
+run's ``config.json`` names the pretrained weights it scored, and reading a TorchScript archive
+or a pickle among them (``trust_weights``) is allowed only by the caller's ``trust_weights``
+argument (``echo-vlsm segment --trust-weights``), whatever the folder's config says.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from echo_vlsm.grid import CONFIG_FILE, WEIGHTS_FILE
 from echo_vlsm.grid import run_problem as grid_run_problem
 from echo_vlsm.models import build_model, exported_config
 from echo_vlsm.models.folders import check_model_folder
+from echo_vlsm.models.weights import UntrustedCheckpointError
 from echo_vlsm.paths import resolve
 from echo_vlsm.train import TrainConfig
 from echo_vlsm.train.checkpoint import load_weights, unwrap
@@ -74,9 +80,15 @@ def _device(device) -> torch.device:
         device or "auto")
 
 
-def load_model(source, device: str | torch.device | None = None) -> LoadedModel:
+def load_model(source, device: str | torch.device | None = None, *,
+               trust_weights: bool = False) -> LoadedModel:
     """A :class:`LoadedModel` from a run folder (``runs/<profile>/<run_id>``), an exported
     model folder (``echo-vlsm export-model``), a ``LoadedModel`` or a built model.
+
+    ``trust_weights``: let a zero-shot CRIS run read its pretrained weights from a TorchScript
+    archive (OpenAI's ``RN50.pt``) or a pickle, which runs code stored in the file; only for
+    files from a source you trust. The ``trust_weights`` of the folder's ``config.json`` is
+    ignored: a folder cannot grant itself trust.
 
     Raises:
         ModelFolderError: (naming the folder) a folder that is neither a complete run nor an
@@ -111,8 +123,9 @@ def load_model(source, device: str | torch.device | None = None) -> LoadedModel:
         config = TrainConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
     except (ValueError, TypeError) as err:
         raise ModelFolderError(folder / CONFIG_FILE, f"not a training config ({err})") from err
+    config = config.replace(trust_weights=trust_weights)  # the caller's, never the file's
     if config.strategy == "zeroshot":  # the initial model it scored, built as fit built it
-        model = build(config, dev, pretrained=True).eval()
+        model = _zero_shot_model(folder, config, dev)
     else:
         model = build(config, dev, pretrained=False)
         load_weights(unwrap(model), folder / WEIGHTS_FILE)
@@ -120,6 +133,19 @@ def load_model(source, device: str | torch.device | None = None) -> LoadedModel:
     return LoadedModel(model, "run", str(folder), config.prompt, config.strategy,
                        config.to_dict(), resolve_precision(config.precision, dev),
                        config.channels_last)
+
+
+def _zero_shot_model(folder: Path, config: TrainConfig, dev: torch.device) -> torch.nn.Module:
+    """The initial model a zero-shot run scored, with the pretrained weights its config names;
+    a file that only code execution could read is refused unless the caller trusts it."""
+    try:
+        return build(config, dev, pretrained=True).eval()
+    except UntrustedCheckpointError as err:
+        raise UntrustedCheckpointError(
+            f"{folder / CONFIG_FILE}: this zero-shot run's pretrained weights can only be read "
+            f"by running code stored in them ({err}). A model folder's config.json cannot "
+            "allow that; if you trust the file, say so yourself: echo-vlsm segment "
+            "--trust-weights, or load_model(..., trust_weights=True)") from err
 
 
 def _readable_config(path: Path) -> None:

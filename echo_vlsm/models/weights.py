@@ -157,7 +157,8 @@ _ACCEPTED = ("accepted: a torch.save'd dict of tensors (optionally under 'state_
 def _unpickling_reason(err: BaseException) -> str:
     """The part of torch's weights_only error that says what was refused."""
     text = clean_message(err, limit=10_000)
-    found = re.search(r"WeightsUnpickler error:\s*(.*?)(?: Please use| Check the doc|$)", text)
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)(?: Please use| Check the doc|$)", text) \
+        or re.search(r"(Trying to load unsupported GLOBAL \S+ whose module \S+ is blocked)", text)
     return (found.group(1).strip() if found else text)[:300]
 
 
