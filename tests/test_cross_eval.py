@@ -100,8 +100,9 @@ def test_evaluate_on_writes_both_files_and_leaves_the_run_alone(tiny_run, echone
     assert sorted(clinical["patient"]) == sorted(ef.index) and len(clinical) == N_VIDEOS
     for row in clinical.itertuples():
         assert row.ref_ef_percent == pytest.approx(ef[row.patient])
-        # the traced masks measure the published EF (itself from the same tracings' discs)
-        assert abs(row.gt_ef_percent - row.ref_ef_percent) < 8, row.patient
+        # the traced masks measure the published EF (the same tracings' discs, each instant
+        # its own height): 0.8 points apart on average at 512 px (20 videos), here at 128
+        assert abs(row.gt_ef_percent - row.ref_ef_percent) < 5, row.patient
         assert math.isnan(row.gt_edv_ml) and math.isnan(row.pred_esv_ml)
         assert row.gt_reason.startswith(NO_SPACING_REASON)
         assert row.pred_reason.startswith(NO_SPACING_REASON)

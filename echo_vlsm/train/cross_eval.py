@@ -12,8 +12,9 @@ run's own prompt key, and writes two files in the run folder, atomically:
   (``grid.CLINICAL_COLUMNS``), one row per test patient (EchoNet: per video).
 
 For EchoNet-Dynamic (``dataset="echonet"``) the clinical rows hold EF by single-plane discs
-(``echo_vlsm.clinical.single_plane_volumes``) of the traced (``gt_ef_percent``) and the
-predicted (``pred_ef_percent``) 4CH masks at ED and ES, beside the video's published EF,
+(``echo_vlsm.clinical.single_plane_volumes``, ``DISC_HEIGHT``: each instant its own disc
+height) of the traced (``gt_ef_percent``) and the predicted (``pred_ef_percent``) 4CH masks
+at ED and ES, beside the video's published EF,
 EDV and ESV (``ref_*``, from ``records.csv``'s ``ef``, ``edv``, ``esv``). EchoNet publishes no
 pixel spacing, so the measured EDV and ESV are empty (NaN) and every ``gt_reason`` and
 ``pred_reason`` starts with ``NO_SPACING_REASON``; EF is scale-free. The masks are measured at
@@ -79,8 +80,9 @@ from echo_vlsm.train.clinical_eval import LV, GroundTruthCache, LVMasks, clinica
 from echo_vlsm.train.config import TrainConfig
 from echo_vlsm.train.scoring import _score_test
 
-__all__ = ["DATASETS", "NOMINAL_FIELD_MM", "NO_SPACING_REASON", "CrossResult", "cross_files",
-           "echonet_clinical", "evaluate_on", "prepare_echonet", "write_echonet_tasks"]
+__all__ = ["DATASETS", "DISC_HEIGHT", "NOMINAL_FIELD_MM", "NO_SPACING_REASON", "CrossResult",
+           "cross_files", "echonet_clinical", "evaluate_on", "prepare_echonet",
+           "write_echonet_tasks"]
 
 #: The datasets a run can be evaluated on: EchoNet-Dynamic (or its phantom), and a CAMUS-format
 #: export (the reverse direction, for a run trained elsewhere).
@@ -91,6 +93,9 @@ NOMINAL_FIELD_MM = 150.0
 #: The reason beside every EchoNet row's empty EDV and ESV (``reason_code``: its first words).
 NO_SPACING_REASON = ("no pixel spacing (EchoNet-Dynamic publishes none: EDV and ESV are not "
                      "measured in mL; EF is scale-free)")
+#: EchoNet's volumes: each instant's discs as high as its own long axis / 20 (the method of
+#: discs as EchoNet-Dynamic's own code applies it to its tracings), not CAMUS's shared height.
+DISC_HEIGHT = "textbook"
 _NAN = float("nan")
 _SPLIT = "test"
 
@@ -213,7 +218,7 @@ def _ef_values(masks: dict[str, np.ndarray], stems: Mapping[str, str],
     key = GroundTruthCache.key(pair, [spacing, spacing]) if cache is not None else ""
     hit = cache.get(key) if cache is not None else None
     if hit is None:
-        v = single_plane_volumes(pair[0], pair[1], spacing)
+        v = single_plane_volumes(pair[0], pair[1], spacing, disc_height=DISC_HEIGHT)
         hit = (_NAN, _NAN, v.ef_percent, v.reason or "")
         if cache is not None:
             cache.put(key, hit)
@@ -239,7 +244,7 @@ def echonet_clinical(config: TrainConfig, masks: LVMasks, dataset_dir: str | os.
     test = records[records["split"] == _SPLIT]
     spacing = _nominal_spacing(size)
     cache = GroundTruthCache(None if cache_dir is None
-                             else Path(cache_dir) / "clinical_gt_echonet.json")
+                             else Path(cache_dir) / f"clinical_gt_echonet_{DISC_HEIGHT}.json")
     run = {"model": config.model, "strategy": config.strategy, "encoders": config.encoders,
            "prompt": config.prompt, "seed": int(config.seed),
            "real_fraction": float(config.real_fraction), "provenance": bool(config.provenance)}
