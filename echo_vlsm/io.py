@@ -153,8 +153,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if tmp.exists():  # a writer may have replaced the file: chmod what is there
             os.chmod(tmp, default_mode())
         os.replace(tmp, path)
-    except OSError as exc:
-        if not _is_disk_full(exc, tmp.parent):
+    except Exception as exc:  # noqa: BLE001 - writers in C++/Rust report ENOSPC their own way
+        if isinstance(exc, DiskFullError) or not _is_disk_full(exc, tmp.parent):
             raise
         tmp.unlink(missing_ok=True)  # before measuring what is free
         raise DiskFullError.from_cause(path, exc) from exc
@@ -163,13 +163,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def _is_disk_full(exc: OSError, folder: Path) -> bool:
-    """``ENOSPC`` or ``EDQUOT``; or a short write reported without an errno (NumPy's
-    ``tofile``: "N requested and M written") while under 1 MiB is left where it wrote."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+#: What writers that raise no ``OSError`` say when the disk is full: safetensors (Rust's
+#: "No space left on device (os error 28)"), torch's zip writer ("file write failed").
+_FULL_TEXT = re.compile(r"no space left on device|disk quota exceeded|os error (?:28|122)\b",
+                        re.IGNORECASE)
+_WRITE_TEXT = re.compile(r"\bwrit(?:e|ing)\b", re.IGNORECASE)
+
+
+def _is_disk_full(exc: BaseException, folder: Path) -> bool:
+    """``ENOSPC`` or ``EDQUOT``; a writer's own error saying so (safetensors, torch); or a
+    failed write reported without an errno (NumPy's ``tofile``: "N requested and M written";
+    torch's "file write failed") while under 1 MiB is left where it wrote."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code in (errno.ENOSPC, errno.EDQUOT):
         return True
-    if exc.errno is not None:
+    if code is not None:
         return False
+    text = " ".join(str(e) for e in (exc, exc.__cause__, exc.__context__) if e is not None)
+    if _FULL_TEXT.search(text):
+        return True
+    if not isinstance(exc, OSError) and not _WRITE_TEXT.search(text):
+        return False  # an error of the writer's own, not of the disk
     try:
         return shutil.disk_usage(folder).free < 1 << 20
     except OSError:
@@ -186,13 +200,16 @@ class DiskFullError(OSError):
         super().__init__(code, problem, str(path))
 
     @classmethod
-    def from_cause(cls, path: Path, cause: OSError) -> DiskFullError:
+    def from_cause(cls, path: Path, cause: BaseException) -> DiskFullError:
         try:
             free = f"{shutil.disk_usage(path.parent).free / 1e6:.1f} MB free there now"
         except OSError as exc:
             free = f"free space unknown ({exc.strerror})"
-        what = "disk quota exceeded" if cause.errno == errno.EDQUOT else "no space left on device"
-        return cls(path, cause.errno or errno.ENOSPC,
+        code = cause.errno if isinstance(cause, OSError) else None
+        if code is None and re.search(r"quota|os error 122", str(cause), re.IGNORECASE):
+            code = errno.EDQUOT
+        what = "disk quota exceeded" if code == errno.EDQUOT else "no space left on device"
+        return cls(path, code or errno.ENOSPC,
                    f"{what} while writing it ({free}); nothing was written (the file, if it "
                    "existed, is unchanged): free some space and run the command again")
 

@@ -8,7 +8,10 @@
   ``torch.load(weights_only=True)``.
 
 Both are written atomically (temporary file + rename): a run killed while writing keeps the
-previous file.
+previous file, and a full disk raises ``echo_vlsm.io.DiskFullError`` naming the file and the
+space free, the previous file kept. ``state.pt`` goes through a file object, so the same
+state always gives the same bytes (written to a path, torch names the archive's records after
+the random temporary name).
 """
 
 from __future__ import annotations
@@ -128,8 +131,8 @@ def _to_tuples(x):
 def save_state(path: str | os.PathLike, state: dict) -> Path:
     """Write the resumable training state atomically."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)  # through a file object: the same state, the same bytes
     return path
 
 

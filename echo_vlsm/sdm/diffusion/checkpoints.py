@@ -11,7 +11,8 @@ A run directory holds::
     summary.json         steps, seconds, final loss, ``"done": true`` when training ended,
                          ``files``: size and SHA-256 of model.safetensors and history.csv
 
-Each file is written atomically; ``load_sdm`` reads ``model.safetensors`` into an ``SDM``.
+Each file is written atomically (a full disk: ``echo_vlsm.io.DiskFullError`` naming the file,
+the previous file kept); ``load_sdm`` reads ``model.safetensors`` into an ``SDM``.
 ``weights_problem`` says whether ``model.safetensors`` is intact (its size fits its own
 header and the summary's record); a damaged one is not a trained SDM. Every error about a
 file of the run names it.
@@ -109,8 +110,8 @@ def save_state(run_dir: Path, model: torch.nn.Module, ema: EMA, opt: torch.optim
         "torch_rng": torch.get_rng_state(),
         "history": history,
     }
-    with atomic_path(run_dir / STATE_FILE) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(run_dir / STATE_FILE) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)  # through a file object: the same state, the same bytes
 
 
 def write_history(run_dir: Path, history: list[dict]) -> None:
