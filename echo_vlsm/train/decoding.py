@@ -4,12 +4,20 @@ one uint8 map per image, the phrasings tokenized; both cached on disk under keys
 files' names, sizes and modification times, the size, the texts and the tokenizer
 (``load_pixels``, ``load_tokens``). ``echo_vlsm.train.triplets.load_triplets`` builds a
 ``Triplets`` from them.
+
+The cache folder may be shared by processes on several hosts: each writes through its own
+temporary file (``echo_vlsm.io.atomic_path``: host and pid in its name) renamed in place, and
+``prepare_cache`` removes only temporary files whose writer is known dead (or that are a day
+old), so a writer never loses its file to another's cleaning. A folder this user cannot write
+is skipped with one ``CacheWarning`` naming it; no other error is swallowed.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,10 +29,10 @@ import torch
 from tqdm import tqdm
 
 from echo_vlsm.errors import PathError
-from echo_vlsm.io import atomic_path
+from echo_vlsm.io import DiskFullError, atomic_path, clean_temp_files
 
-__all__ = ["CACHE_VERSION", "MAX_MASKS_PER_IMAGE", "TaskIndex", "TripletError", "index_tasks",
-           "load_pixels", "load_tokens", "read_image", "resize"]
+__all__ = ["CACHE_VERSION", "MAX_MASKS_PER_IMAGE", "CacheWarning", "TaskIndex", "TripletError",
+           "index_tasks", "load_pixels", "load_tokens", "prepare_cache", "read_image", "resize"]
 
 CACHE_VERSION = 1
 MAX_MASKS_PER_IMAGE = 8
@@ -243,19 +251,64 @@ def _tokenize_all(texts: list[list[str]], tokenize: Tokenize) -> dict:
 
 
 def _cache_load(cache: Path | None, name: str) -> dict | None:
+    """A cached dict, or None when there is none; a damaged one is rebuilt, with a warning
+    naming it (every cache file is written atomically: damage came from elsewhere)."""
     if cache is None or not (cache / name).is_file():
         return None
     try:
         return torch.load(cache / name, map_location="cpu", weights_only=True)
-    except Exception:  # a damaged cache file is rebuilt
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        warnings.warn(f"{cache / name}: unreadable cache file ({type(exc).__name__}); decoding "
+                      "again and replacing it", CacheWarning, stacklevel=3)
         return None
 
 
-def _cache_save(cache: Path | None, name: str, obj: dict) -> None:
+class CacheWarning(UserWarning):
+    """The decoded-data cache is skipped or rebuilt (the message names the folder or file)."""
+
+
+#: Cache folders already reported as unwritable by this process (one warning each).
+_UNWRITABLE: set[Path] = set()
+#: The errors that make a cache folder unwritable for this user: work without the cache.
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _cache_unwritable(cache: Path, exc: OSError) -> None:
+    """Say once per folder that the cache there is skipped, and why."""
+    if cache in _UNWRITABLE:
+        return
+    _UNWRITABLE.add(cache)
+    warnings.warn(f"{cache}: cannot write the decoded-data cache there ({exc.strerror or exc}); "
+                  "decoding without it (pass cache_dir= a writable folder to keep it)",
+                  CacheWarning, stacklevel=4)
+
+
+def prepare_cache(cache: Path | None) -> None:
+    """Remove the temporary files that killed writers left in the cache folder
+    (``echo_vlsm.io.clean_temp_files``: a live writer's, or another host's younger than a
+    day, stay); a folder this user cannot change is reported once (``CacheWarning``)."""
     if cache is None:
         return
     try:
-        with atomic_path(cache / name) as tmp:
-            torch.save(obj, tmp)
-    except OSError:  # a read-only dataset folder: work without the cache
-        pass
+        clean_temp_files(cache)
+    except OSError as exc:
+        if exc.errno not in _READ_ONLY:
+            raise
+        _cache_unwritable(cache, exc)
+
+
+def _cache_save(cache: Path | None, name: str, obj: dict) -> None:
+    """Write a cache file atomically (a per-writer temporary name carrying this host and pid,
+    renamed in place: writers of several processes or hosts never see each other's halves).
+    A folder this user cannot write (read-only, no permission) is skipped with one
+    ``CacheWarning``; a full disk raises ``echo_vlsm.io.DiskFullError`` naming the file; any
+    other error is raised."""
+    if cache is None or cache in _UNWRITABLE:
+        return
+    try:
+        with atomic_path(cache / name) as tmp, open(tmp, "wb") as f:
+            torch.save(obj, f)
+    except OSError as exc:
+        if isinstance(exc, DiskFullError) or exc.errno not in _READ_ONLY:
+            raise
+        _cache_unwritable(cache, exc)

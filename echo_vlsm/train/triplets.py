@@ -22,7 +22,6 @@ Examples::
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from collections.abc import Sequence
@@ -32,7 +31,6 @@ from pathlib import Path
 import torch
 
 from echo_vlsm.dataset import task_path
-from echo_vlsm.io import clean_temp_files
 from echo_vlsm.prompts import prompt_candidates, read_tasks
 from echo_vlsm.train.decoding import (
     Tokenize,
@@ -40,6 +38,7 @@ from echo_vlsm.train.decoding import (
     index_tasks,
     load_pixels,
     load_tokens,
+    prepare_cache,
 )
 
 
@@ -301,9 +300,7 @@ def load_triplets(
     texts = _prompt_texts(tasks, prompt, path, provenance)
     index = index_tasks(tasks, path)
     cache = None if cache_dir is False else Path(cache_dir) if cache_dir else root / ".cache"
-    if cache is not None:
-        with contextlib.suppress(OSError):  # a read-only dataset folder
-            clean_temp_files(cache)  # what a killed run left mid-write (live writers kept)
+    prepare_cache(cache)  # what killed writers left mid-write (live ones, any host's, kept)
     pix = load_pixels(root, split, index, image_size, full_masks, cache,
                        workers or min(8, os.cpu_count() or 1), progress)
     tok = load_tokens(split, prompt, texts, tokenize, cache)
