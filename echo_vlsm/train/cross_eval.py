@@ -49,6 +49,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import pandas as pd
@@ -95,7 +96,7 @@ NO_SPACING_REASON = ("no pixel spacing (EchoNet-Dynamic publishes none: EDV and 
                      "measured in mL; EF is scale-free)")
 #: EchoNet's volumes: each instant's discs as high as its own long axis / 20 (the method of
 #: discs as EchoNet-Dynamic's own code applies it to its tracings), not CAMUS's shared height.
-DISC_HEIGHT = "textbook"
+DISC_HEIGHT: Final = "textbook"
 _NAN = float("nan")
 _SPLIT = "test"
 
