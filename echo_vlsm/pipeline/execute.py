@@ -32,6 +32,7 @@ from echo_vlsm.io import write_json_atomic
 from echo_vlsm.paths import resolve
 from echo_vlsm.pipeline.errors import PipelineError
 from echo_vlsm.pipeline.graph import job_state
+from echo_vlsm.pipeline.locks import lock_holder
 from echo_vlsm.pipeline.plan import Outcome, Plan, plan, print_line
 from echo_vlsm.pipeline.pool import Pool
 from echo_vlsm.pipeline.profiles import STAGES, Profile
@@ -135,7 +136,9 @@ def _todo(p: Plan, keep_stale: bool) -> list[str]:
             n_done += 1
             p.log(f"  {name}: stale ({state.detail}), kept (--keep-stale)")
         else:
-            if state.state in ("stale", "damaged"):
+            # a job another process holds may be a finished one whose record is being
+            # written: the pool waits for it and judges it again then
+            if state.state in ("stale", "damaged") and lock_holder(job.lock_path) is None:
                 p.log(f"  {name}: {state.state} ({state.detail}), redone")
             todo.append(name)
     if n_runs:

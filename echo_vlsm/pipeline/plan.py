@@ -60,6 +60,18 @@ class Plan:
     def __post_init__(self):
         self.by_name = {j.name: j for j in self.graph}
 
+    def above(self, job: Job) -> list[str]:
+        """Every job of the graph that ``job`` waits for, directly or through others."""
+        seen: dict[str, None] = {}
+        todo = list(job.needs)
+        while todo:
+            name = todo.pop()
+            if name in seen or name not in self.by_name:
+                continue
+            seen[name] = None
+            todo.extend(self.by_name[name].needs)
+        return list(seen)
+
     def notebook(self, stem: str) -> Path:
         path = self.nb_dir / f"{stem}.ipynb"
         if not path.is_file():
@@ -67,10 +79,11 @@ class Plan:
         return path
 
     def spec(self, job: Job, env: dict | None = None) -> dict:
-        """What a worker needs to run ``job``."""
-        by_name = self.by_name
+        """What a worker needs to run ``job``; ``upstream`` holds every job above it, not only
+        those it waits for directly, so that the worker judges the job's state
+        (``graph.job_state``, which follows the inputs up the graph) as this runner does."""
         return {"job": job.to_dict(),
-                "upstream": [by_name[n].to_dict() for n in job.needs if n in by_name],
+                "upstream": [self.by_name[n].to_dict() for n in self.above(job)],
                 "notebook": str(self.notebook(job.notebook)), "root": str(self.root),
                 "kernel": self.prof.kernel, "timeout": self.prof.execution_timeout,
                 "env": {**(env or {}), **self.prof.env}}

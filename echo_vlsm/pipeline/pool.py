@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from echo_vlsm.grid import run_complete
-from echo_vlsm.pipeline.graph import Job, job_state
+from echo_vlsm.pipeline.graph import Job, job_state, read_marker
 from echo_vlsm.pipeline.locks import lock_holder
 from echo_vlsm.pipeline.plan import Plan
 from echo_vlsm.pipeline.profiles import ANALYSIS_STEPS
@@ -162,10 +162,22 @@ class Pool:
                 self.elsewhere.add(name)
                 self.p.log(f"  {name}: running in another process, waiting for it")
                 continue
+            if self._done_meanwhile(job):
+                self.todo.remove(name)
+                self._record(name, {"status": "skipped"})
+                continue
             self._launch(job)
             self.todo.remove(name)
             started = True
         return started
+
+    def _done_meanwhile(self, job: Job) -> bool:
+        """Whether another process has done ``job`` since the call was planned (its record
+        says done, for today's inputs): no worker is started for it. The worker judges again
+        under the lock; this only spares starting one."""
+        marker = read_marker(job)
+        return (marker is not None and marker.get("state") == "done"
+                and job_state(job, self.by_name).state == "done")
 
     def _wait_note(self, why: Readiness) -> None:
         if not self.p.out.waiting:
@@ -224,7 +236,8 @@ class Pool:
             out.seconds[name] = result["seconds"]
             self.finished.add(name)
             self.p.log(f"  {name}: done in {result['seconds']:.1f} s "
-                       f"({len(self.finished)}/{len(self.in_call)})")
+                       f"({len(self.finished)}/{len(self.in_call)})"
+                       + (f"; {result['message']}" if result.get("message") else ""))
         else:
             out.failed[name] = result["message"]
             self.bad.add(name)

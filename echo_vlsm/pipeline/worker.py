@@ -25,7 +25,14 @@ from pathlib import Path
 from echo_vlsm.grid import run_complete
 from echo_vlsm.io import write_json_atomic
 from echo_vlsm.pipeline.errors import PipelineError
-from echo_vlsm.pipeline.graph import Job, fingerprint, job_state, marker_record, read_marker
+from echo_vlsm.pipeline.graph import (
+    Job,
+    JobState,
+    fingerprint,
+    job_state,
+    marker_record,
+    read_marker,
+)
 from echo_vlsm.pipeline.locks import JobLock
 from echo_vlsm.pipeline.state import failure_message, write_failure
 
@@ -61,7 +68,12 @@ def _encryption() -> dict:
 def run_job(spec: dict) -> dict:
     """Run the job described by ``spec`` (``Job.to_dict`` of it and of the jobs it waits for,
     the notebook, the project root, kernel, timeout, env); return ``{"name", "status",
-    "seconds", "message"}`` with status ``done``, ``skipped``, ``failed`` or ``busy``."""
+    "seconds", "message"}`` with status ``done``, ``skipped``, ``failed`` or ``busy``.
+
+    The job's state is judged after the lock is taken, on the spec's jobs (the job and every
+    job above it, ``Plan.spec``), as the runner judges it on its whole graph; ``message`` of a
+    job that ran says the state it was found in unless that was ``pending``
+    (``it was stale (inputs changed: ...)``)."""
     job = Job.from_dict(spec["job"])
     by_name = {d["name"]: Job.from_dict(d) for d in spec.get("upstream", [])}
     by_name[job.name] = job
@@ -71,7 +83,8 @@ def run_job(spec: dict) -> dict:
         return {"name": job.name, "status": BUSY, "seconds": 0.0,
                 "message": f"held by {lock.holder()}"}
     try:
-        if job_state(job, by_name).state == "done":
+        state = job_state(job, by_name)
+        if state.state == "done":
             return {"name": job.name, "status": "skipped", "seconds": 0.0, "message": ""}
         _prepare_folder(job, by_name)
         write_json_atomic(job.marker, marker_record(job, by_name, "started", **_where()))
@@ -93,9 +106,15 @@ def run_job(spec: dict) -> dict:
         write_json_atomic(job.marker, marker_record(job, by_name, "done",
                                                     seconds=round(seconds, 2), **_where()))
         job.failure_path.unlink(missing_ok=True)
-        return {"name": job.name, "status": "done", "seconds": seconds, "message": ""}
+        return {"name": job.name, "status": "done", "seconds": seconds,
+                "message": "" if state.state == "pending" else _was(state)}
     finally:
         lock.release()
+
+
+def _was(state: JobState) -> str:
+    """Why a job with work or a record on disk ran: the state it was found in."""
+    return f"it was {state.state}" + (f" ({state.detail})" if state.detail else "")
 
 
 def _where() -> dict:
