@@ -225,3 +225,44 @@ def test_an_evaluation_job_keeps_to_its_own_files(tiny_run, echonet, tmp_path):
     states = graph_states([run_job_, ev])
     assert states[run.id].state == "done" and states[ev.name].state == "done"
     assert run_job(spec)["status"] == "skipped"
+
+
+@pytest.mark.slow  # six small notebooks through the runner: ~25 s
+@pytest.mark.notebook
+def test_the_runner_evaluates_each_run_once_and_never_redoes_a_run_for_it(tmp_path):
+    """A micro profile with ``evaluate_on``: the export and one evaluation per run run after
+    their run; a second call executes nothing (the run's record is not the evaluation's)."""
+    import yaml
+
+    from tests.micro import make_micro, write_notebook
+
+    tmp, nbs, make = make_micro(tmp_path)
+    write_notebook(nbs / f"{CROSS_NOTEBOOK}.ipynb",
+                   'dataset = dataset_dir = runs_root = ""\nrun_id = None\ndevice = None',
+                   'import pathlib\nout = pathlib.Path(dataset_dir)\n'
+                   'if run_id is None:\n    out.mkdir(parents=True, exist_ok=True)\n'
+                   '    (out / "records.csv").write_text("stem\\n")\n'
+                   'else:\n    assert (out / "records.csv").is_file()\n'
+                   '    d = pathlib.Path(runs_root) / run_id\n'
+                   '    (d / f"metrics_{dataset}.csv").write_text("dice\\n1\\n")\n'
+                   '    with open(d.parent.parent / "evaluations.log", "a") as f:\n'
+                   '        f.write(run_id + "\\n")')
+    path = make([{"models": ["clipseg"], "strategies": ["real"], "prompts": ["p1", "p5"],
+                  "encoders": ["trained"]}])
+    prof = yaml.safe_load(path.read_text())
+    prof.update(evaluate_on=["echonet"],
+                datasets={"echonet": {"dataset_dir": str(tmp / "echonet")}})
+    path.write_text(yaml.safe_dump(prof))
+    quiet = lambda msg: None  # noqa: E731
+    out = P.reproduce(path, notebooks_dir=nbs, root=tmp, log=quiet)
+    assert out.ok, out.failed
+    p1 = "clipseg_real_trained_p1"
+    assert out.executed.index(f"{p1}:eval-echonet") > out.executed.index(p1)
+    assert f"{CROSS_NOTEBOOK}:echonet" in out.executed
+    assert "clipseg_real_trained_p5:eval-echonet" not in out.executed  # P5: no EchoNet prompt
+    run = tmp / "runs" / "micro" / p1
+    assert (run / "metrics_echonet.csv").is_file() and (run / "eval-echonet.job.json").is_file()
+    assert json.loads((run / "job.json").read_text())["job"] == p1
+    again = P.reproduce(path, notebooks_dir=nbs, root=tmp, log=quiet)
+    assert again.executed == []
+    assert (tmp / "runs" / "evaluations.log").read_text() == f"{p1}\n"
