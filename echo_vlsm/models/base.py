@@ -190,3 +190,36 @@ class SegmentationModel(TokenizerMixin, nn.Module):
         self.check_inputs(pixel_values, input_ids, attention_mask)
         logits = self.segment(pixel_values, input_ids, attention_mask)
         return upsample_to(logits, pixel_values.shape[-2:], self.spec.upsample)
+
+    # -- the forward split at the frozen encoders (echo_vlsm.train.frozen_cache) -------------
+    #: True when the model splits its forward at the frozen encoders: ``segment`` is
+    #: ``segment_encoded`` of ``encode_frozen_image`` and ``encode_frozen_text``.
+    splits_frozen: bool = False
+
+    def encode_frozen_image(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """What the image encoder's frozen part computes from checked ``pixel_values``,
+        each tensor ``(B, ...)``: with frozen encoders the same every epoch."""
+        raise NotImplementedError(f"{type(self).__name__} does not split its forward at the "
+                                  "frozen encoders")
+
+    def encode_frozen_text(self, input_ids: torch.Tensor,
+                           attention_mask: torch.Tensor | None) -> list[torch.Tensor]:
+        """What the text encoder's frozen part computes from one text per row, each tensor
+        ``(B, ...)``: with frozen encoders the same every epoch."""
+        raise NotImplementedError(f"{type(self).__name__} does not split its forward at the "
+                                  "frozen encoders")
+
+    def segment_encoded(self, image: list[torch.Tensor], text: list[torch.Tensor],
+                        attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """``segment``'s logits from the outputs of ``encode_frozen_image`` and
+        ``encode_frozen_text`` (the rest of the model: what trains)."""
+        raise NotImplementedError(f"{type(self).__name__} does not split its forward at the "
+                                  "frozen encoders")
+
+    def forward_encoded(self, image: list[torch.Tensor], text: list[torch.Tensor],
+                        attention_mask: torch.Tensor | None, size: int) -> torch.Tensor:
+        """``forward``'s logits ``(B, 1, size, size)`` from the frozen encoders' outputs for
+        images of side ``size``: equal to ``forward`` on the images and texts they came
+        from."""
+        logits = self.segment_encoded(image, text, attention_mask)
+        return upsample_to(logits, (size, size), self.spec.upsample)

@@ -145,15 +145,32 @@ class CLIPSeg(SegmentationModel):
         features = self.net.clip.get_text_features(input_ids, attention_mask=attention_mask)
         return features.pooler_output
 
+    # -- the forward split at the frozen encoders ---------------------------------------------
+    splits_frozen = True
+
+    def encode_frozen_image(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """The activations of the extracted layers (``image_activations``), ``(B, T, D)``."""
+        return self.image_activations(pixel_values)
+
+    def encode_frozen_text(self, input_ids: torch.Tensor,
+                           attention_mask: torch.Tensor | None) -> list[torch.Tensor]:
+        """The FiLM condition (``text_embedding``), ``(B, projection_dim)``."""
+        return [self.text_embedding(input_ids, attention_mask)]
+
+    def segment_encoded(self, image: list[torch.Tensor], text: list[torch.Tensor],
+                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's logits from the activations and the condition."""
+        logits = self.net.decoder(image, text[0]).logits
+        return logits.reshape(image[0].shape[0], 1, *logits.shape[-2:])
+
     def segment(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder logits ``(B, 1, H / 2, W / 2)`` for patch 8, ``(B, 1, H, W)`` for 16."""
         frozen = self.encoders == "frozen"
         with torch.no_grad() if frozen else contextlib.nullcontext():
-            activations = self.image_activations(pixel_values)
-            condition = self.text_embedding(input_ids, attention_mask)
-        logits = self.net.decoder(activations, condition).logits
-        return logits.reshape(pixel_values.shape[0], 1, *logits.shape[-2:])
+            activations = self.encode_frozen_image(pixel_values)
+            condition = self.encode_frozen_text(input_ids, attention_mask)
+        return self.segment_encoded(activations, condition, attention_mask)
 
 
 def _default_decoder_init(net: CLIPSegForImageSegmentation) -> None:

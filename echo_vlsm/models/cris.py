@@ -160,8 +160,17 @@ class SpatialAttentionPool(nn.Module):
         return pos.flatten(2).transpose(1, 2)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
         residual = self.connect(x)
+        return F.relu(self.attend(x) + residual)
+
+    def combine(self, attended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x)`` from ``attend(x)`` computed before: the ``connect`` residual added."""
+        return F.relu(attended + self.connect(x))
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention branch (CLIP's weights, frozen with the encoders), ``(B, output_dim,
+        H, W)``: ``forward`` without the ``connect`` residual and the ReLU."""
+        b, c, h, w = x.shape
         tokens = x.flatten(2).transpose(1, 2) + self.grid_positional_embedding(h, w).to(x.dtype)
         heads = self.num_heads
 
@@ -172,8 +181,7 @@ class SpatialAttentionPool(nn.Module):
                                              split(self.k_proj(tokens)),
                                              split(self.v_proj(tokens)))
         out = self.c_proj(out.transpose(1, 2).reshape(b, h * w, c))
-        out = out.transpose(1, 2).reshape(b, -1, h, w)
-        return F.relu(out + residual)
+        return out.transpose(1, 2).reshape(b, -1, h, w)
 
 
 def build_clip(cfg: dict) -> Any:
@@ -419,6 +427,42 @@ class CRIS(SegmentationModel):
         state = projection(eot) if isinstance(projection, nn.Linear) else eot @ projection
         return words, state
 
+    # -- the forward split at the frozen encoders ---------------------------------------------
+    splits_frozen = True
+
+    def encode_frozen_image(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """C3, C4, the last stage's output and the spatial pool's attention branch
+        (``SpatialAttentionPool.attend``): everything of the image encoder but the pool's
+        ``connect`` residual, which always trains."""
+        visual = self.backbone.visual
+        x = visual.stem(pixel_values.to(visual.conv1.weight.dtype))
+        x = visual.layer1(x)
+        c3 = visual.layer2(x)
+        c4 = visual.layer3(c3)
+        x4 = visual.layer4(c4)
+        return [c3, c4, x4, visual.attnpool.attend(x4)]
+
+    def encode_frozen_text(self, input_ids: torch.Tensor,
+                           attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Word features and sentence feature (``encode_text``; the padding mask is applied
+        in the decoder, not here)."""
+        return list(self.encode_text(input_ids))
+
+    def segment_encoded(self, image: list[torch.Tensor], text: list[torch.Tensor],
+                        attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Logits ``(B, 1, H / 4, W / 4)`` from the frozen encoders' outputs: the pool's
+        ``connect`` residual, the neck, the decoder (padding masked where ``attention_mask``
+        is 0) and the projector."""
+        if attention_mask is None:
+            raise ValueError("CRIS.segment_encoded needs the attention mask of the texts")
+        c3, c4, x4, attended = image
+        c5 = self.backbone.visual.attnpool.combine(attended, x4)
+        words, state = text
+        fq = self.neck((c3, c4, c5), state)
+        fq = self.decoder(fq, words, attention_mask == 0)
+        # 1/4 of the input; forward upsamples these logits as spec.upsample says
+        return self.proj(fq, state)
+
     def segment(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``(B, 1, H / 4, W / 4)``; the padding mask comes from ``attention_mask``, or
@@ -426,13 +470,9 @@ class CRIS(SegmentationModel):
         if attention_mask is None:  # tokens after the first end-of-text are padding
             attention_mask = (torch.cumsum(input_ids == self.tokenizer.eot_id, dim=1)
                               - (input_ids == self.tokenizer.eot_id).long()) == 0
-        pad_mask = attention_mask == 0
-        features = self.encode_image(pixel_values)
-        words, state = self.encode_text(input_ids)
-        fq = self.neck(features, state)
-        fq = self.decoder(fq, words, pad_mask)
-        # 1/4 of the input; forward upsamples these logits as spec.upsample says
-        return self.proj(fq, state)
+        image = self.encode_frozen_image(pixel_values)
+        text = self.encode_frozen_text(input_ids, attention_mask)
+        return self.segment_encoded(image, text, attention_mask)
 
 
 def build_cris(size: str = "paper", pretrained=None, encoders: str = "trained",

@@ -11,6 +11,8 @@ estimate from it stands beside. Data sizes default to the study's (CAMUS 2019: 1
 exist, then their ``records.csv`` counts. Each evaluation of a run on another dataset
 (``evaluate_on``) is one test pass over that dataset's test split (``CROSS_TEST_TRIPLETS``
 until it is exported), a row ``eval:<dataset>`` per model and encoder setting.
+``gpu_hours_cached``: the same with the frozen cache (``train.frozen_cache``): a frozen-encoder
+run pays its encoders' forward once (``frozen_cache_flops``), not at every step.
 
 Examples::
 
@@ -23,6 +25,7 @@ import csv
 from dataclasses import dataclass
 from functools import lru_cache
 
+from echo_vlsm.grid import BASELINE_MODELS
 from echo_vlsm.paths import resolve
 from echo_vlsm.pipeline.profiles import EVAL_PROMPTS, Profile
 from echo_vlsm.structures import STRUCTURES
@@ -144,12 +147,15 @@ def plan_cost(prof: Profile, root, assume: Assumptions = Assumptions()):
             train, val = (n * n_struct for n in training_images(run, images))
             n_epochs = epochs
         flops = n_epochs * (train * train_flops + val * infer_flops) + test * infer_flops
+        cached = frozen_cache_flops(run, images, n_epochs, size)  # frozen: encoders once
+        cached = flops if cached is None else cached + test * infer_flops
         util = implied_utilization(run.model, assume)
         rows.append({"model": run.model, "strategy": run.strategy, "encoders": run.encoders,
                      "real_fraction": run.real_fraction, "train_triplets": train,
                      "epochs": n_epochs, "pflops": flops / 1e15,
                      "utilization": util,
-                     "gpu_hours": flops / (assume.tflops * 1e12 * util) / 3600})
+                     "gpu_hours": flops / (assume.tflops * 1e12 * util) / 3600,
+                     "gpu_hours_cached": cached / (assume.tflops * 1e12 * util) / 3600})
     for dataset in prof.evaluate_on:  # a test pass of each run whose prompt it can make
         test = cross_test_triplets(prof, dataset, root)
         for run in prof.runs:
@@ -161,12 +167,14 @@ def plan_cost(prof: Profile, root, assume: Assumptions = Assumptions()):
                          "encoders": run.encoders, "real_fraction": run.real_fraction,
                          "train_triplets": 0, "epochs": 0, "pflops": flops / 1e15,
                          "utilization": util,
-                         "gpu_hours": flops / (assume.tflops * 1e12 * util) / 3600})
+                         "gpu_hours": flops / (assume.tflops * 1e12 * util) / 3600,
+                         "gpu_hours_cached": flops / (assume.tflops * 1e12 * util) / 3600})
     df = pd.DataFrame(rows)
     return df.groupby(["model", "strategy", "encoders", "real_fraction"], sort=False).agg(
         runs=("pflops", "size"), train_triplets=("train_triplets", "first"),
         epochs=("epochs", "first"), pflops_per_run=("pflops", "mean"),
-        utilization=("utilization", "first"), gpu_hours=("gpu_hours", "sum")).reset_index()
+        utilization=("utilization", "first"), gpu_hours=("gpu_hours", "sum"),
+        gpu_hours_cached=("gpu_hours_cached", "sum")).reset_index()
 
 
 def format_plan(table, prof: Profile, assume: Assumptions) -> str:
@@ -182,10 +190,69 @@ def format_plan(table, prof: Profile, assume: Assumptions) -> str:
         f"TFLOP/s and {util}; {assume.epochs_per_run} epochs per run (profile cap "
         f"{prof.train.get('epochs', '-')}); FLOPs counted with torch.utils.flop_counter.",
         table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"),
-        f"total: {table['gpu_hours'].sum():,.1f} GPU hours"])
+        f"total: {table['gpu_hours'].sum():,.1f} GPU hours",
+        f"with the frozen cache: {table['gpu_hours_cached'].sum():,.1f} GPU hours "
+        "(gpu_hours_cached: frozen-encoder runs train from their encoders' outputs computed "
+        "once, the one-off pass counted per run)"])
 
 
 def _evaluations(table) -> str:
     """`` and N evaluations on other datasets`` when the plan has ``eval:`` rows."""
     n = int(table.loc[table["strategy"].str.startswith("eval:"), "runs"].sum())
     return f" and {n} evaluations on other datasets" if n else ""
+
+
+# -- the frozen-encoder cache (train.frozen_cache) -------------------------------------------
+#: Distinct texts per triplet the frozen cache encodes at most: both phrasings of each (an
+#: upper bound: a prompt key's texts repeat over images).
+CACHE_TEXTS_PER_TRIPLET = 2
+
+
+@lru_cache(maxsize=8)
+def cached_flops(model: str, size: str = "paper") -> dict[str, float]:
+    """FLOPs of a frozen-encoder run's parts with the frozen cache (``train.frozen_cache``),
+    at ``size`` (a batch of one on the CPU, random weights): ``image`` and ``text``, the frozen
+    encoders' forward of one image and one text (the cache's build); ``train`` (forward and
+    backward) and ``infer`` (forward) of the rest of the model on one triplet's cached values."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from echo_vlsm.models import build_model
+
+    net = build_model(model, size, encoders="frozen")
+    side = net.spec.image_size
+    ids, mask = net.tokenize(["Left ventricular cavity in two-chamber view of the heart."])
+    flops = {}
+    net.eval()
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as count:
+            image = net.encode_frozen_image(torch.zeros(1, 3, side, side))
+        flops["image"] = count.get_total_flops()
+        with FlopCounterMode(display=False) as count:
+            text = net.encode_frozen_text(ids, mask)
+        flops["text"] = count.get_total_flops()
+        with FlopCounterMode(display=False) as count:
+            net.forward_encoded(image, text, mask, side)
+        flops["infer"] = count.get_total_flops()
+    net.train()
+    with FlopCounterMode(display=False) as count:
+        net.forward_encoded(image, text, mask, side).float().mean().backward()
+    flops["train"] = count.get_total_flops()
+    return {k: float(v) for k, v in flops.items()}
+
+
+def frozen_cache_flops(run, images: dict[str, dict[str, int]], epochs: int,
+                       size: str = "paper") -> float | None:
+    """The training FLOPs of ``run`` with the frozen cache: its epochs of training and
+    validation on the cached values, plus the cache's one-off build (one pass of the frozen
+    encoders over its training and validation images and at most ``CACHE_TEXTS_PER_TRIPLET``
+    texts per triplet); None where the cache does not apply (trained encoders, zero-shot,
+    the text-free baseline). The test pass is the whole model's, as without the cache."""
+    if run.encoders != "frozen" or run.strategy == "zeroshot" or run.model in BASELINE_MODELS:
+        return None
+    f = cached_flops(run.model, size)
+    train_images, val_images = training_images(run, images)
+    n_struct = len(STRUCTURES)
+    texts = CACHE_TEXTS_PER_TRIPLET * n_struct * (train_images + val_images)
+    return (epochs * n_struct * (train_images * f["train"] + val_images * f["infer"])
+            + (train_images + val_images) * f["image"] + texts * f["text"])

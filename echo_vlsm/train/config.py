@@ -185,6 +185,9 @@ class TrainConfig:
             ``synth-pt-real-ft``.
         save_predictions: also write the test predictions as PNG (``predictions/``).
         cache_dir: where decoded datasets are cached (default ``<dataset>/.cache``).
+        frozen_cache: with frozen encoders, compute what they compute once per split and
+            train the rest from it (``echo_vlsm.train.frozen_cache``; the same results
+            within float tolerance); ``False``: run the encoders at every step.
     """
 
     model: str = "clipseg"
@@ -227,6 +230,7 @@ class TrainConfig:
     subset_seed: int = 0
     provenance: bool = False
     synthetic_ratio: float | None = None
+    frozen_cache: bool = True
 
     def __post_init__(self):
         for name, allowed in (("model", MODELS), ("size", SIZES), ("strategy", STRATEGIES),
@@ -235,7 +239,8 @@ class TrainConfig:
             check_choice("TrainConfig", name, getattr(self, name), allowed)
         if self.loss is not None:
             check_choice("TrainConfig", "loss", self.loss, LOSSES)
-        for name in ("trust_weights", "keep_state", "resume_pretraining", "provenance"):
+        for name in ("trust_weights", "keep_state", "resume_pretraining", "provenance",
+                     "frozen_cache"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (value is None and name in RECIPE_FIELDS):
                 raise ValueError(f"TrainConfig.{name}={value!r}; expected true or false")
@@ -398,9 +403,10 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-#: Fields that do not change what a run computes (where and how fast it runs, what it keeps).
+#: Fields that do not change what a run computes (where and how fast it runs, what it keeps;
+#: ``frozen_cache``: the same results within float tolerance).
 RUNTIME_FIELDS = ("device", "compile", "cache_dir", "save_predictions", "runs_root",
-                  "real_dir", "synthetic_dir", "trust_weights", "keep_state")
+                  "real_dir", "synthetic_dir", "trust_weights", "keep_state", "frozen_cache")
 
 
 def result_fields(config: TrainConfig) -> dict:

@@ -11,6 +11,10 @@ batch, and rank 0 writes.
 
 ``Engine(setup, step=...)`` takes the optimisation step as a parameter (``train_step``'s
 signature): a wrapper can count, time or interrupt steps.
+
+With frozen encoders the run trains from their outputs computed once (``Setup.cache``,
+``echo_vlsm.train.frozen_cache``): the network called is a ``CachedModel`` and the step's
+``pixel_values`` and ``input_ids`` are the rows of the cached image and text values.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from echo_vlsm.train.checkpoint import (
 )
 from echo_vlsm.train.config import TrainConfig, result_fields
 from echo_vlsm.train.data import TrainingData
+from echo_vlsm.train.frozen_cache import CachedModel, FrozenCache
 from echo_vlsm.train.rundir import BEST_STATE_FILE, history_frame
 from echo_vlsm.train.scoring import model_inputs, validate
 from echo_vlsm.train.stopping import BestScore, EarlyStopping
@@ -115,7 +120,8 @@ class Setup:
     """What a run trains with, fixed from its start to its end: settings, process, the
     model (plain: weights are saved and loaded here), data, loss, resolved precision; the
     weights synth-pt-real-ft started from (``init``), the ``state.pt`` of an interrupted run
-    (``saved``) and the synthetic run's best-epoch state it continues (``carry``, as-run)."""
+    (``saved``) and the synthetic run's best-epoch state it continues (``carry``, as-run);
+    the frozen encoders' outputs computed once (``cache``), or None."""
 
     config: TrainConfig
     dist: D.Dist
@@ -126,6 +132,7 @@ class Setup:
     init: Path | None = None
     saved: dict | None = None
     carry: dict | None = None
+    cache: FrozenCache | None = None
 
     @property
     def device(self) -> torch.device:
@@ -154,7 +161,12 @@ class Engine:
         self.first_epoch = 1  # > 1 when continuing a synthetic run's state (as-run)
         self.params, self.optimizer, self.scheduler, self.scaler = make_optimizer(
             config, setup.model, setup.device, setup.precision)
-        self.net: nn.Module = setup.model  # what is called: the model, in DDP / compile
+        # what is called: the model (on cached values), in DDP / compile
+        self.net: nn.Module = setup.model
+        self.val_net: nn.Module | None = None  # validation's, when it differs from net
+        if setup.cache is not None:
+            self.net = CachedModel(setup.model, setup.cache.train)
+            self.val_net = CachedModel(setup.model, setup.cache.val)
         if setup.dist.active:
             # the vision tower's layers past the deepest extracted one get no gradient
             self.net = DistributedDataParallel(
@@ -166,8 +178,7 @@ class Engine:
         if setup.saved is not None:
             self._resume(setup.saved)
         else:
-            val_loss, val_dice = validate(self.net, setup.data.val, config, setup.criterion,
-                                          setup.precision, setup.dist)
+            val_loss, val_dice = self.validate()
             init = str(setup.init) if setup.init is not None else None
             self.best = BestScore(initial_val_dice=val_dice, initial_val_loss=val_loss,
                                   initialised_from=init)
@@ -179,6 +190,15 @@ class Engine:
             range(len(setup.data.train)),  # type: ignore[arg-type]  # len() is all it reads
                                           num_replicas=setup.dist.world_size,
                                           rank=setup.dist.rank, shuffle=True, seed=config.seed)
+
+    def validate(self) -> tuple[float, float]:
+        """The validation loss and Dice of the model as it is (``scoring.validate``)."""
+        s = self.setup
+        if s.cache is None:
+            return validate(self.net, s.data.val, s.config, s.criterion, s.precision, s.dist)
+        assert self.val_net is not None  # made with the cache
+        return validate(self.val_net, s.data.val, s.config, s.criterion, s.precision, s.dist,
+                        features=s.cache.val)
 
     @property
     def finished(self) -> bool:
@@ -294,11 +314,15 @@ class Engine:
         if config.fast_dev_run is not None:
             chunks = chunks[:config.fast_dev_run]
         steps = tqdm(chunks, desc=f"epoch {epoch}", unit="step", leave=False, disable=hide)
+        cache = s.cache.train if s.cache is not None else None
         for idx in steps:
             images, masks, ids, attn = train.batch(idx, phrasing)
-            loss = self.step(self.net, model_inputs(images, spec, config), ids, attn, masks,
-                             s.criterion, self.optimizer, self.scaler, self.params,
-                             config.grad_clip, s.precision)
+            if cache is None:
+                x = model_inputs(images, spec, config)
+            else:  # the rows of the cached values
+                x, ids = cache.rows(train, idx, phrasing)
+            loss = self.step(self.net, x, ids, attn, masks, s.criterion, self.optimizer,
+                             self.scaler, self.params, config.grad_clip, s.precision)
             loss_sum += loss.detach().double() * len(idx)
             n_seen += len(idx)
             if not steps.disable:
@@ -310,8 +334,7 @@ class Engine:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds_train = time.perf_counter() - t0
-        val_loss, val_dice = validate(self.net, s.data.val, config, s.criterion, s.precision,
-                                      s.dist)
+        val_loss, val_dice = self.validate()
         self.scheduler.step(val_loss)
         seconds = time.perf_counter() - t0
         return {"epoch": epoch, "train_loss": float(loss_sum) / float(counts),

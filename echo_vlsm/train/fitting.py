@@ -20,7 +20,9 @@ directory ``<runs_root>/<run_id>/``:
   of the files it vouches for: config, history, weights, metrics;
   ``echo_vlsm.grid.run_problem`` checks them); beyond the study, ``train_images`` and
   ``real_train_images`` (unique images trained on, and the real ones of them), ``seed``,
-  ``real_fraction`` and ``prompt_provenance``,
+  ``real_fraction`` and ``prompt_provenance``; ``frozen_cache``: whether the frozen
+  encoders' outputs were computed once (``echo_vlsm.train.frozen_cache``), their size and
+  files, or why not,
 - ``real_subset.json`` when the run trains on part of the real patients (``real_fraction``
   < 1, ``echo_vlsm.train.subsets``): which patients of each split, how many images.
 
@@ -29,11 +31,11 @@ baseline, whose per-triplet logits are its softmax log-odds of the triplet's str
 (``echo_vlsm.models.unet``).
 
 The concerns live in their own modules: the run folder's life (``rundir``: complete,
-damaged, resumed, settings), the model and data (``data``), the epoch engine (``engine``,
-``stopping``), scoring (``scoring``) and weight provenance (``provenance``). ``recipe``
-changes what the study's code did differently (``docs/recipes.md``); ``fast_dev_run=N``
-rehearses a run: N batches of one epoch, N validation batches, N test images, and a
-complete, well-formed run folder.
+damaged, resumed, settings), the model and data (``data``), the frozen encoders' outputs
+computed once (``frozen_cache``), the epoch engine (``engine``, ``stopping``), scoring
+(``scoring``) and weight provenance (``provenance``). ``recipe`` changes what the study's
+code did differently (``docs/recipes.md``); ``fast_dev_run=N`` rehearses a run: N batches of
+one epoch, N validation batches, N test images, and a complete, well-formed run folder.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from echo_vlsm.train.checkpoint import STATE_FILE, WEIGHTS_FILE, load_weights
 from echo_vlsm.train.config import TrainConfig
 from echo_vlsm.train.data import build, load_training_data
 from echo_vlsm.train.engine import Engine, EpochCallback, Setup, StepFn, train_step
+from echo_vlsm.train.frozen_cache import cache_record, cache_unavailable, prepare_cache
 from echo_vlsm.train.losses import make_loss
 from echo_vlsm.train.provenance import run_provenance
 from echo_vlsm.train.rundir import (
@@ -144,10 +147,15 @@ def prepare(config: TrainConfig, dist: D.Dist, saved: dict | None = None,
         # a resumed run takes every weight from state.pt
         model = build(config, device, pretrained=saved is None)
 
-    # data: rank 0 decodes (and fills the cache) first, the others then read the cache
+    # data: rank 0 decodes (and fills the caches) first, the others then read the caches
     if not dist.main:
         D.barrier(dist)
     data = load_training_data(config, model, device, progress)
+    cache = None
+    if cache_unavailable(config, model) is None:  # frozen encoders: computed once
+        if saved is not None:  # the weights it continues with (Engine._resume loads them)
+            model.load_state_dict(saved["model"])
+        cache = prepare_cache(config, model, data, precision, progress)
     if dist.main:
         if config.subset:
             assert data.subset is not None  # load_training_data records it for a subset
@@ -156,7 +164,7 @@ def prepare(config: TrainConfig, dist: D.Dist, saved: dict | None = None,
         D.barrier(dist)
     criterion = make_loss(config.setting("loss"), config.dice_weight,
                           float(config.setting("bce_weight")))
-    return Setup(config, dist, model, data, criterion, precision, init, saved, carry)
+    return Setup(config, dist, model, data, criterion, precision, init, saved, carry, cache)
 
 
 def _score_initial(setup: Setup) -> dict:
@@ -201,6 +209,7 @@ def _finish(setup: Setup, summary: dict, history: list[dict], best: BestScore,
         **data.images.summary(),
         "seed": config.seed, "real_fraction": float(config.real_fraction),
         "prompt_provenance": config.provenance,
+        "frozen_cache": cache_record(config, setup.model, setup.cache),
         "wall_seconds_this_call": time.perf_counter() - t_start,
         "done": True,
     })

@@ -43,6 +43,7 @@ from echo_vlsm.train.clinical_eval import (
 )
 from echo_vlsm.train.config import TrainConfig
 from echo_vlsm.train.data import build, load_split
+from echo_vlsm.train.frozen_cache import SplitFeatures
 from echo_vlsm.train.metrics import batch_dice, segmentation_metrics
 from echo_vlsm.train.triplets import Triplets, normalise
 
@@ -69,10 +70,12 @@ def _logit_cut(spec: ModelSpec) -> float:
 
 @torch.no_grad()
 def validate(model: nn.Module, data: Triplets, config: TrainConfig, criterion: nn.Module,
-             precision: str, dist: D.Dist | None = None,
-             batch_size: int | None = None) -> tuple[float, float]:
+             precision: str, dist: D.Dist | None = None, batch_size: int | None = None,
+             features: SplitFeatures | None = None) -> tuple[float, float]:
     """Validation loss and mean Dice (percent, at the model's input size) over ``data``;
-    under torchrun each process scores its share and the sums are reduced."""
+    under torchrun each process scores its share and the sums are reduced. ``features``:
+    ``data``'s cached frozen-encoder values, which ``model`` (a ``CachedModel``) is called
+    on instead of the images and texts."""
     dist = dist or D.Dist(0, 1, 0, data.device)
     spec = unwrap_segmentation(model).spec
     was_training = model.training
@@ -87,7 +90,10 @@ def validate(model: nn.Module, data: Triplets, config: TrainConfig, criterion: n
         batches = batches[:config.fast_dev_run]
     for idx in batches:
         images, masks, ids, attn = data.batch(idx, phrasing)
-        x = model_inputs(images, spec, config)
+        if features is None:
+            x = model_inputs(images, spec, config)
+        else:  # the rows of the cached values
+            x, ids = features.rows(data, idx, phrasing)
         with autocast(data.device, precision):
             logits = model(x, ids, attn)
         logits = logits.float()
