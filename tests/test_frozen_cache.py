@@ -278,6 +278,7 @@ if __name__ == "__main__":
 '''
 
 
+@pytest.mark.slow
 def test_two_processes_building_one_cache_at_once(tmp_path, monkeypatch, one_thread):
     script, folder, sync = tmp_path / "writer.py", tmp_path / "frozen", tmp_path / "sync"
     script.write_text(WRITER)
@@ -341,3 +342,20 @@ def test_plan_counts_the_cache_for_frozen_runs_only(tmp_path):
         assert row["gpu_hours_cached"] < row["gpu_hours"]
     text = format_plan(plan_cost(prof, tmp_path, assume), prof, assume)
     assert "with the frozen cache" in text
+
+
+@pytest.mark.ddp
+def test_two_torchrun_processes_train_from_one_cache(dataset, tmp_path):
+    """Rank 0 builds the cache, rank 1 reads it; DDP wraps the model on cached values."""
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "echo_vlsm.train", "model=cris", "size=tiny", "prompt=p2", "epochs=1",
+           "batch_size=8", "device=cpu", "encoders=frozen", f"real_dir={dataset}",
+           f"runs_root={runs}", f"cache_dir={cache}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((runs / "cris_real_frozen_p2" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["frozen_cache"]["used"] is True
+    assert summary["frozen_cache"]["train"]["image"]["built"] is True  # by rank 0
+    assert len(list((cache / "frozen").glob("image-cris-tiny-*.feat"))) == 2  # train, val

@@ -170,7 +170,7 @@ class Engine:
         if setup.dist.active:
             # the vision tower's layers past the deepest extracted one get no gradient
             self.net = DistributedDataParallel(
-                setup.model, find_unused_parameters=True,
+                self.net, find_unused_parameters=True,
                 device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
         if config.compile:
             # a compiled module is a module (OptimizedModule); torch types it as a callable
