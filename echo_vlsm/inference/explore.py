@@ -155,10 +155,11 @@ def figure_of(panels: list[Panel], size: float = 3.6):
 
 def explorer(runs: pd.DataFrame, dataset_dir, items: pd.DataFrame, run_a: str,
              run_b: str | None, prompt: str = "p1", prompt_b: str | None = None,
-             device: str | None = None, start: int = 0):
+             device: str | None = None, start: int = 0, trust_weights: bool = False):
     """The interactive explorer (ipywidgets): pick two runs, a test image and structure,
     a prompt key or a free text; the panels redraw on every change. ``start``: the row of
-    ``items`` shown first. Returns the widget."""
+    ``items`` shown first; ``trust_weights``: as ``load_model`` takes it (a zero-shot CRIS run
+    on OpenAI's ``RN50.pt``). Returns the widget."""
     import ipywidgets as W
     import matplotlib.pyplot as plt
     from IPython.display import display
@@ -169,7 +170,8 @@ def explorer(runs: pd.DataFrame, dataset_dir, items: pd.DataFrame, run_a: str,
 
     def model(run_id):
         if run_id not in cache:
-            cache[run_id] = load_model(runs.set_index("run_id").loc[run_id, "path"], device)
+            cache[run_id] = load_model(runs.set_index("run_id").loc[run_id, "path"], device,
+                                       trust_weights=trust_weights)
         return cache[run_id]
 
     ids = list(runs.run_id)
