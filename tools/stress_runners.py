@@ -4,13 +4,14 @@
     python tools/stress_runners.py --rounds 50 --runners 3 --sleep 2
 
 Each round makes a fresh micro project (small notebooks standing in for 01, 03, 04 and 06;
-each execution appends ``<job> <runner>`` to the project's ``executions.log`` when it starts,
-a training run then sleeps ``--sleep`` seconds and writes a complete run folder), starts the
-runners (``pipeline.reproduce`` in separate processes, ``--jobs 1`` each, at random offsets
-of up to ``--max-offset`` seconds after a common start) and counts the executions per job.
-One runner alone on the same project gives the wall time to beat. A round is right when every
-job of the graph ran exactly once; the last line sums the rounds up. Exit status 1 when a
-round was not right. ``tests/test_runner_stress.py`` runs a few rounds of the same.
+each execution appends ``<job> <runner>`` to the project's ``executions.log`` when it starts;
+a training run then sleeps ``--sleep`` seconds (03 ``--step-sleep``) and writes a complete
+run folder), starts the runners (``pipeline.reproduce`` in separate processes, ``--jobs 1``
+each, at random offsets of up to ``--max-offset`` seconds after a common start) and counts
+the executions per job. One runner alone on the same project gives the wall time to beat.
+A round is right when every job of the graph ran exactly once; the last line sums the rounds
+up. Exit status 1 when a round was not right. ``tests/test_runner_stress.py`` runs a few
+rounds of the same.
 """
 
 from __future__ import annotations
@@ -57,9 +58,11 @@ sys.exit(0 if out.ok else 1)
 """
 
 
-def make_project(folder: Path, sleep: float, grid: list[dict] | None = None) -> Path:
+def make_project(folder: Path, sleep: float, grid: list[dict] | None = None,
+                 step_sleep: float = 0.0) -> Path:
     """A micro project in ``folder``: its notebooks (``nbs/``) and profile; returns the
-    profile's path. Steps take no time beyond their kernel; each run sleeps ``sleep`` s."""
+    profile's path. Each run sleeps ``sleep`` s, each part of 03 ``step_sleep`` s; 01 and 06
+    take no time beyond their kernel."""
     nbs = folder / "nbs"
     record = str(folder / RECORD)
     write_notebook(nbs / "01_data_preparation.ipynb", 'record = ""\nsleep = 0.0',
@@ -68,15 +71,16 @@ def make_project(folder: Path, sleep: float, grid: list[dict] | None = None) -> 
                    'record = ""\nsleep = 0.0\ndatasets = "both"',
                    'job = f"03_prompt_generation:{datasets}"\n' + _APPEND)
     write_notebook(nbs / "04_train_vlsm.ipynb",
-                   'model = strategy = encoders = prompt = runs_root = record = ""\nsleep = 0.0',
+                   "\n".join(f'{k} = ""' for k in ("model", "strategy", "encoders", "prompt",
+                                                    "runs_root", "record")) + "\nsleep = 0.0",
                    _TRAIN, TRAIN_WRITE)
     write_notebook(nbs / "06_dice_difference_plots.ipynb",
-                   'profile = runs_root = record = ""\nsleep = 0.0',
+                   'profile = ""\nruns_root = ""\nrecord = ""\nsleep = 0.0',
                    'job = "06_dice_difference_plots"\n' + _APPEND)
     profile = {"profile": "stress", "runs_root": str(folder / "runs" / "stress"),
-               "steps": {name: {"record": record} for name in
-                         ("01_data_preparation", "03_prompt_generation",
-                          "06_dice_difference_plots")},
+               "steps": {"01_data_preparation": {"record": record},
+                         "03_prompt_generation": {"record": record, "sleep": step_sleep},
+                         "06_dice_difference_plots": {"record": record}},
                "train": {"record": record, "sleep": sleep},
                "grid": grid or SMALL_GRID}
     path = folder / "stress.yaml"
@@ -123,11 +127,11 @@ class Round:
 
 
 def run_round(folder: Path, offsets: list[float], sleep: float, grid: list[dict] | None = None,
-              lead: float = 2.0, timeout: float = 300.0) -> Round:
+              step_sleep: float = 0.0, lead: float = 2.0, timeout: float = 300.0) -> Round:
     """One round in a fresh project at ``folder``: one runner per offset, each starting its
     ``reproduce`` ``offset`` seconds after a common start ``lead`` seconds from now (time for
     the imports); ``wall`` runs from that start until the last runner has ended."""
-    profile = make_project(folder, sleep, grid)
+    profile = make_project(folder, sleep, grid, step_sleep)
     start = time.time() + lead
     procs = []
     for k, offset in enumerate(offsets):
@@ -162,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--runners", default="2,3", help="runners per round, cycled (default 2,3)")
     ap.add_argument("--sleep", type=float, default=3.0, help="seconds each run sleeps")
+    ap.add_argument("--step-sleep", type=float, default=0.0, help="seconds each 03 sleeps")
     ap.add_argument("--max-offset", type=float, default=1.0)
     ap.add_argument("--grid", choices=("small", "issue"), default="issue")
     ap.add_argument("--seed", type=int, default=None)
@@ -174,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
     cycle = [int(n) for n in args.runners.split(",")]
-    base = run_round(folder / "one", [0.0], args.sleep, grid)
+    base = run_round(folder / "one", [0.0], args.sleep, grid, args.step_sleep)
     jobs = graph_jobs(folder / "one" / "stress.yaml", folder / "one")
     print(f"folder {folder}, seed {seed}, {len(jobs)} jobs: {', '.join(jobs)}", flush=True)
     print(f"one runner: {base.describe(jobs)}", flush=True)
@@ -182,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.rounds):
         n = cycle[i % len(cycle)]
         r = run_round(folder / f"round{i:03d}", [rng.uniform(0, args.max_offset)
-                                                 for _ in range(n)], args.sleep, grid)
+                                                 for _ in range(n)], args.sleep, grid,
+                      args.step_sleep)
         rounds.append(r)
         right += r.right(jobs)
         shared += len(r.by_runner()) >= 2
