@@ -183,3 +183,21 @@ def test_report_block_written_once_and_removed(grid, tmp_path):
     assert A.transfer_sections(report, A.transfer_results(tmp_path / "paper")) == []
     A.update_report(report, [], markers=A.TRANSFER_MARKERS)
     assert report.read_bytes() == before
+
+
+@pytest.mark.parametrize(("change", "p", "ci", "seeds", "verdict"), [
+    (-2.0, 0.01, (-4.0, -0.5), (1, 1), "smaller drop (p < 0.05; one run per cell, seed "
+                                       "variation not measured)"),
+    (-1.3, 0.008, (-4.5, 2.7), (1, 1), "no change shown (p < 0.05 but the interval covers 0; "
+                                       "one run per cell)"),
+    (2.0, 0.01, (0.5, 4.0), (1, 1), "larger drop (p < 0.05; one run per cell, seed "
+                                    "variation not measured)"),
+    (-2.7, 0.08, (-5.7, 0.3), (1, 1), "no change shown (p >= 0.05; one run per cell)"),
+    (-2.0, 0.9, (-4.0, -0.5), (3, 3), "smaller drop (survives seed variation)"),
+    (-2.0, 0.01, (-4.0, 0.5), (3, 2), "no change resolved (interval covers 0)"),
+])
+def test_drop_verdict_claims_no_more_than_the_test_and_the_interval(change, p, ci, seeds,
+                                                                     verdict):
+    from echo_vlsm.analysis.transfer import drop_verdict
+
+    assert drop_verdict(change, p, ci, seeds) == verdict

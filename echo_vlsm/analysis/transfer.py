@@ -349,7 +349,10 @@ def _rank_sum(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def drop_verdict(change: float, p: float, ci: tuple[float, float], seeds: tuple[int, int]) \
         -> str:
     """Plain words on drop(a) - drop(b): with 2 or more seeds per cell, from the bootstrap
-    interval (does it exclude 0?); else from the rank-sum test on one run per cell."""
+    interval (does it exclude 0?); else from the rank-sum test on one run per cell, and only
+    where the interval (then over samples alone) excludes 0 on the same side: the rank-sum
+    test compares the two gains' distributions, the interval their means, and a verdict
+    claims no more than both show."""
     if min(seeds) >= 2:
         if ci[1] < 0:
             return "smaller drop (survives seed variation)"
@@ -358,10 +361,12 @@ def drop_verdict(change: float, p: float, ci: tuple[float, float], seeds: tuple[
         return "no change resolved (interval covers 0)"
     if not np.isfinite(p):
         return "no test (no difference to rank)"
-    if p < 0.05:
-        side = "smaller" if change < 0 else "larger"
-        return f"{side} drop (p < 0.05; one run per cell, seed variation not measured)"
-    return "no change shown (p >= 0.05; one run per cell)"
+    if p >= 0.05:
+        return "no change shown (p >= 0.05; one run per cell)"
+    side = "smaller" if change < 0 else "larger"
+    if not (ci[1] < 0 if side == "smaller" else ci[0] > 0):
+        return "no change shown (p < 0.05 but the interval covers 0; one run per cell)"
+    return f"{side} drop (p < 0.05; one run per cell, seed variation not measured)"
 
 
 def drop_comparison(data: TransferData, a: Mapping, b: Mapping, n_boot: int = 2000,
