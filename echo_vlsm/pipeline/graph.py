@@ -73,7 +73,7 @@ from echo_vlsm.pipeline.state import (
 PROMPTS_STEP = "03_prompt_generation"
 #: Parameters that change where or how fast a job runs, not what it computes.
 RUNTIME_KEYS = frozenset({"device", "compile", "cache_dir", "save_predictions", "runs_root",
-                          "workers", "channels_last"})
+                          "workers", "channels_last", "frozen_cache"})
 JOB_FILE = "job.json"  # a run folder's record of the job that made (or is making) it
 
 #: ``03_prompt_generation`` runs once per dataset, so the real runs need not wait for the SDM.
