@@ -266,3 +266,22 @@ def test_the_runner_evaluates_each_run_once_and_never_redoes_a_run_for_it(tmp_pa
     again = P.reproduce(path, notebooks_dir=nbs, root=tmp, log=quiet)
     assert again.executed == []
     assert (tmp / "runs" / "evaluations.log").read_text() == f"{p1}\n"
+
+
+def test_a_run_folder_cannot_grant_itself_trust_for_its_evaluation(tmp_path, monkeypatch):
+    """A foreign zero-shot CRIS folder whose config.json says trust_weights: true is scored
+    without trust unless the caller grants it (the model folder rule of load_model)."""
+    import json
+
+    from echo_vlsm.train import TrainConfig
+    from echo_vlsm.train import cross_eval as CE
+
+    run = tmp_path / "runs" / "cris_zeroshot_frozen_p1"
+    run.mkdir(parents=True)
+    config = TrainConfig(model="cris", size="tiny", strategy="zeroshot", encoders="frozen",
+                         prompt="p1", trust_weights=True, runs_root=str(tmp_path / "runs"))
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    monkeypatch.setattr(CE, "run_problem", lambda folder: None)  # taken as complete
+    data = tmp_path / "echonet"
+    assert CE._run_config(run, "echonet", data, None).trust_weights is False
+    assert CE._run_config(run, "echonet", data, None, trust_weights=True).trust_weights is True

@@ -130,9 +130,18 @@ def _check_dataset(dataset: str) -> str:
 
 
 def _run_config(run_dir: Path, dataset: str, dataset_dir: Path,
-                fast_dev_run: int | None) -> TrainConfig:
+                fast_dev_run: int | None, trust_weights: bool = False) -> TrainConfig:
     """The run's training config, pointed at ``dataset_dir`` for its test split; its prompt
-    checked first (``_check_prompt``), then the run's completeness.
+    checked first (``_check_prompt``), then the run's completeness. ``trust_weights`` is the
+    caller's: the folder's ``config.json`` cannot grant it (as for ``load_model``)."""
+    return _config_of(run_dir, dataset, dataset_dir, fast_dev_run).replace(
+        trust_weights=trust_weights)
+
+
+def _config_of(run_dir: Path, dataset: str, dataset_dir: Path,
+               fast_dev_run: int | None) -> TrainConfig:
+    """The run's training config as its folder records it, pointed at ``dataset_dir`` for its
+    test split; its prompt checked first (``_check_prompt``), then the run's completeness.
 
     Raises:
         ValueError: a prompt the dataset cannot make.
@@ -167,7 +176,8 @@ def _check_exported(dataset_dir: Path) -> None:
 
 def evaluate_on(run_dir: str | os.PathLike, dataset: str, dataset_dir: str | os.PathLike,
                 device: str | None = None, fast_dev_run: int | None = None,
-                progress: bool | None = None, write: bool = True) -> CrossResult:
+                progress: bool | None = None, write: bool = True,
+                trust_weights: bool = False) -> CrossResult:
     """Score the finished run in ``run_dir`` on the test split of ``dataset_dir`` (an
     exported ``dataset``, one of ``DATASETS``), and write ``metrics_<dataset>.csv`` and
     ``clinical_<dataset>.csv`` there when ``write`` (module docstring). The run's own files
@@ -176,6 +186,8 @@ def evaluate_on(run_dir: str | os.PathLike, dataset: str, dataset_dir: str | os.
     Args:
         device: where the model runs (default: the run's own setting).
         fast_dev_run: score the first N test images only (a rehearsal).
+        trust_weights: let a zero-shot CRIS run read a TorchScript or pickled ``RN50.pt``
+            (runs code stored in it); the run folder's ``config.json`` cannot grant it.
 
     Raises:
         ValueError: an unknown dataset, or a prompt the dataset cannot make (naming the
@@ -184,7 +196,7 @@ def evaluate_on(run_dir: str | os.PathLike, dataset: str, dataset_dir: str | os.
     """
     _check_dataset(dataset)
     folder, data = resolve(run_dir), resolve(dataset_dir)
-    config = _run_config(folder, dataset, data, fast_dev_run)
+    config = _run_config(folder, dataset, data, fast_dev_run, trust_weights)
     _check_exported(data)
     scored = _score_test(config, None, None, device, False, progress)
     metrics = scored.metrics[scored.metrics["structure"] == LV].reset_index(drop=True)

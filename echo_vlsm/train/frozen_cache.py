@@ -15,14 +15,11 @@ attention branch of its spatial pool (the pool's ``connect`` residual always tra
 runs every step on the cached stage output), its word features and sentence feature.
 
 Files: one per split and kind (``image``, ``text``) in ``<cache_dir or dataset>/.cache/
-frozen/``, named by a key over everything the values depend on: the frozen weights (every
-tensor of the encoders but the always-trained ones), the images' bytes or the texts' token
-ids, the model's code, spec, precision, device type and memory format. Any change gives
-another key, so the values are computed again; files of old keys stay until deleted (the
-folder may be deleted at any time). Two processes building one file at once each write their
-own temporary file (``io.atomic_path``) and rename it into place: a reader sees a whole file
-or none. The file is preallocated before it is written, so a full disk is a
-``DiskFullError`` naming it, never a SIGBUS.
+frozen/``, keyed by all the values depend on: the frozen weights, the images' bytes or the
+texts' token ids, the model's code and torch/transformers/open_clip versions, spec,
+precision, device type, memory format. Files of old keys stay until deleted (any time). Two
+builders each write their own temporary file (``io.atomic_path``) and rename it into place.
+The file is preallocated, so a full disk is a ``DiskFullError`` naming it, never a SIGBUS.
 
 Held: on the training device when it fits (``DEVICE_SHARE`` of the device's free memory, or
 of the CPU's available memory), else memory-mapped from its file and gathered per batch
@@ -43,6 +40,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +69,7 @@ FORMAT_VERSION = 1
 ALIGN = 64
 #: Cached values are held on the training device when they take at most this share of its
 #: free memory (the CPU: of its available memory); else they are memory-mapped.
-DEVICE_SHARE = 0.5
+DEVICE_SHARE = 0.25  # of the free memory, per split: room for the optimiser and activations
 _MAX_HEADER = 1 << 20
 _DTYPES = {str(t).removeprefix("torch."): t
            for t in (torch.float32, torch.float16, torch.bfloat16, torch.float64)}
@@ -126,10 +124,12 @@ def frozen_fingerprint(model: SegmentationModel) -> str:
 
 
 def _code_digest(model: SegmentationModel) -> str:
-    """The source of the model's module and of the contract: what the encoders run."""
-    files = {inspect.getsourcefile(type(model)), inspect.getsourcefile(SegmentationModel)}
-    return _digest([Path(f).read_text() for f in sorted(f for f in files if f)])
-
+    """What the encoders run: the source of the model's module, of the contract and of
+    ``normalise``, and the versions of the libraries whose layers they call."""
+    files = {inspect.getsourcefile(c) for c in (type(model), SegmentationModel, normalise)}
+    libs = sorted((d.metadata["Name"], d.version) for d in metadata.distributions()
+                  if d.metadata["Name"] in ("torch", "transformers", "open_clip_torch"))
+    return _digest([Path(f).read_text() for f in sorted(f for f in files if f)] + [libs])
 
 # -- the file -------------------------------------------------------------------------------
 def _align(n: int) -> int:
