@@ -36,23 +36,20 @@ SIZES = tuple(range(8, 20))  # one pixels file per size: each load writes the ca
 
 #: (case, host identity of each process, new pid namespaces? (the first row: when the machine
 #: can make them), do both finish with nothing of the other's removed?)
+#: The control (one identity in two pid namespaces: each judges the other's writes dead) is
+#: test_hardening's two-host test, on io's temporary files as this cache uses them: here the
+#: cache's few writes collided in some runs and not in others (an idle clean-clone run: none),
+#: so a control row here could not fail reliably.
 CASES = [
     ("two hosts", ("host-a", "host-b"), False, True),
-    ("control: one identity, two pid namespaces", ("host-a", "host-a"), True, False),
 ]
 
 
-@pytest.mark.parametrize("case, ids, namespaces, clean", CASES, ids=[c[0] for c in CASES])
-def test_two_hosts_share_a_dataset_cache(tmp_path, case, ids, namespaces, clean):
-    if not namespaces:
-        namespaces = _can_unshare()  # as on two hosts, where the machine allows
-    elif not _can_unshare():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI runs as root: unshare --pid must work for the two-host test")
-        pytest.skip("needs unshare --pid --mount-proc (root) to give two processes two "
-                    "pid namespaces, as on two hosts")
-    dataset = make_dataset(tmp_path / "ds", n=3, size=40)
-    cache = tmp_path / "shared" / "cache"
+def _race(work: Path, ids: tuple[str, str], namespaces: bool):
+    """Two cache_race_worker processes (host identities ``ids``) started together on one
+    cache folder, each loading the dataset at every size while cleaning the folder."""
+    dataset = make_dataset(work / "ds", n=3, size=40)
+    cache = work / "shared" / "cache"
     cache.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
            "OMP_NUM_THREADS": "1"}
@@ -65,13 +62,30 @@ def test_two_hosts_share_a_dataset_cache(tmp_path, case, ids, namespaces, clean)
         procs.append(subprocess.Popen(cmd, env={**env, io.HOST_ID_ENV: host}, cwd=ROOT,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True))
-    shared, deadline = tmp_path / "shared", time.monotonic() + 240
+    shared, deadline = work / "shared", time.monotonic() + 240
     while not all((shared / f"ready-{w}").exists() for w in "ab") and all(
             p.poll() is None for p in procs) and time.monotonic() < deadline:
         time.sleep(0.02)  # both imported: they start together
     (shared / "go").touch()
     outs = [p.communicate(timeout=300) for p in procs]
     reports = [json.loads(out) for out, _ in outs if out.strip()]
+    return dataset, cache, procs, outs, reports
+
+
+@pytest.mark.parametrize("case, ids, namespaces, clean", CASES, ids=[c[0] for c in CASES])
+def test_two_hosts_share_a_dataset_cache(tmp_path, case, ids, namespaces, clean):
+    if not namespaces:
+        namespaces = _can_unshare()  # as on two hosts, where the machine allows
+    elif not _can_unshare():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI runs as root: unshare --pid must work for the two-host test")
+        pytest.skip("needs unshare --pid --mount-proc (root) to give two processes two "
+                    "pid namespaces, as on two hosts")
+    for attempt in range(5):  # an idle machine may finish a round with no write met
+        work = tmp_path / f"round{attempt}"
+        dataset, cache, procs, outs, reports = _race(work, ids, namespaces)
+        if not clean or any(p.returncode for p in procs) or sum(r["seen"] for r in reports):
+            break
     if not clean:  # a write lost its temporary file: the writer says so, naming it
         assert any(p.returncode != 0 and "FileNotFoundError" in err and ".tmp" in err
                    for p, (_, err) in zip(procs, outs)) or any(
@@ -82,14 +96,14 @@ def test_two_hosts_share_a_dataset_cache(tmp_path, case, ids, namespaces, clean)
     assert sum(r["seen"] for r in reports) > 0, "no cleaning met the other's write"
     assert not list(cache.glob(".*.tmp"))
     alone = {str(s): digest(T.load_triplets(dataset, "train", "p2", s, tokenize,
-                                            cache_dir=tmp_path / "alone", progress=False))
+                                            cache_dir=work / "alone", progress=False))
              for s in SIZES}
     assert [r["digests"] for r in reports] == [alone, alone]
     assert sorted(p.name for p in cache.iterdir()) == sorted(
-        p.name for p in (tmp_path / "alone").iterdir())
+        p.name for p in (work / "alone").iterdir())
     for p in cache.iterdir():  # the shared cache holds what one process makes, file by file
         a = torch.load(p, weights_only=True)
-        b = torch.load(tmp_path / "alone" / p.name, weights_only=True)
+        b = torch.load(work / "alone" / p.name, weights_only=True)
         assert a.keys() == b.keys() and all(
             (a[k] is None and b[k] is None) or torch.equal(a[k], b[k]) for k in a), p.name
 
