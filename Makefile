@@ -36,7 +36,7 @@ rehearsal: $(STAMP)
 	$(BIN)/echo-vlsm rehearse
 
 ## Unit tests, notebook tests and, under nbval, every notebook top to bottom with its defaults
-## (01..08 in order on one xdist worker, in a scratch project: tests/notebooks_ci.py).
+## (01..10 in order on one xdist worker, in a scratch project: tests/notebooks_ci.py).
 test: $(STAMP)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS) \
 		--nbval-lax --dist loadgroup
