@@ -263,8 +263,7 @@ def fast_dev_profile(prof: Profile, n: int = 2) -> Profile:
     and N images per split), everything else as in the real thing. Every folder the chain
     writes moves to a ``-fdr`` twin (runs root, the exported and synthetic datasets, the SDM,
     figures, tables), so a rehearsal never mixes with real results; its report says it is
-    one (the profile is named ``<name>-fdr``). Its runs train without the frozen-encoder
-    cache, whose build encodes every image of a split where a rehearsal uses N batches."""
+    one (the profile is named ``<name>-fdr``)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"fast_dev_run={n!r}; expected a whole number >= 1")
     moved: dict[str, str] = {}
@@ -293,8 +292,7 @@ def fast_dev_profile(prof: Profile, n: int = 2) -> Profile:
         name=prof.name + FDR_SUFFIX, path=prof.path,
         runs_root=prof.runs_root.rstrip("/") + FDR_SUFFIX,
         steps={k: move(v) for k, v in prof.steps.items()},
-        train={**move(prof.train), "frozen_cache": False},  # N batches: no full encoder pass
-        models={k: move(v) for k, v in prof.models.items()},
+        train=move(prof.train), models={k: move(v) for k, v in prof.models.items()},
         runs=list(prof.runs), env=dict(prof.env), kernel=prof.kernel,
         execution_timeout=prof.execution_timeout, slurm=dict(prof.slurm),
         fast_dev_run=n, evaluate_on=list(prof.evaluate_on),
