@@ -98,16 +98,13 @@ def _check_values(df: pd.DataFrame, path: Path) -> None:
                                             f"and no {src}_reason saying why")
 
 
-def read_clinical(path: str | os.PathLike) -> pd.DataFrame:
-    """Read one run's ``clinical.csv`` and check it: its columns (every one of
-    ``CLINICAL_COLUMNS``, ``seed``, ``real_fraction`` and ``provenance`` included), one run,
-    one row per patient, numbers where numbers belong (volumes > 0 mL, EF at most 100 %),
-    and a reason beside every value that is empty.
+def read_clinical_frame(path: Path) -> pd.DataFrame:
+    """A clinical file (``clinical.csv`` or ``clinical_<dataset>.csv``) as read, before its
+    values are checked: a readable CSV with every one of ``CLINICAL_COLUMNS`` and a row.
 
     Raises:
-        ClinicalFormatError: the file breaks one of those rules; the message names it.
+        ClinicalFormatError: unreadable, a column missing, or no rows; naming the file.
     """
-    path = Path(path)
     text = {"patient": str, "split": str, "prompt": str, "gt_reason": str, "pred_reason": str}
     try:
         df = pd.read_csv(path, dtype=text)
@@ -119,6 +116,20 @@ def read_clinical(path: str | os.PathLike) -> pd.DataFrame:
                                         f"{list(CLINICAL_COLUMNS)}")
     if df.empty:
         raise ClinicalFormatError(path, "has a header but no rows")
+    return df
+
+
+def read_clinical(path: str | os.PathLike) -> pd.DataFrame:
+    """Read one run's ``clinical.csv`` and check it: its columns (every one of
+    ``CLINICAL_COLUMNS``, ``seed``, ``real_fraction`` and ``provenance`` included), one run,
+    one row per patient, numbers where numbers belong (volumes > 0 mL, EF at most 100 %),
+    and a reason beside every value that is empty.
+
+    Raises:
+        ClinicalFormatError: the file breaks one of those rules; the message names it.
+    """
+    path = Path(path)
+    df = read_clinical_frame(path)
     for col, allowed in {"model": MODELS, "encoders": ENCODERS, "strategy": STRATEGIES}.items():
         bad = sorted(set(df[col].astype(str)) - set(allowed))
         if bad:

@@ -37,7 +37,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from echo_vlsm.analysis.clinical import ClinicalFormatError, _wilcoxon, read_clinical
+from echo_vlsm.analysis.clinical import (
+    ClinicalFormatError,
+    _wilcoxon,
+    read_clinical,
+    read_clinical_frame,
+)
 from echo_vlsm.analysis.loading import (
     CELL_COLUMNS,
     RUN_COLUMNS,
@@ -111,17 +116,7 @@ def read_cross_clinical(path: str | os.PathLike) -> pd.DataFrame:
         ClinicalFormatError: the file breaks one of those rules; the message names it.
     """
     path = Path(path)
-    text = {"patient": str, "split": str, "prompt": str, "gt_reason": str, "pred_reason": str}
-    try:
-        df = pd.read_csv(path, dtype=text)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ClinicalFormatError(path, f"not a readable CSV ({exc})") from exc
-    missing = [c for c in CLINICAL_COLUMNS if c not in df.columns]
-    if missing:
-        raise ClinicalFormatError(path, f"missing columns {missing}; a clinical file has "
-                                        f"{list(CLINICAL_COLUMNS)}")
-    if df.empty:
-        raise ClinicalFormatError(path, "has a header but no rows")
+    df = read_clinical_frame(path)
     try:
         df = _run_columns_checked(df, path)
     except MetricsFormatError as exc:
