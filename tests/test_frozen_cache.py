@@ -186,6 +186,38 @@ def test_changed_weights_images_or_prompts_rebuild_the_cache(dataset, tmp_path, 
     assert sorted(p.name.split("-")[0] for p in folder.iterdir()) == ["image"] * 4 + ["text"] * 4
 
 
+def test_an_unwritable_folder_computes_in_memory_only_what_fits(dataset, tmp_path, monkeypatch,
+                                                                one_thread):
+    torch.manual_seed(0)
+    model = build_model("clipseg", "tiny", encoders="frozen")
+    data = load_training_data(config(dataset, tmp_path), model, "cpu", progress=False).val
+    in_memory = F.split_features(model, data, precision="fp32", channels_last=False,
+                                 batch_size=8, folder=None)
+    assert in_memory.image.path is None and in_memory.image.resident
+    assert in_memory.image.tensors[0].shape[0] == data.images.shape[0]
+    monkeypatch.setattr(F, "DEVICE_SHARE", 1e-15)  # no room in memory for any of it
+    with pytest.raises(MemoryError, match=r"GiB \(\d+ rows\) do not fit in cpu's memory .*"
+                                          r"set cache_dir to a writable folder"):
+        F.split_features(model, data, precision="fp32", channels_last=False, batch_size=8,
+                         folder=None)
+
+
+def test_a_rehearsal_caches_only_what_its_batches_reach(dataset, tmp_path, one_thread):
+    from echo_vlsm.train.data import rehearsal_share
+
+    full = load_training_data(config(dataset, tmp_path), build_model("clipseg", "tiny"), "cpu",
+                              progress=False)
+    assert full.train is not None
+    share = rehearsal_share(full.train, 8)  # 8 triplets: the first images that hold 8
+    per_image = torch.bincount(share.image_index)
+    assert len(share) >= 8 and len(share) - int(per_image[-1]) < 8
+    assert torch.equal(share.images, full.train.images[:share.images.shape[0]])
+    assert rehearsal_share(full.train, 10**6) is full.train
+    result = fit(config(dataset, tmp_path, fast_dev_run=1), progress=False)
+    rows = result.summary["frozen_cache"]["train"]["image"]["rows"]
+    assert rows == int(rehearsal_share(full.train, 8).images.shape[0]) < full.train.images.shape[0]
+
+
 def test_a_damaged_cache_file_is_computed_again(dataset, tmp_path, one_thread):
     torch.manual_seed(0)
     model = build_model("clipseg", "tiny", encoders="frozen")

@@ -163,3 +163,14 @@ def test_zeroshot_scores_the_initial_model_and_evaluate_repeats_it(dataset, tmp_
     pngs = sorted((res.run_dir / "predictions").rglob("*.png"))
     assert len(pngs) == 12 and {p.parent.name for p in pngs} == {"lv", "myo", "la"}
     assert load_run(res.run_dir).summary["done"] is True
+
+
+def test_a_trailing_batch_of_one_joins_the_batch_before_it():
+    from echo_vlsm.train.engine import batches
+
+    order = torch.tensor([4, 0, 6, 5, 7, 2, 8, 3, 1])
+    got = [b.tolist() for b in batches(order, 8)]
+    assert got == [[4, 0, 6, 5, 7, 2, 8, 3, 1]]  # 8 + 1: one batch of nine
+    got = [b.tolist() for b in batches(torch.arange(9), 4)]
+    assert got == [[0, 1, 2, 3], [4, 5, 6, 7, 8]]  # every sample once, none twice
+    assert [b.tolist() for b in batches(torch.arange(6), 4)] == [[0, 1, 2, 3], [4, 5]]

@@ -122,10 +122,14 @@ def compare(models, dataset_dir, item, prompts) -> list[Panel]:
 
 
 def disagreement(model_a, model_b, dataset_dir, items: pd.DataFrame, prompt_a: str,
-                 prompt_b: str | None = None, n: int | None = None) -> pd.DataFrame:
+                 prompt_b: str | None = None, n: int | None = None,
+                 images: int | None = None) -> pd.DataFrame:
     """Per item the dice of A and of B against the label, and their agreement (dice of A's
-    mask against B's); most disagreeing first (``n`` rows, default all)."""
+    mask against B's); most disagreeing first (``n`` rows, default all). ``images``: only the
+    items of the first that many test images (a rehearsal's ``fast_dev_run``)."""
     a, b = load_model(model_a), load_model(model_b)
+    if images is not None:
+        items = items[items["sample"].isin(list(dict.fromkeys(items["sample"]))[:images])]
     rows = []
     for i, item in items.iterrows():
         pa = panel(a, dataset_dir, item, prompt_a)

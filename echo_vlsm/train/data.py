@@ -22,7 +22,8 @@ from echo_vlsm.train.config import TrainConfig
 from echo_vlsm.train.subsets import select_patients, synthetic_share
 from echo_vlsm.train.triplets import Triplets, concat_triplets, load_triplets
 
-__all__ = ["ImageCounts", "TrainingData", "build", "load_split", "load_training_data"]
+__all__ = ["ImageCounts", "TrainingData", "build", "load_split", "load_training_data",
+           "rehearsal_share"]
 
 
 def build(config: TrainConfig, device: torch.device,
@@ -110,4 +111,18 @@ def load_training_data(config: TrainConfig, model: nn.Module, device: torch.devi
         n_syn = int(syn.images.shape[0])
         assert train is not None  # only zeroshot has no training set
         train = concat_triplets([train, syn])
+    if config.fast_dev_run is not None:  # a rehearsal reaches no further than its N batches
+        val = rehearsal_share(val, config.fast_dev_run * config.global_batch_size)
+        if train is not None:
+            train = rehearsal_share(train, config.fast_dev_run * config.global_batch_size)
     return TrainingData(train, val, ImageCounts(real + n_syn, real, n_syn), subset)
+
+
+def rehearsal_share(data: Triplets, triplets: int) -> Triplets:
+    """The first images of ``data`` (in storage order) whose triplets number at least
+    ``triplets`` (all of them when there are fewer): what a ``fast_dev_run`` of N batches can
+    reach, so that its frozen cache encodes those images and not the whole split."""
+    per_image = torch.bincount(data.image_index.cpu(), minlength=int(data.images.shape[0]))
+    reached = torch.nonzero(per_image.cumsum(0) >= triplets).view(-1)
+    n = int(reached[0]) + 1 if len(reached) else int(per_image.shape[0])
+    return data if n == int(per_image.shape[0]) else data.select_images(torch.arange(n))

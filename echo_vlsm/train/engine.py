@@ -75,7 +75,8 @@ def batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     two samples)."""
     chunks = list(torch.split(order, batch_size))
     if len(chunks) > 1 and len(chunks[-1]) == 1:
-        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+        last = chunks.pop()  # (popped first: an assignment's target is read after its value)
+        chunks[-1] = torch.cat([chunks[-1], last])
     return chunks
 
 

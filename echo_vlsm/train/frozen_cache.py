@@ -17,14 +17,14 @@ runs every step on the cached stage output), its word features and sentence feat
 Files: one per split and kind (``image``, ``text``) in ``<cache_dir or dataset>/.cache/
 frozen/``, keyed by all the values depend on: the frozen weights, the images' bytes or the
 texts' token ids, the model's code and torch/transformers/open_clip versions, spec,
-precision, device type, memory format. Files of old keys stay until deleted (any time). Two
-builders each write their own temporary file (``io.atomic_path``) and rename it into place.
-The file is preallocated, so a full disk is a ``DiskFullError`` naming it, never a SIGBUS.
+precision, device type, memory format; old keys' files may be deleted any time. Builders
+write their own preallocated temporary file (``io.atomic_path``; a full disk is a
+``DiskFullError`` naming it, never a SIGBUS) and rename it into place.
 
 Held: on the training device when it fits (``DEVICE_SHARE`` of the device's free memory, or
-of the CPU's available memory), else memory-mapped from its file and gathered per batch
-(the size is printed). The results equal the uncached run's within float tolerance (the
-encoders see other batches).
+of the CPU's available memory), else memory-mapped from its file (the size is printed);
+where the folder cannot be written, in memory if it fits, else a ``MemoryError`` saying so.
+The results equal the uncached run's within float tolerance (the encoders see other batches).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import dataclasses
 import errno
 import hashlib
 import inspect
+import itertools
 import json
 import os
 import struct
@@ -191,7 +192,7 @@ def write_features(path: Path, key: str, rows: int,
             _preallocate(fd, total)
             _pwrite_all(fd, MAGIC + struct.pack("<Q", len(header)) + header, 0)
             done = 0
-            for batch in _chain(first, batches):
+            for batch in itertools.chain([first], batches):
                 for entry, t in zip(entries, batch, strict=True):
                     if list(t.shape[1:]) != entry["shape"][1:]:
                         raise ValueError(f"{path}: a batch of shape {tuple(t.shape)}, "
@@ -202,12 +203,6 @@ def write_features(path: Path, key: str, rows: int,
                 raise ValueError(f"{path}: {done} rows computed, {rows} expected")
         finally:
             os.close(fd)
-
-
-def _chain(first: list[torch.Tensor],
-           rest: Iterator[list[torch.Tensor]]) -> Iterator[list[torch.Tensor]]:
-    yield first
-    yield from rest
 
 
 def read_features(path: Path, key: str) -> list[torch.Tensor] | None:
@@ -298,8 +293,17 @@ def _encoded(folder: Path | None, stem: str, key: str, rows: int,
              resident: bool | None) -> Encoded:
     """Cached values read from ``<folder>/<stem>-<key>.feat``, else computed and written
     there (or, without a folder, computed on the device)."""
-    if folder is None:
-        parts = list(batches())
+    if folder is None:  # in memory when it fits there (DEVICE_SHARE), else an error
+        it = batches()
+        first = next(it)
+        nbytes = rows * sum(t[0].numel() * t.element_size() for t in first)
+        free = _free_memory(device)
+        if free is not None and nbytes > DEVICE_SHARE * free:
+            raise MemoryError(
+                f"frozen cache: {nbytes / 2**30:.2f} GiB ({rows} rows) do not fit in {device}'s "
+                f"memory ({free / 2**30:.2f} GiB free) and its folder cannot be written (see the "
+                "warning above): set cache_dir to a writable folder, or frozen_cache: false")
+        parts = [first, *it]
         computed = [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))]
         return Encoded(computed, None, True, sum(t.numel() * t.element_size()
                                                  for t in computed), True)
@@ -355,13 +359,9 @@ class SplitFeatures:
         """The cached tensors of ``rows`` on the training device."""
         if not encoded.resident:
             rows = rows.cpu()
-        out = []
-        for t in encoded.tensors:
-            g = t[rows].to(self.device, non_blocking=True)
-            if self.channels_last and g.ndim == 4:
-                g = g.contiguous(memory_format=torch.channels_last)
-            out.append(g)
-        return out
+        out = [t[rows].to(self.device, non_blocking=True) for t in encoded.tensors]
+        return [g.contiguous(memory_format=torch.channels_last)
+                if self.channels_last and g.ndim == 4 else g for g in out]
 
     def record(self) -> dict:
         return {"image": self.image.record(), "text": self.text.record()}

@@ -71,8 +71,12 @@ def pick_samples(samples: list[dict], n: int) -> list[int]:
 
 def show_predictions(config, n: int = 6, weights: str | Path | None = None, device=None):
     """Test images with the ground truth (green) and the prediction (red) of ``n`` triplets,
-    titled with the prompt the model read and the sample's Dice. Returns the figure."""
+    titled with the prompt the model read and the sample's Dice (a rehearsal's: at most its
+    ``fast_dev_run`` triplets). Returns the figure."""
     import matplotlib.pyplot as plt
+
+    if config.fast_dev_run is not None:
+        n = min(n, config.fast_dev_run)
 
     dev = torch.device(device) if device is not None else resolve_device(config.device)
     model = build(config, dev)
