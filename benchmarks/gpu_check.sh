@@ -51,7 +51,7 @@ else
     step epoch 300 "$PY" benchmarks/epoch.py --model clipseg --size tiny --device cpu --images 16 \
         --workers 0 --no-write
     step sdm 300 "$PY" benchmarks/sdm.py --device cpu --no-demo --images 2 --no-write \
-        --ddpm-steps 50
+        --ddpm-steps 20
 fi
 echo "gpu_check ($mode): $([[ $failed == 0 ]] && echo all passed || echo some FAILED)" | tee -a "$log"
 exit $failed

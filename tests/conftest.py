@@ -99,3 +99,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` first, in their order (the notebooks' nbval group keeps its
+    own): longest first, so that under xdist the workers end together instead of one running
+    a long test alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
