@@ -13,6 +13,10 @@ exist, then their ``records.csv`` counts. Each evaluation of a run on another da
 until it is exported), a row ``eval:<dataset>`` per model and encoder setting.
 ``gpu_hours_cached``: the same with the frozen cache (``train.frozen_cache``): a frozen-encoder
 run pays its encoders' forward once (``frozen_cache_flops``), not at every step.
+``gpu_hours_batched``: with the cache and image batching (``TrainConfig.image_batching``, off
+in the study's recipes): a trained-encoder run's training steps run faster by the measured
+factor ``IMAGE_BATCHING_SPEEDUP`` (frozen runs: the cached figure, the cache already encodes
+each image once).
 
 Examples::
 
@@ -149,13 +153,15 @@ def plan_cost(prof: Profile, root, assume: Assumptions = Assumptions()):
         flops = n_epochs * (train * train_flops + val * infer_flops) + test * infer_flops
         cached = frozen_cache_flops(run, images, n_epochs, size)  # frozen: encoders once
         cached = flops if cached is None else cached + test * infer_flops
+        batched = image_batching_flops(run, cached, n_epochs * train * train_flops, size)
         util = implied_utilization(run.model, assume)
         rows.append({"model": run.model, "strategy": run.strategy, "encoders": run.encoders,
                      "real_fraction": run.real_fraction, "train_triplets": train,
                      "epochs": n_epochs, "pflops": flops / 1e15,
                      "utilization": util,
                      "gpu_hours": flops / (assume.tflops * 1e12 * util) / 3600,
-                     "gpu_hours_cached": cached / (assume.tflops * 1e12 * util) / 3600})
+                     "gpu_hours_cached": cached / (assume.tflops * 1e12 * util) / 3600,
+                     "gpu_hours_batched": batched / (assume.tflops * 1e12 * util) / 3600})
     for dataset in prof.evaluate_on:  # a test pass of each run whose prompt it can make
         test = cross_test_triplets(prof, dataset, root)
         for run in prof.runs:
@@ -168,13 +174,15 @@ def plan_cost(prof: Profile, root, assume: Assumptions = Assumptions()):
                          "train_triplets": 0, "epochs": 0, "pflops": flops / 1e15,
                          "utilization": util,
                          "gpu_hours": flops / (assume.tflops * 1e12 * util) / 3600,
-                         "gpu_hours_cached": flops / (assume.tflops * 1e12 * util) / 3600})
+                         "gpu_hours_cached": flops / (assume.tflops * 1e12 * util) / 3600,
+                         "gpu_hours_batched": flops / (assume.tflops * 1e12 * util) / 3600})
     df = pd.DataFrame(rows)
     return df.groupby(["model", "strategy", "encoders", "real_fraction"], sort=False).agg(
         runs=("pflops", "size"), train_triplets=("train_triplets", "first"),
         epochs=("epochs", "first"), pflops_per_run=("pflops", "mean"),
         utilization=("utilization", "first"), gpu_hours=("gpu_hours", "sum"),
-        gpu_hours_cached=("gpu_hours_cached", "sum")).reset_index()
+        gpu_hours_cached=("gpu_hours_cached", "sum"),
+        gpu_hours_batched=("gpu_hours_batched", "sum")).reset_index()
 
 
 def format_plan(table, prof: Profile, assume: Assumptions) -> str:
@@ -193,7 +201,24 @@ def format_plan(table, prof: Profile, assume: Assumptions) -> str:
         f"total: {table['gpu_hours'].sum():,.1f} GPU hours",
         f"with the frozen cache: {table['gpu_hours_cached'].sum():,.1f} GPU hours "
         "(gpu_hours_cached: frozen-encoder runs train from their encoders' outputs computed "
-        "once, the one-off pass counted per run)"])
+        "once, the one-off pass counted per run)", _batched_line(table, prof)])
+
+
+def _batched_line(table, prof: Profile) -> str:
+    """The total with the cache and image batching, or why there is none."""
+    size = prof.train.get("size", "paper")
+    trained = table[(table["encoders"] == "trained") & (table["epochs"] > 0)
+                    & ~table["model"].isin(BASELINE_MODELS)]
+    missing = sorted(m for m in set(trained["model"]) if (m, size) not in IMAGE_BATCHING_SPEEDUP)
+    if missing:
+        return (f"with the frozen cache and image batching: no measured speed-up for "
+                f"{', '.join(missing)} at size {size} (benchmarks/image_batching.py)")
+    ratios = ", ".join(f"{m} {IMAGE_BATCHING_SPEEDUP[(m, size)]:.2f}x"
+                       for m in sorted(set(trained["model"])))
+    return (f"with the frozen cache and image batching: {table['gpu_hours_batched'].sum():,.1f}"
+            f" GPU hours (gpu_hours_batched: trained-encoder training steps faster by the "
+            f"ratio measured on a CPU at size {size}, {ratios or 'none'}; image_batching is "
+            "off in the study's recipes)")
 
 
 def _evaluations(table) -> str:
@@ -203,6 +228,16 @@ def _evaluations(table) -> str:
 
 
 # -- the frozen-encoder cache (train.frozen_cache) -------------------------------------------
+#: Training images/s with image batching over without, trained encoders, per model and size:
+#: ``benchmarks/image_batching.py`` on this project's 2-core CPU machine, shared (paper size:
+#: 2 timed steps of 6 triplets each way; tiny: the demo's batch 16, 3 epochs), its section of
+#: ``benchmarks/RESULTS.md``. The paper-size CPU ratios stand in for the GPU's until
+#: ``benchmarks/gpu_check.sh`` measures them; a model and size without a measured ratio gets
+#: no batched figure.
+IMAGE_BATCHING_SPEEDUP: dict[tuple[str, str], float] = {
+    ("clipseg", "paper"): 1.82, ("cris", "paper"): 3.20,
+    ("clipseg", "tiny"): 1.17, ("cris", "tiny"): 1.01}
+
 #: Distinct texts per triplet the frozen cache encodes at most: both phrasings of each (an
 #: upper bound: a prompt key's texts repeat over images).
 CACHE_TEXTS_PER_TRIPLET = 2
@@ -239,6 +274,18 @@ def cached_flops(model: str, size: str = "paper") -> dict[str, float]:
         net.forward_encoded(image, text, mask, side).float().mean().backward()
     flops["train"] = count.get_total_flops()
     return {k: float(v) for k, v in flops.items()}
+
+
+def image_batching_flops(run, cached: float, train_flops: float, size: str) -> float:
+    """A run's FLOPs with the frozen cache and image batching: ``cached`` (the figure with
+    the cache) with its training steps' ``train_flops`` divided by the measured speed-up
+    (``IMAGE_BATCHING_SPEEDUP``) for a text-prompted model with trained encoders; ``cached``
+    as it is elsewhere (frozen: the cache encodes each image once already; the U-Net
+    refuses the option) or without a measured ratio."""
+    speedup = IMAGE_BATCHING_SPEEDUP.get((run.model, size))
+    if run.encoders != "trained" or run.model in BASELINE_MODELS or speedup is None:
+        return cached
+    return cached - train_flops * (1.0 - 1.0 / speedup)
 
 
 def frozen_cache_flops(run, images: dict[str, dict[str, int]], epochs: int,

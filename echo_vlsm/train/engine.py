@@ -15,6 +15,11 @@ signature): a wrapper can count, time or interrupt steps.
 With frozen encoders the run trains from their outputs computed once (``Setup.cache``,
 ``echo_vlsm.train.frozen_cache``): the network called is a ``CachedModel`` and the step's
 ``pixel_values`` and ``input_ids`` are the rows of the cached image and text values.
+
+With ``image_batching`` (beyond the study; ``echo_vlsm.train.image_batching``) an epoch is
+ordered by image and cut into batches of whole images; without the cache the network called
+is an ``ImageBatchedModel`` whose ``pixel_values`` are the triplets' image rows (the image
+encoder runs once per distinct image); with it, only the order and the batches change.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from echo_vlsm.train.checkpoint import (
 from echo_vlsm.train.config import TrainConfig, result_fields
 from echo_vlsm.train.data import TrainingData
 from echo_vlsm.train.frozen_cache import CachedModel, FrozenCache
+from echo_vlsm.train.image_batching import ImageBatchedModel, image_batches, image_order
 from echo_vlsm.train.rundir import BEST_STATE_FILE, history_frame
 from echo_vlsm.train.scoring import model_inputs, validate
 from echo_vlsm.train.stopping import BestScore, EarlyStopping
@@ -168,6 +174,13 @@ class Engine:
         if setup.cache is not None:
             self.net = CachedModel(setup.model, setup.cache.train)
             self.val_net = CachedModel(setup.model, setup.cache.val)
+        elif config.image_batching and setup.data.train is not None:
+            self.net = ImageBatchedModel(setup.model, setup.data.train.images,
+                                         config.channels_last)
+            self.val_net = setup.model  # validation: the plain forward
+        if config.image_batching and setup.dist.active:
+            raise ValueError(f"{config.run_id}: image_batching trains in one process; under "
+                             "torchrun set image_batching: false")
         if setup.dist.active:
             # the vision tower's layers past the deepest extracted one get no gradient
             self.net = DistributedDataParallel(
@@ -196,7 +209,8 @@ class Engine:
         """The validation loss and Dice of the model as it is (``scoring.validate``)."""
         s = self.setup
         if s.cache is None:
-            return validate(self.net, s.data.val, s.config, s.criterion, s.precision, s.dist)
+            net = self.net if self.val_net is None else self.val_net
+            return validate(net, s.data.val, s.config, s.criterion, s.precision, s.dist)
         assert self.val_net is not None  # made with the cache
         return validate(self.val_net, s.data.val, s.config, s.criterion, s.precision, s.dist,
                         features=s.cache.val)
@@ -293,6 +307,21 @@ class Engine:
             "history": list(self.history), "stopping": self.stopping.state_dict(),
             "rng": rng_state(), "config": result_fields(self.setup.config)})
 
+    def epoch_batches(self, epoch: int) -> list[torch.Tensor]:
+        """This process's batches of an epoch (triplet indices on the data's device): the
+        sampler's order drawn from (seed, epoch), or with ``image_batching`` the images
+        permuted by a generator seeded with ``epoch_seed`` and cut into whole images."""
+        config, train = self.setup.config, self.setup.data.train
+        assert train is not None  # zeroshot runs train no epoch
+        if config.image_batching:
+            order = image_order(train.image_index,
+                                torch.Generator().manual_seed(epoch_seed(config, epoch)))
+            return [b.to(train.device)
+                    for b in image_batches(order, train.image_index, self.per_rank)]
+        self.sampler.set_epoch(epoch)
+        order = torch.tensor(list(iter(self.sampler)), dtype=torch.long).to(train.device)
+        return batches(order, self.per_rank)
+
     def train_epoch(self, epoch: int, hide: bool | None = True) -> dict:
         """One epoch: batch order, phrasings and dropout drawn from (seed, epoch); then the
         validation loss and Dice, and the plateau scheduler's step. Returns the history row.
@@ -302,8 +331,7 @@ class Engine:
         assert train is not None  # zeroshot runs train no epoch
         spec = unwrap_segmentation(self.net).spec
         t0 = time.perf_counter()
-        self.sampler.set_epoch(epoch)
-        order = torch.tensor(list(iter(self.sampler)), dtype=torch.long).to(train.device)
+        chunks = self.epoch_batches(epoch)
         phrasing = train.draw_phrasings(torch.Generator().manual_seed(epoch_seed(config, epoch)))
         phrasing = phrasing.to(train.device)
         torch.manual_seed(epoch_seed(config, epoch))  # dropout and anything else random
@@ -311,7 +339,6 @@ class Engine:
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         n_seen = 0
         lr = self.optimizer.param_groups[0]["lr"]
-        chunks = batches(order, self.per_rank)
         if config.fast_dev_run is not None:
             chunks = chunks[:config.fast_dev_run]
         steps = tqdm(chunks, desc=f"epoch {epoch}", unit="step", leave=False, disable=hide)
@@ -319,7 +346,8 @@ class Engine:
         for idx in steps:
             images, masks, ids, attn = train.batch(idx, phrasing)
             if cache is None:
-                x = model_inputs(images, spec, config)
+                x = (train.image_index[idx] if config.image_batching
+                     else model_inputs(images, spec, config))
             else:  # the rows of the cached values
                 x, ids = cache.rows(train, idx, phrasing)
             loss = self.step(self.net, x, ids, attn, masks, s.criterion, self.optimizer,
