@@ -22,15 +22,16 @@ NAMES = ("2CH_ED", "2CH_ES", "4CH_ED", "4CH_ES")
 
 @pytest.fixture(scope="module")
 def tiny_run(task_dataset, tmp_path_factory):
-    """A tiny CRIS trained with P1 for 5 epochs (as test_train_loop's): its LV masks are
-    large enough to measure (LV dice about 50 on this machine)."""
+    """A tiny CRIS trained with P1 for 10 epochs: LV masks that can be measured. After 5 epochs
+    (test_train_loop's run) the masks still cover 35-45 % of the image and, on some CPUs,
+    touch its border (no volume then)."""
     import torch
 
     from echo_vlsm.train import TrainConfig, fit
 
     torch.set_num_threads(1)
     config = TrainConfig(model="cris", size="tiny", prompt="p1", strategy="real",
-                         encoders="trained", epochs=5, batch_size=4, lr=1e-3, device="cpu",
+                         encoders="trained", epochs=10, batch_size=4, lr=1e-3, device="cpu",
                          real_dir=str(task_dataset), synthetic_dir=str(task_dataset),
                          runs_root=str(tmp_path_factory.mktemp("runs")))
     return fit(config, progress=False).run_dir
