@@ -69,16 +69,31 @@ def test_gpu_slots_ignore_the_cpu_memory_limit(four_cores, monkeypatch):
     assert _slots(2, ["0", "1"])[0] == 2
 
 
-@pytest.mark.parametrize(("files", "expected"), [
-    ({"memory.max": "2147483648\n"}, 2 * GIB),                      # cgroup v2, Binder
-    ({"memory.max": "max\n"}, None),                                # v2, no limit
-    ({"memory/memory.limit_in_bytes": "1073741824\n"}, 1 * GIB),    # cgroup v1
-    ({"memory/memory.limit_in_bytes": "9223372036854771712\n"}, None),  # v1, "no limit"
-    ({}, None),                                                     # no cgroup files
+V1 = "4:memory:/process_api/abc\n3:cpuset:/\n0::/\n"   # cgroup v1 (this kind of host)
+V2 = "0::/kubepods/pod1/box\n"                          # cgroup v2 (Binder's kind)
+NO_LIMIT_V1 = "9223372036854771712\n"
+
+
+@pytest.mark.parametrize(("own", "files", "expected"), [
+    (V2, {"kubepods/pod1/box/memory.max": "max\n", "kubepods/pod1/memory.max": "2147483648\n",
+          "kubepods/memory.max": "max\n"}, 2 * GIB),              # the pod's limit, above
+    (V2, {"kubepods/pod1/box/memory.max": "1073741824\n",
+          "kubepods/pod1/memory.max": "2147483648\n"}, 1 * GIB),   # the smallest one wins
+    (V2, {"kubepods/pod1/box/memory.max": "max\n"}, None),          # no limit: the RAM
+    (V1, {"memory/memory.limit_in_bytes": NO_LIMIT_V1,
+          "memory/process_api/memory.limit_in_bytes": NO_LIMIT_V1,
+          "memory/process_api/abc/memory.limit_in_bytes": "2147483648\n"}, 2 * GIB),
+    (V1, {"memory/memory.limit_in_bytes": NO_LIMIT_V1,
+          "memory/process_api/abc/memory.limit_in_bytes": NO_LIMIT_V1}, None),
+    (V1, {"memory/memory.limit_in_bytes": "1073741824\n"}, 1 * GIB),  # the root's, v1
+    ("", {}, None),                                                   # nothing readable
 ])
-def test_memory_limit_reads_the_cgroup_else_the_ram(tmp_path, files, expected):
+def test_memory_limit_reads_the_processs_cgroup_else_the_ram(tmp_path, own, files, expected):
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    mount = tmp_path / "sys-fs-cgroup"
     for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    assert memory_limit(tmp_path) == (ram if expected is None else expected)
+        (mount / name).parent.mkdir(parents=True, exist_ok=True)
+        (mount / name).write_text(text)
+    (tmp_path / "cgroup").write_text(own)
+    assert memory_limit(tmp_path / "cgroup", mount) == (ram if expected is None else expected)
+    assert memory_limit(tmp_path / "missing", mount) == ram

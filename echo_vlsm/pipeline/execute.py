@@ -205,19 +205,35 @@ def _slots(jobs: int | str, gpus: Sequence[str] | None,
     return jobs, [dict(env) for _ in range(jobs)]
 
 
-def memory_limit(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
-    """The bytes this process's container may use: its cgroup's limit (v2 ``memory.max``, v1
-    ``memory/memory.limit_in_bytes``) where one is set and below the machine's RAM, else the
-    machine's RAM."""
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for name in ("memory.max", "memory/memory.limit_in_bytes"):
-        try:
-            text = (cgroup / name).read_text().strip()
-        except OSError:
+def memory_limit(proc_cgroup: Path = Path("/proc/self/cgroup"),
+                 mount: Path = Path("/sys/fs/cgroup")) -> int:
+    """The bytes this process may use: the smallest memory limit on the way from its cgroup
+    up to the hierarchy's root (cgroup v2 ``memory.max``; v1 the memory controller's
+    ``memory.limit_in_bytes``), as ``/proc/self/cgroup`` names it; else the machine's RAM."""
+    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            base, name = mount, "memory.max"
+        elif "memory" in controllers.split(","):
+            base, name = mount / "memory", "memory.limit_in_bytes"
+        else:
             continue
-        if text.isdigit():
-            return min(int(text), ram)
-    return ram
+        folder = base / path.lstrip("/")
+        for d in (folder, *folder.parents):
+            if not d.is_relative_to(base):
+                break
+            try:
+                text = (d / name).read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit():
+                limits.append(int(text))
+    return min(limits)
 
 
 def cpu_threads(jobs: int) -> int:
