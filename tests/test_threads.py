@@ -5,7 +5,9 @@ import os
 
 import pytest
 
-from echo_vlsm.pipeline.execute import _slots, cpu_threads
+from echo_vlsm.pipeline.execute import _slots, cpu_threads, memory_limit
+
+GIB = 2**30
 
 
 @pytest.fixture
@@ -14,6 +16,7 @@ def four_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr("echo_vlsm.pipeline.execute.visible_gpus", lambda: [])
+    monkeypatch.setattr("echo_vlsm.pipeline.execute.memory_limit", lambda: 64 * GIB)
 
 
 @pytest.mark.parametrize(("jobs", "limit", "expected"), [
@@ -37,3 +40,60 @@ def test_gpu_slots_pin_one_gpu_each(four_cores):
     assert n == 2 and envs == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
     with pytest.raises(ValueError, match="only 2 GPUs"):
         _slots(3, ["0", "1"])
+
+
+@pytest.mark.parametrize(("limit_gib", "jobs", "expected"), [
+    (2, 2, 1),     # Binder: make demo's two jobs run one at a time
+    (2, 1, 1),
+    (1, 2, 1),     # less than one job's worth: still one
+    (4, 2, 2),     # Colab's free tier and up: both
+    (4, 8, 3),
+    (64, 8, 8),
+])
+def test_cpu_jobs_never_exceed_what_the_memory_limit_holds(four_cores, monkeypatch, limit_gib,
+                                                           jobs, expected):
+    monkeypatch.setattr("echo_vlsm.pipeline.execute.memory_limit", lambda: limit_gib * GIB)
+    said = []
+    n, envs = _slots(jobs, None, log=said.append)
+    assert n == expected and len(envs) == expected
+    assert all(e["OMP_NUM_THREADS"] == str(max(1, 4 // expected)) for e in envs)
+    if expected < jobs:
+        assert said == [f"  {jobs} jobs at once need about {jobs * 1.2:.1f} GiB; the memory "
+                        f"limit here is {limit_gib:.1f} GiB: {expected} at a time"]
+    else:
+        assert said == []
+
+
+def test_gpu_slots_ignore_the_cpu_memory_limit(four_cores, monkeypatch):
+    monkeypatch.setattr("echo_vlsm.pipeline.execute.memory_limit", lambda: 1 * GIB)
+    assert _slots(2, ["0", "1"])[0] == 2
+
+
+V1 = "4:memory:/process_api/abc\n3:cpuset:/\n0::/\n"   # cgroup v1 (this kind of host)
+V2 = "0::/kubepods/pod1/box\n"                          # cgroup v2 (Binder's kind)
+NO_LIMIT_V1 = "9223372036854771712\n"
+
+
+@pytest.mark.parametrize(("own", "files", "expected"), [
+    (V2, {"kubepods/pod1/box/memory.max": "max\n", "kubepods/pod1/memory.max": "2147483648\n",
+          "kubepods/memory.max": "max\n"}, 2 * GIB),              # the pod's limit, above
+    (V2, {"kubepods/pod1/box/memory.max": "1073741824\n",
+          "kubepods/pod1/memory.max": "2147483648\n"}, 1 * GIB),   # the smallest one wins
+    (V2, {"kubepods/pod1/box/memory.max": "max\n"}, None),          # no limit: the RAM
+    (V1, {"memory/memory.limit_in_bytes": NO_LIMIT_V1,
+          "memory/process_api/memory.limit_in_bytes": NO_LIMIT_V1,
+          "memory/process_api/abc/memory.limit_in_bytes": "2147483648\n"}, 2 * GIB),
+    (V1, {"memory/memory.limit_in_bytes": NO_LIMIT_V1,
+          "memory/process_api/abc/memory.limit_in_bytes": NO_LIMIT_V1}, None),
+    (V1, {"memory/memory.limit_in_bytes": "1073741824\n"}, 1 * GIB),  # the root's, v1
+    ("", {}, None),                                                   # nothing readable
+])
+def test_memory_limit_reads_the_processs_cgroup_else_the_ram(tmp_path, own, files, expected):
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    mount = tmp_path / "sys-fs-cgroup"
+    for name, text in files.items():
+        (mount / name).parent.mkdir(parents=True, exist_ok=True)
+        (mount / name).write_text(text)
+    (tmp_path / "cgroup").write_text(own)
+    assert memory_limit(tmp_path / "cgroup", mount) == (ram if expected is None else expected)
+    assert memory_limit(tmp_path / "missing", mount) == ram

@@ -26,6 +26,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from echo_vlsm.io import write_json_atomic
@@ -109,7 +110,7 @@ def reproduce(
 
         submit(p, todo, {**(p.prof.slurm or {}), **(slurm or {})}, wait=wait)
     else:
-        Pool(p, todo, *_slots(jobs, gpus)).run()
+        Pool(p, todo, *_slots(jobs, gpus, log=log)).run()
     return _finish(p, t_start, raise_on_fail=not keep_going)
 
 
@@ -170,8 +171,18 @@ def _print_graph(p: Plan, todo: list[str]) -> None:
             p.log(f"        after: {shown}")
 
 
-def _slots(jobs: int | str, gpus: Sequence[str] | None) -> tuple[int, list[dict]]:
-    """How many jobs at once, and the environment of each slot (GPU pinning or threads)."""
+#: What one CPU job holds at its peak, its notebook kernel and its pool worker together:
+#: the demo's training kernels reach about 1.0-1.1 GiB (PSS, benchmarks/demo_memory.py).
+CPU_JOB_BYTES = int(1.2 * 2**30)
+#: The runner's own share (about 0.1 GiB in the demo), kept free beside the jobs.
+RUNNER_BYTES = 2**28
+
+
+def _slots(jobs: int | str, gpus: Sequence[str] | None,
+           log=print_line) -> tuple[int, list[dict]]:
+    """How many jobs at once, and the environment of each slot (GPU pinning or threads).
+    On the CPU, never more jobs than the memory limit holds (``CPU_JOB_BYTES`` each): on
+    Binder's 2 GiB, `make demo`'s two jobs run one at a time, and the log says why."""
     visible = list(gpus) if gpus else visible_gpus()
     if jobs == "auto":
         jobs = max(1, len(visible))
@@ -183,9 +194,46 @@ def _slots(jobs: int | str, gpus: Sequence[str] | None) -> tuple[int, list[dict]
             raise ValueError(f"jobs={jobs} but only {len(visible)} GPUs ({visible}): one job "
                              "per GPU")
         return jobs, [{"CUDA_VISIBLE_DEVICES": str(visible[i])} for i in range(jobs)]
+    limit = memory_limit()
+    fits = max(1, (limit - RUNNER_BYTES) // CPU_JOB_BYTES)
+    if jobs > fits:
+        log(f"  {jobs} jobs at once need about {jobs * CPU_JOB_BYTES / 2**30:.1f} GiB; the "
+            f"memory limit here is {limit / 2**30:.1f} GiB: {fits} at a time")
+        jobs = fits
     threads = str(cpu_threads(jobs))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     return jobs, [dict(env) for _ in range(jobs)]
+
+
+def memory_limit(proc_cgroup: Path = Path("/proc/self/cgroup"),
+                 mount: Path = Path("/sys/fs/cgroup")) -> int:
+    """The bytes this process may use: the smallest memory limit on the way from its cgroup
+    up to the hierarchy's root (cgroup v2 ``memory.max``; v1 the memory controller's
+    ``memory.limit_in_bytes``), as ``/proc/self/cgroup`` names it; else the machine's RAM."""
+    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            base, name = mount, "memory.max"
+        elif "memory" in controllers.split(","):
+            base, name = mount / "memory", "memory.limit_in_bytes"
+        else:
+            continue
+        folder = base / path.lstrip("/")
+        for d in (folder, *folder.parents):
+            if not d.is_relative_to(base):
+                break
+            try:
+                text = (d / name).read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit():
+                limits.append(int(text))
+    return min(limits)
 
 
 def cpu_threads(jobs: int) -> int:
