@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The GPU checks, ready in one script (at most 9.5 minutes on one H100/H200), for a session that
+# The GPU checks, ready in one script (at most 10.5 minutes on one H100/H200), for a session that
 # is lent a GPU. Each benchmark writes its own section of benchmarks/RESULTS.md, with the
 # card's name:
 #   1. the training step, study recipe against project recipe, both models, paper size;
 #   2. one epoch of the training data pipeline (CLIPSeg and CRIS, paper size);
 #   3. the SDM's samplers (DDPM 1000 vs DDIM vs DPM-Solver++);
 #   4. the paper profile rehearsed on the stand-ins with --fast-dev-run on cuda;
-#   5. a frozen-encoder epoch with the frozen cache against without it, both models, paper size.
+#   5. a frozen-encoder epoch with the frozen cache against without it, both models, paper size;
+#   6. image batching (an image's three structures in one encoder pass) against the study's
+#      sample order, trained encoders, both models, paper size (the GPU ratio `plan` lacks).
 #
 #   bash benchmarks/gpu_check.sh          # on the GPU machine (device: cuda)
 #   bash benchmarks/gpu_check.sh --cpu    # the same steps at tiny size on the CPU (the test)
@@ -45,6 +47,8 @@ if [[ $mode == gpu ]]; then
     step rehearsal 120 "$PY" -m echo_vlsm.cli rehearse --quick --fast-dev-run 2
     step frozen_cache 90 "$PY" benchmarks/frozen_cache.py --device cuda --sizes paper \
         --paper-batch 32 --repeat 2
+    step image_batching 60 "$PY" benchmarks/image_batching.py --device cuda --sizes paper \
+        --paper-batch 24 --paper-steps 6
 else
     step train_step 300 "$PY" benchmarks/train_step.py --quick --device cpu --no-compile --no-write \
         --steps 1 --warmup 1
