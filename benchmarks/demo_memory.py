@@ -198,9 +198,10 @@ reads PSS.
 
 
 def _slots_used(log: Path) -> int:
-    """The most jobs the runner ran at once, from its "(slot i/n)" lines."""
-    found = re.findall(r"\(slot \d+/(\d+)\)", log.read_text())
-    return max((int(n) for n in found), default=0)
+    """The most jobs the runner ran at once, from its "(slot i/n)" lines (one slot: none)."""
+    text = log.read_text()
+    found = re.findall(r"\(slot \d+/(\d+)\)", text)
+    return max((int(n) for n in found), default=1 if ": running ..." in text else 0)
 
 
 if __name__ == "__main__":
