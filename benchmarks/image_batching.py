@@ -16,6 +16,13 @@ is left out: images/s = triplets of the timed steps / their seconds.
 
     nice -n 10 python benchmarks/image_batching.py            # both sizes, both models
     python benchmarks/image_batching.py --sizes tiny --demo-epochs 2 --no-write
+    python benchmarks/image_batching.py --compare-demo A B   # two finished demo folders
+
+``--compare-demo A B`` reads two finished demo folders, B's demo.yaml with
+``image_batching: true`` under ``train:`` (its runs redone, data and SDM reused): every run's
+test dice, epochs and job seconds (the runners' logs, ``demo_memory.log`` or
+``reproduce.log``) side by side, converged as the demo trains them. Writes the
+``image_batching_demo`` section.
 
 The paper-size ratio on the CPU stands in for the GPU ratio in ``echo-vlsm plan``
 (``pipeline.cost.IMAGE_BATCHING_SPEEDUP``) until ``benchmarks/gpu_check.sh`` measures it.
@@ -111,6 +118,41 @@ def report(rows: list[dict], device: torch.device, wall: float, epochs: int) -> 
     return "\n".join(lines)
 
 
+def _job_seconds(folder: Path) -> dict[str, float]:
+    """A runner's "NAME: done in S s" lines, from the log kept in the demo folder."""
+    import re
+
+    for name in ("demo_memory.log", "reproduce.log"):
+        if (folder / name).exists():
+            text = (folder / name).read_text()
+            return {m[1]: float(m[2]) for m in re.finditer(r"^\s+(\S+): done in ([\d.]+) s",
+                                                          text, re.M)}
+    return {}
+
+
+def compare_demo(a: Path, b: Path) -> str:
+    """The converged demo's runs in the study's order (A) and with image batching (B)."""
+    import json
+
+    import pandas as pd
+
+    ta, tb = _job_seconds(a), _job_seconds(b)
+    lines = ["| run | test dice, study's order | with image batching | difference | epochs "
+             "(order / batching) | seconds (order / batching) | seconds per epoch, ratio |",
+             "|---|---|---|---|---|---|---|"]
+    for run in sorted((a / "runs/demo").glob("*_trained_*")) + sorted(
+            (a / "runs/demo").glob("*_frozen_*")):
+        other = b / "runs/demo" / run.name
+        if not (run / "metrics.csv").exists() or not (other / "metrics.csv").exists():
+            continue
+        ea, eb = (json.loads((d / "summary.json").read_text())["epochs_run"] for d in (run, other))
+        da, db = (pd.read_csv(d / "metrics.csv")["dice"].mean() for d in (run, other))
+        sa, sb = ta.get(run.name, float("nan")), tb.get(run.name, float("nan"))
+        lines.append(f"| {run.name} | {da:.2f} | {db:.2f} | {db - da:+.2f} | {ea} / {eb} | "
+                     f"{sa:.0f} / {sb:.0f} | {(sa / ea) / (sb / eb):.2f}x |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["clipseg", "cris"])
@@ -120,7 +162,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--demo-epochs", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    ap.add_argument("--compare-demo", type=Path, nargs=2, metavar=("A", "B"),
+                    help="two finished demo folders, B's runs trained with image batching")
+    ap.add_argument("--note", default="", help="what else ran on the machine meanwhile")
     args = ap.parse_args(argv)
+    if args.compare_demo:
+        a, b = args.compare_demo
+        text = f"""## Image batching on the converged demo (`image_batching.py --compare-demo`)
+
+Machine: {machine()}; `--jobs 2`{'; ' + args.note if args.note else ''}. The demo of `{a}`
+(the study's sample order) against `{b}` (the same data and SDM, `image_batching: true`, its
+10 runs redone, two at a time): each run trained until early stopping, as the demo trains
+it; test dice over the test split's samples; seconds are the runner's job times (the notebook,
+the test pass and the clinical indices included), so the ratio per epoch understates the
+training steps' own.
+
+{compare_demo(a, b)}
+"""
+        print(text)
+        if not args.no_write:
+            update_section("image_batching_demo", text)
+        return
     device = torch.device(args.device)
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="echo_vlsm_image_batching_"))
