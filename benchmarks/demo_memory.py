@@ -15,9 +15,10 @@ process that needs more (counted, `oom_kill`), and the runner reads the limit an
 jobs at once as it holds (`pipeline.execute.memory_limit`).
 
 The sum of RSS counts shared pages (the torch libraries each kernel maps) once per process, so
-it overstates the true footprint a little: an upper bound, which is what a memory limit sees
-closest to (cgroups count each page once; the bound is safe). USS (unique pages) is recorded
-too. Writes the `demo_memory` section of benchmarks/RESULTS.md.
+it overstates the true footprint: an upper bound. PSS splits each shared page among the
+processes that map it, so its sum is the footprint a cgroup's limit meets (page cache aside):
+the verdict reads it. USS (unique pages) is recorded too. Writes the `demo_memory` section of
+benchmarks/RESULTS.md (`demo_memory_limit<GIB>` with `--memory-limit`).
 """
 
 from __future__ import annotations
@@ -85,15 +86,13 @@ def sample(proc: psutil.Process, full: bool) -> tuple[int, int, int, int, str]:
 def limited_cgroup(limit: int) -> tuple[Path, str]:
     """A new memory cgroup below this process's own with ``limit`` bytes; (its folder, its
     version: "v1" or "v2")."""
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            folder, version, name = Path("/sys/fs/cgroup/memory"), "v1", "memory.limit_in_bytes"
-        elif controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
-            folder, version, name = Path("/sys/fs/cgroup"), "v2", "memory.max"
-        else:
-            continue
-        cgroup = folder / path.lstrip("/") / f"demo-memory-{os.getpid()}"
+    from echo_vlsm.pipeline.execute import own_memory_cgroups
+
+    for base, own, name in own_memory_cgroups():
+        version = "v2" if name == "memory.max" else "v1"
+        if version == "v2" and not (base / "cgroup.controllers").exists():
+            continue  # a hybrid host: the memory controller is v1's
+        cgroup = own / f"demo-memory-{os.getpid()}"
         cgroup.mkdir()
         (cgroup / name).write_text(str(limit))
         return cgroup, version

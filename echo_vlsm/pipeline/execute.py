@@ -205,16 +205,16 @@ def _slots(jobs: int | str, gpus: Sequence[str] | None,
     return jobs, [dict(env) for _ in range(jobs)]
 
 
-def memory_limit(proc_cgroup: Path = Path("/proc/self/cgroup"),
-                 mount: Path = Path("/sys/fs/cgroup")) -> int:
-    """The bytes this process may use: the smallest memory limit on the way from its cgroup
-    up to the hierarchy's root (cgroup v2 ``memory.max``; v1 the memory controller's
-    ``memory.limit_in_bytes``), as ``/proc/self/cgroup`` names it; else the machine's RAM."""
-    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+def own_memory_cgroups(proc_cgroup: Path = Path("/proc/self/cgroup"),
+                       mount: Path = Path("/sys/fs/cgroup")) -> list[tuple[Path, Path, str]]:
+    """This process's cgroups that may carry a memory limit, as ``/proc/self/cgroup`` names
+    them: (the hierarchy's folder, the process's own folder in it, the limit's file: cgroup v2
+    ``memory.max``, v1 the memory controller's ``memory.limit_in_bytes``)."""
     try:
         lines = proc_cgroup.read_text().splitlines()
     except OSError:
-        lines = []
+        return []
+    found = []
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "":
@@ -223,8 +223,17 @@ def memory_limit(proc_cgroup: Path = Path("/proc/self/cgroup"),
             base, name = mount / "memory", "memory.limit_in_bytes"
         else:
             continue
-        folder = base / path.lstrip("/")
-        for d in (folder, *folder.parents):
+        found.append((base, base / path.lstrip("/"), name))
+    return found
+
+
+def memory_limit(proc_cgroup: Path = Path("/proc/self/cgroup"),
+                 mount: Path = Path("/sys/fs/cgroup")) -> int:
+    """The bytes this process may use: the smallest memory limit on the way from its cgroup
+    up to the hierarchy's root (``own_memory_cgroups``); else the machine's RAM."""
+    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    for base, own, name in own_memory_cgroups(proc_cgroup, mount):
+        for d in (own, *own.parents):
             if not d.is_relative_to(base):
                 break
             try:
