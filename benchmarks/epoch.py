@@ -7,7 +7,7 @@
 * project: ``echo_vlsm.train.triplets`` (decoded, resized and tokenized once, cached on disk,
            uint8 tensors on the device, normalised per batch on the device) and the training
            step of ``echo_vlsm.train`` (bf16 where supported, channels_last, fused AdamW on
-           CUDA; ``--compile`` adds torch.compile).
+           CUDA and the CPU; ``--compile`` adds torch.compile).
 
 Both train the same model (same seed) on the same triplets for one epoch. The project's time
 includes loading the split: ``cold`` decodes the PNGs and writes the cache, ``warm`` reads the

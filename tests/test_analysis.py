@@ -215,6 +215,33 @@ def test_differences_gap_and_paper_freeze_effect(table):
     assert effect.loc["clipseg", "max_abs_diff"] < 3 < effect.loc["cris", "max_abs_diff"]
 
 
+def test_a_run_that_never_beat_its_initial_weights_is_named(tmp_path, table):
+    runs = tmp_path / "runs"
+    scores = {"cris_real_trained_p1": (17.4, 80.0), "clipseg_real_trained_p1": (17.4, 16.8)}
+    for (m, s, e, p), g in table.groupby(["model", "strategy", "encoders", "prompt"]):
+        rid = f"{m}_{s}_{e}_{p}"
+        d = _write_run(runs, rid, g)
+        initial, best = scores.get(rid, (10.0, 60.0))
+        (d / "summary.json").write_text(json.dumps({
+            "best_epoch": 1 if best < initial else 5, "best_val_dice": best,
+            "initial_val_dice": initial, "seconds_to_best": 1.0, "epochs_run": 9,
+            "stopped_by": "patience", "seconds_total": 9.0, "done": True}))
+    sums = A.load_summaries(runs)
+    assert sums.set_index("run_id").loc["clipseg_real_trained_p1", "initial_val_dice"] == 17.4
+    stopping = A.stopping_table(sums)
+    beat = stopping.set_index("run_id")["beat_initial"]
+    assert beat["clipseg_real_trained_p1"] is False and beat["cris_real_trained_p1"] is True
+    assert A.never_learned(stopping) == ["clipseg_real_trained_p1"]
+    verdict = A.stopping_verdict(stopping)
+    assert verdict.endswith("1 never beat the validation dice of the weights they started "
+                            "from (clipseg_real_trained_p1): they learned nothing, and their "
+                            "test scores say nothing about their strategy.")
+    # summaries written before the field: unknown, not False, and no such sentence
+    older = sums.assign(initial_val_dice=np.nan)
+    assert A.stopping_table(older)["beat_initial"].isna().all()
+    assert "never beat" not in A.stopping_verdict(A.stopping_table(older))
+
+
 def test_histories_summaries_speedups_and_figures(tmp_path, table):
     runs = tmp_path / "runs"
     for (m, s, e, p), g in table.groupby(["model", "strategy", "encoders", "prompt"]):
@@ -243,6 +270,16 @@ def test_histories_summaries_speedups_and_figures(tmp_path, table):
     assert A.convergence_speedups(capped)["real_at_cap"].iloc[0]
     summary = A.speedup_summary(sp)
     assert summary.loc[0, ["model", "pairs", "study"]].tolist() == ["cris", 1, 4.55]
+    # the report names a real run whose best epoch is its last, however it stopped
+    body = dict(A.report_sections("r/report.md", profile="demo", metrics=table,
+                                  table1=A.summary_table(table, "trained"),
+                                  speedups=A.convergence_speedups(capped)))["Convergence"]
+    assert "**Caveat**: 1 of 1 real runs (cris trained P1) had their best validation dice " \
+        "at their last epoch" in body
+    plain = dict(A.report_sections("r/report.md", profile="demo", metrics=table,
+                                   table1=A.summary_table(table, "trained"),
+                                   speedups=sp))["Convergence"]
+    assert "Caveat" not in plain
 
     figs = tmp_path / "figures"
     df = A.load_metrics(runs)

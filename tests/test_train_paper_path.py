@@ -19,11 +19,13 @@ from echo_vlsm.train import (
     fit,
     is_complete,
     load_split,
+    make_optimizer,
     train_step,
     validate,
 )
 from echo_vlsm.train import data as train_data
 from echo_vlsm.train.config import result_fields
+from echo_vlsm.train.engine import batches
 from echo_vlsm.train.losses import DiceCEProbsLoss, make_loss, soft_dice_loss
 from echo_vlsm.train.metrics import segmentation_metrics
 from echo_vlsm.train.rundir import BEST_STATE_FILE
@@ -198,6 +200,54 @@ def test_early_stopping_needs_more_than_min_delta(dataset, tmp_path, one_thread)
     pd.testing.assert_series_equal(res.history["epoch"], pd.Series([1, 2], name="epoch"))
 
 
+def test_min_steps_holds_early_stopping_until_enough_steps(dataset, tmp_path, one_thread):
+    # patience 1 and an unreachable min_delta stop a run after epoch 2 ...
+    quick = fit(config(dataset, tmp_path / "quick", epochs=8, patience=1, min_delta=1000.0),
+                progress=False)
+    steps = len(batches(torch.arange(quick.summary["n_train"]), 4))
+    assert quick.summary["steps_per_epoch"] == steps
+    assert quick.history["epoch"].tolist() == [1, 2]
+    assert quick.summary["early_stopping_from"] == 1
+    # ... unless min_steps asks for more optimisation steps: 3 epochs' and one more -> 4
+    held = fit(config(dataset, tmp_path / "held", epochs=8, patience=1, min_delta=1000.0,
+                      min_steps=3 * steps + 1), progress=False)
+    assert held.history["epoch"].tolist() == [1, 2, 3, 4]
+    assert held.summary["early_stopping_from"] == 4 and held.summary["stopped_by"] == "patience"
+    # more steps than the cap allows: the cap ends the run, and says so
+    capped = fit(config(dataset, tmp_path / "capped", epochs=3, patience=1, min_delta=1000.0,
+                        min_steps=100 * steps), progress=False)
+    assert capped.history["epoch"].tolist() == [1, 2, 3]
+    assert capped.summary["stopped_by"] == "epochs"
+    # a run's identity holds min_steps only when it is set (older runs stay comparable)
+    assert "min_steps" not in result_fields(config(dataset, tmp_path))
+    assert result_fields(config(dataset, tmp_path, min_steps=5))["min_steps"] == 5
+    with pytest.raises(ValueError, match="min_steps"):
+        config(dataset, tmp_path, min_steps=-1)
+
+
+def test_adamw_is_fused_on_the_cpu():
+    model = torch.nn.Linear(3, 2)
+    cfg = TrainConfig(model="clipseg", lr=1e-3, device="cpu")
+    _, optimizer, _, _ = make_optimizer(cfg, model, torch.device("cpu"), "fp32")
+    assert optimizer.defaults["fused"] is True
+    # and it steps as the loop does, to float rounding
+    reference = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=1e-3,
+                                  weight_decay=cfg.weight_decay)
+    reference.param_groups[0]["params"][0].data.copy_(model.weight.data)
+    reference.param_groups[0]["params"][1].data.copy_(model.bias.data)
+    initial = [p.detach().clone() for p in model.parameters()]
+    for opt in (optimizer, reference):
+        params = opt.param_groups[0]["params"]
+        for step in range(3):
+            for p in params:
+                p.grad = torch.full_like(p, 0.1 * (step + 1))
+            opt.step()
+    for fused_p, loop_p, start in zip(optimizer.param_groups[0]["params"],
+                                      reference.param_groups[0]["params"], initial):
+        torch.testing.assert_close(fused_p, loop_p, rtol=1e-6, atol=1e-7)
+        assert (fused_p - start).abs().min() > 1e-4  # every weight moved
+
+
 def test_early_stopping_says_why_a_run_stops():
     def run(dice, **fields):
         stop = EarlyStopping.of(TrainConfig(model="clipseg", **fields))
@@ -211,6 +261,11 @@ def test_early_stopping_says_why_a_run_stops():
     # never before min_epochs
     stops, stop = run([50.0, 40.0, 40.0], epochs=10, patience=1, min_epochs=3)
     assert stops == [False, False, True] and stop.stopped_by == "patience"
+    # never before min_steps either, counted in the run's steps per epoch
+    stop = EarlyStopping.of(TrainConfig(model="clipseg", epochs=10, patience=1, min_steps=7),
+                            steps_per_epoch=3)
+    assert stop.min_epochs == 3
+    assert [stop.update(e, d) for e, d in enumerate([50.0, 40.0, 40.0], 1)] == [False, False, True]
     # the cap, without patience; both at once: the patience
     assert run([1.0, 2.0], epochs=2)[1].stopped_by == "epochs"
     assert run([2.0, 1.0], epochs=2, patience=1)[1].stopped_by == "patience"

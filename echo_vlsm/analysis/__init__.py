@@ -90,6 +90,7 @@ from echo_vlsm.analysis.clinical_report import (
 from echo_vlsm.analysis.convergence import (
     STUDY_SPEEDUPS,
     convergence_speedups,
+    never_learned,
     speedup_summary,
     stopping_table,
     stopping_verdict,
@@ -213,6 +214,7 @@ __all__ = [
     "freeze_differences", "headline_table", "hierarchical_bootstrap", "images_to_reach",
     "learning_curve_figure", "load_clinical", "load_histories", "load_metrics", "load_summaries",
     "markdown_table", "metrics_files", "mixed_difference_figure", "mixed_differences", "nan_rates",
+    "never_learned",
     "paired_test", "paper_freeze_effect", "paper_results", "per_structure_figure", "prompt_gap",
     "prompt_gap_verdict", "read_clinical", "read_metrics", "report_sections", "run_means",
     "save_figure", "seed_comparison", "seed_comparisons", "seed_table", "seed_table_display",

@@ -24,8 +24,9 @@ def convergence_speedups(summaries: pd.DataFrame, histories: pd.DataFrame | None
     - ``match_speedup`` (with ``histories``): base's epochs to its best validation dice over
       the first epoch at which ``boosted`` reaches that dice (NaN if it never does). Unlike
       the ratio of best epochs it stays meaningful when a run is stopped by its epoch cap;
-    - ``base_at_cap``: the base run was still improving at its last epoch, so its best epoch
-      (and ``epoch_speedup``) is censored by the cap.
+    - ``base_at_cap``: the base run's best epoch is its last: it was still improving when it
+      stopped (at its cap, or by early stopping after gains below ``min_delta``), so its best
+      epoch (and ``epoch_speedup``) is censored.
 
     Only the study's own runs count (``study_rows``: seed 0, all the real data).
     """
@@ -87,17 +88,22 @@ STOPPED_BY = ("patience", "epochs", "fast_dev_run")
 def stopping_table(summaries: pd.DataFrame) -> pd.DataFrame:
     """How every trained run ended: by early stopping (``patience``), by its epoch cap
     (``epochs``: the run may still have been improving) or as a rehearsal (``fast_dev_run``),
-    with its epochs run and best epoch. Zero-shot runs (no training) are left out.
+    with its epochs run and best epoch, and whether its best validation dice beat that of
+    the weights it started from (``beat_initial``; NA where a summary does not say): a run
+    that never did learned nothing, however it stopped. Zero-shot runs (no training) are
+    left out.
 
         >>> s = pd.DataFrame({"run_id": ["a", "b"], "model": ["cris", "clipseg"],
         ...     "strategy": ["real", "real"], "encoders": ["trained"] * 2,
-        ...     "prompt": ["p1", "p1"], "epochs_run": [30, 10], "best_epoch": [22, 10],
-        ...     "stopped_by": ["patience", "epochs"]})
-        >>> stopping_table(s)[["run_id", "stopped_by", "epochs_after_best"]].values.tolist()
-        [['b', 'epochs', 0], ['a', 'patience', 8]]
+        ...     "prompt": ["p1", "p1"], "epochs_run": [30, 10], "best_epoch": [22, 1],
+        ...     "stopped_by": ["patience", "epochs"], "best_val_dice": [80.0, 16.8],
+        ...     "initial_val_dice": [17.0, 17.4]})
+        >>> stopping_table(s)[["run_id", "stopped_by", "epochs_after_best", "beat_initial"]
+        ...                  ].values.tolist()
+        [['b', 'epochs', 9, False], ['a', 'patience', 8, True]]
     """
     cols = ["run_id", "model", "strategy", "encoders", "prompt", "epochs_run", "best_epoch",
-            "epochs_after_best", "stopped_by"]
+            "epochs_after_best", "stopped_by", "beat_initial"]
     if summaries.empty:
         return pd.DataFrame(columns=cols)
     rows = summaries[summaries["strategy"] != "zeroshot"].copy()
@@ -106,7 +112,21 @@ def stopping_table(summaries: pd.DataFrame) -> pd.DataFrame:
         missing = rows.loc[rows["stopped_by"].isna(), "run_id"].tolist()
         raise ValueError(f"summaries without a known stopped_by: {missing or unknown}")
     rows["epochs_after_best"] = (rows["epochs_run"] - rows["best_epoch"]).astype(int)
+    if {"best_val_dice", "initial_val_dice"} <= set(rows.columns):
+        known = rows["initial_val_dice"].notna() & rows["best_val_dice"].notna()
+        beat = rows["best_val_dice"] > rows["initial_val_dice"]
+        rows["beat_initial"] = beat.astype(object).where(known, pd.NA)
+    else:
+        rows["beat_initial"] = pd.NA
     return order_rows(rows[cols].reset_index(drop=True))
+
+
+def never_learned(table: pd.DataFrame) -> list[str]:
+    """The runs of a ``stopping_table`` whose best validation dice never beat their starting
+    weights' (``beat_initial`` False)."""
+    if "beat_initial" not in table.columns:
+        return []
+    return table.loc[table["beat_initial"].eq(False), "run_id"].tolist()
 
 
 def stopping_verdict(table: pd.DataFrame) -> str:
@@ -124,15 +144,24 @@ def stopping_verdict(table: pd.DataFrame) -> str:
     patience, capped = int((by == "patience").sum()), table.loc[by == "epochs", "run_id"]
     text = f"{patience} of {n} runs stopped by early stopping"
     if len(capped):
-        return (f"{text}; {len(capped)} stopped at the epoch cap ({', '.join(capped)}), still "
+        text = (f"{text}; {len(capped)} stopped at the epoch cap ({', '.join(capped)}), still "
                 "able to improve: their results may reflect under-training.")
-    rehearsal = int((by == "fast_dev_run").sum())
-    return text + (f"; {rehearsal} rehearsal runs (fast_dev_run)." if rehearsal
-                   else "; none reached its epoch cap.")
+    else:
+        rehearsal = int((by == "fast_dev_run").sum())
+        text += (f"; {rehearsal} rehearsal runs (fast_dev_run)." if rehearsal
+                 else "; none reached its epoch cap.")
+    idle = never_learned(table)
+    if idle:
+        text += (f" {len(idle)} never beat the validation dice of the weights they started "
+                 f"from ({', '.join(idle)}): they learned nothing, and their test scores say "
+                 "nothing about their strategy.")
+    return text
 
 
 #: What the ``stopped_by`` values of ``stopping_table`` mean, as the reports explain them.
 STOPPING_LEGEND = (
     "`stopped_by`: `patience` (early stopping: no better validation dice for the profile's "
     "patience), `epochs` (the epoch cap: the run may still have been improving), "
-    "`fast_dev_run` (a rehearsal). Zero-shot runs do not train.")
+    "`fast_dev_run` (a rehearsal); `beat_initial`: whether the run's best validation dice "
+    "beat that of the weights it started from (False: it learned nothing). Zero-shot runs "
+    "do not train.")

@@ -212,8 +212,9 @@ def _run_dirs(root: Path) -> list[Path]:
 
 def load_summaries(root: str | os.PathLike) -> pd.DataFrame:
     """``summary.json`` of every run folder under ``root`` (named by run id) as one table:
-    run_id, the run's fields (``RUN_COLUMNS``), best_epoch, best_val_dice, seconds_to_best,
-    epochs_run, stopped_by (``patience``, ``epochs`` or ``fast_dev_run``), seconds_total, done,
+    run_id, the run's fields (``RUN_COLUMNS``), best_epoch, best_val_dice, initial_val_dice
+    (its starting weights' score), seconds_to_best, epochs_run, stopped_by (``patience``,
+    ``epochs`` or ``fast_dev_run``), seconds_total, done,
     and (NaN where a summary lacks them) ``n_train``, ``train_images`` and
     ``real_train_images`` (unique real images it trained on)."""
     rows = []
@@ -229,9 +230,9 @@ def load_summaries(root: str | os.PathLike) -> pd.DataFrame:
         if missing:
             raise MetricsFormatError(f, f"missing keys {missing}")
         rows.append({**s, **parse_run_id(d.name).as_record(), "run_id": d.name})
-    cols = ["run_id", *RUN_COLUMNS, "best_epoch", "best_val_dice", "seconds_to_best",
-            "epochs_run", "stopped_by", "seconds_total", "done", "n_train", "train_images",
-            "real_train_images"]
+    cols = ["run_id", *RUN_COLUMNS, "best_epoch", "best_val_dice", "initial_val_dice",
+            "seconds_to_best", "epochs_run", "stopped_by", "seconds_total", "done", "n_train",
+            "train_images", "real_train_images"]
     out = pd.DataFrame(rows)
     for c in cols:
         if c not in out.columns:

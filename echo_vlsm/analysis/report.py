@@ -145,11 +145,15 @@ def _convergence_body(speedups: pd.DataFrame) -> str:
     capped = speedups[speedups.filter(like="_at_cap").any(axis=1)] if not speedups.empty \
         else speedups
     if len(capped):
-        body += (f"**Caveat**: {len(capped)} of {len(speedups)} real runs were still "
-                 "improving at their last epoch (best epoch = epoch cap): their best epoch, "
-                 "and `epoch_speedup`, are censored by the cap; `match_speedup` is the "
-                 "better measure here, and synth-pt-real-ft's gain over real partly "
-                 "reflects the real runs' under-training.\n\n")
+        names = ", ".join(f"{m} {e} {p.upper()}" for m, e, p in
+                          capped[["model", "encoders", "prompt"]].itertuples(index=False))
+        body += (f"**Caveat**: {len(capped)} of {len(speedups)} real runs ({names}) had "
+                 "their best validation dice at their last epoch: still improving when "
+                 "they stopped (at the epoch cap, or by early stopping after gains smaller "
+                 "than its `min_delta`), so their best epoch, and `epoch_speedup`, are "
+                 "censored; `match_speedup` is the better measure here, and "
+                 "synth-pt-real-ft's gain over real may partly reflect the real runs' "
+                 "under-training.\n\n")
     if speedups.empty:
         return body + "*(no real / synth-pt-real-ft pair)*"
     return body + markdown_table(speedup_summary(speedups)) + "\n\n" + markdown_table(speedups)

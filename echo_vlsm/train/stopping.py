@@ -15,11 +15,23 @@ from typing import Any
 
 from echo_vlsm.train.config import TrainConfig
 
-__all__ = ["STOP_REASONS", "BestScore", "EarlyStopping"]
+__all__ = ["STOP_REASONS", "BestScore", "EarlyStopping", "first_stopping_epoch"]
 
 #: Why a run stopped: early stopping's patience ran out, the cap of ``epochs`` was reached,
 #: or the run was a rehearsal (``fast_dev_run``: one epoch).
 STOP_REASONS = ("patience", "epochs", "fast_dev_run")
+
+
+def first_stopping_epoch(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The first epoch after which early stopping may end a run: ``min_epochs``, or later
+    where ``min_steps`` takes more epochs of ``steps_per_epoch`` steps. It may lie past the
+    cap of ``epochs``: such a run is stopped by the cap, and says so.
+
+    >>> cfg = TrainConfig(epochs=150, min_epochs=1, min_steps=110)
+    >>> first_stopping_epoch(cfg, 11), first_stopping_epoch(cfg, 3), first_stopping_epoch(cfg, 200)
+    (10, 37, 1)
+    """
+    return max(config.min_epochs, math.ceil(config.min_steps / max(1, steps_per_epoch)))
 
 
 @dataclass
@@ -44,11 +56,12 @@ class EarlyStopping:
     stopped_by: str | None = None  # one of STOP_REASONS once the run stops
 
     @classmethod
-    def of(cls, config: TrainConfig) -> EarlyStopping:
-        """The early stopping of ``config``'s recipe (``patience``, ``min_delta``)."""
+    def of(cls, config: TrainConfig, steps_per_epoch: int = 1) -> EarlyStopping:
+        """The early stopping of ``config``'s recipe (``patience``, ``min_delta``) for a run
+        of ``steps_per_epoch`` optimisation steps an epoch (``first_stopping_epoch``)."""
         return cls(patience=config.early_stopping, min_delta=float(config.setting("min_delta")),
-                   min_epochs=config.min_epochs, max_epochs=config.epochs,
-                   fast_dev_run=config.fast_dev_run is not None)
+                   min_epochs=first_stopping_epoch(config, steps_per_epoch),
+                   max_epochs=config.epochs, fast_dev_run=config.fast_dev_run is not None)
 
     def update(self, epoch: int, val_dice: float) -> bool:
         """Count epoch ``epoch``'s validation Dice; returns whether the run stops now."""
