@@ -233,6 +233,12 @@ def test_a_run_that_never_beat_its_initial_weights_is_named(tmp_path, table):
     assert beat["clipseg_real_trained_p1"] is False and beat["cris_real_trained_p1"] is True
     assert A.never_learned(stopping) == ["clipseg_real_trained_p1"]
     verdict = A.stopping_verdict(stopping)
+    assert "had their best validation dice at their last epoch" not in verdict
+    creeping = A.stopping_verdict(stopping.assign(epochs_after_best=np.where(
+        stopping["run_id"] == "cris_real_trained_p1", 0, stopping["epochs_after_best"])))
+    assert ("1 of them had their best validation dice at their last epoch "
+            "(cris_real_trained_p1): early stopping ended them after gains below its "
+            "min_delta, so they may still have been improving, slowly.") in creeping
     assert verdict.endswith("1 never beat the validation dice of the weights they started "
                             "from (clipseg_real_trained_p1): they learned nothing, and their "
                             "test scores say nothing about their strategy.")

@@ -150,6 +150,12 @@ def stopping_verdict(table: pd.DataFrame) -> str:
         rehearsal = int((by == "fast_dev_run").sum())
         text += (f"; {rehearsal} rehearsal runs (fast_dev_run)." if rehearsal
                  else "; none reached its epoch cap.")
+    if "epochs_after_best" in table.columns:
+        creeping = table.loc[(by == "patience") & table["epochs_after_best"].eq(0), "run_id"]
+        if len(creeping):
+            text += (f" {len(creeping)} of them had their best validation dice at their last "
+                     f"epoch ({', '.join(creeping)}): early stopping ended them after gains "
+                     "below its min_delta, so they may still have been improving, slowly.")
     idle = never_learned(table)
     if idle:
         text += (f" {len(idle)} never beat the validation dice of the weights they started "
