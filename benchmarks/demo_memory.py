@@ -12,7 +12,7 @@ empty state, with the installed echo_vlsm package:
 `--memory-limit GIB` (root, Linux) runs the demo in a new cgroup below this process's own,
 with that memory limit (v1 `memory.limit_in_bytes` or v2 `memory.max`): the kernel kills a
 process that needs more (counted, `oom_kill`), and the runner reads the limit and runs as many
-jobs at once as it holds (`pipeline.execute.memory_limit`).
+jobs at once as it holds (`pipeline.worker.memory_limit`).
 
 The sum of RSS counts shared pages (the torch libraries each kernel maps) once per process, so
 it overstates the true footprint: an upper bound. PSS splits each shared page among the
@@ -86,7 +86,7 @@ def sample(proc: psutil.Process, full: bool) -> tuple[int, int, int, int, str]:
 def limited_cgroup(limit: int) -> tuple[Path, str]:
     """A new memory cgroup below this process's own with ``limit`` bytes; (its folder, its
     version: "v1" or "v2")."""
-    from echo_vlsm.pipeline.execute import own_memory_cgroups
+    from echo_vlsm.pipeline.worker import own_memory_cgroups
 
     for base, own, name in own_memory_cgroups():
         version = "v2" if name == "memory.max" else "v1"

@@ -5,7 +5,9 @@ import os
 
 import pytest
 
-from echo_vlsm.pipeline.execute import _slots, cpu_threads, memory_limit
+from echo_vlsm.pipeline import worker
+from echo_vlsm.pipeline.execute import _slots, cpu_threads
+from echo_vlsm.pipeline.worker import cgroup_memory_limit, memory_limit
 
 GIB = 2**30
 
@@ -97,3 +99,19 @@ def test_memory_limit_reads_the_processs_cgroup_else_the_ram(tmp_path, own, file
     (tmp_path / "cgroup").write_text(own)
     assert memory_limit(tmp_path / "cgroup", mount) == (ram if expected is None else expected)
     assert memory_limit(tmp_path / "missing", mount) == ram
+    assert cgroup_memory_limit(tmp_path / "cgroup", mount) == expected
+
+
+def test_a_dead_kernel_names_the_memory_limit(monkeypatch):
+    class DeadKernelError(Exception):  # nbclient's, by name
+        pass
+
+    monkeypatch.setattr(worker, "cgroup_memory_limit", lambda: 2 * GIB)
+    text = str(worker._explain(DeadKernelError("Kernel died")))
+    assert text == ("the notebook's kernel died: killed by the system, most likely out of "
+                    "memory (this job's memory limit: 2.0 GiB); see `dmesg` or the cluster's "
+                    "job log (Kernel died)")
+    monkeypatch.setattr(worker, "cgroup_memory_limit", lambda: None)
+    assert "memory limit" not in str(worker._explain(DeadKernelError("Kernel died")))
+    other = ValueError("x")
+    assert worker._explain(other) is other

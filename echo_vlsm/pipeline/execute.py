@@ -26,7 +26,6 @@ import os
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from echo_vlsm.io import write_json_atomic
@@ -37,6 +36,7 @@ from echo_vlsm.pipeline.locks import lock_holder
 from echo_vlsm.pipeline.plan import Outcome, Plan, plan, print_line
 from echo_vlsm.pipeline.pool import Pool
 from echo_vlsm.pipeline.profiles import STAGES, Profile
+from echo_vlsm.pipeline.worker import memory_limit
 
 TIMINGS_FILE = "reproduce_timings.jsonl"
 STALE_FILE = "stale_runs.json"
@@ -203,46 +203,6 @@ def _slots(jobs: int | str, gpus: Sequence[str] | None,
     threads = str(cpu_threads(jobs))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     return jobs, [dict(env) for _ in range(jobs)]
-
-
-def own_memory_cgroups(proc_cgroup: Path = Path("/proc/self/cgroup"),
-                       mount: Path = Path("/sys/fs/cgroup")) -> list[tuple[Path, Path, str]]:
-    """This process's cgroups that may carry a memory limit, as ``/proc/self/cgroup`` names
-    them: (the hierarchy's folder, the process's own folder in it, the limit's file: cgroup v2
-    ``memory.max``, v1 the memory controller's ``memory.limit_in_bytes``)."""
-    try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
-        return []
-    found = []
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":
-            base, name = mount, "memory.max"
-        elif "memory" in controllers.split(","):
-            base, name = mount / "memory", "memory.limit_in_bytes"
-        else:
-            continue
-        found.append((base, base / path.lstrip("/"), name))
-    return found
-
-
-def memory_limit(proc_cgroup: Path = Path("/proc/self/cgroup"),
-                 mount: Path = Path("/sys/fs/cgroup")) -> int:
-    """The bytes this process may use: the smallest memory limit on the way from its cgroup
-    up to the hierarchy's root (``own_memory_cgroups``); else the machine's RAM."""
-    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
-    for base, own, name in own_memory_cgroups(proc_cgroup, mount):
-        for d in (own, *own.parents):
-            if not d.is_relative_to(base):
-                break
-            try:
-                text = (d / name).read_text().strip()
-            except OSError:
-                continue
-            if text.isdigit():
-                limits.append(int(text))
-    return min(limits)
 
 
 def cpu_threads(jobs: int) -> int:

@@ -143,21 +143,65 @@ def _explain(exc: BaseException) -> BaseException:
     """A dead kernel says what probably killed it (the kernel's memory limit, if known)."""
     if type(exc).__name__ != "DeadKernelError":
         return exc
-    limit = _memory_limit()
-    where = f" (this job's memory limit: {limit})" if limit else ""
+    limit = cgroup_memory_limit()
+    where = f" (this job's memory limit: {limit / 2**30:.1f} GiB)" if limit else ""
     return RuntimeError(f"the notebook's kernel died: killed by the system, most likely out of "
                         f"memory{where}; see `dmesg` or the cluster's job log ({exc})")
 
 
-def _memory_limit() -> str | None:
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(path).read_text().strip()
-        except OSError:
+# ----------------------------------------------------------------------------- memory limits
+
+#: A cgroup limit at or above this is "no limit" (v1 writes 2**63 rounded down to a page).
+_NO_LIMIT = 1 << 60
+
+
+def own_memory_cgroups(proc_cgroup: Path = Path("/proc/self/cgroup"),
+                       mount: Path = Path("/sys/fs/cgroup")) -> list[tuple[Path, Path, str]]:
+    """This process's cgroups that may carry a memory limit, as ``/proc/self/cgroup`` names
+    them: (the hierarchy's folder, the process's own folder in it, the limit's file: cgroup v2
+    ``memory.max``, v1 the memory controller's ``memory.limit_in_bytes``)."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            base, name = mount, "memory.max"
+        elif "memory" in controllers.split(","):
+            base, name = mount / "memory", "memory.limit_in_bytes"
+        else:
             continue
-        if text.isdigit() and int(text) < 1 << 60:
-            return f"{int(text) / 2**30:.1f} GiB"
-    return None
+        found.append((base, base / path.lstrip("/"), name))
+    return found
+
+
+def cgroup_memory_limit(proc_cgroup: Path = Path("/proc/self/cgroup"),
+                        mount: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The smallest memory limit on the way from this process's cgroup up to the hierarchy's
+    root (``own_memory_cgroups``), in bytes; None where there is none."""
+    limits = []
+    for base, own, name in own_memory_cgroups(proc_cgroup, mount):
+        for d in (own, *own.parents):
+            if not d.is_relative_to(base):
+                break
+            try:
+                text = (d / name).read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit() and int(text) < _NO_LIMIT:
+                limits.append(int(text))
+    return min(limits, default=None)
+
+
+def memory_limit(proc_cgroup: Path = Path("/proc/self/cgroup"),
+                 mount: Path = Path("/sys/fs/cgroup")) -> int:
+    """The bytes this process may use: its cgroups' limit (``cgroup_memory_limit``), else
+    the machine's RAM."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = cgroup_memory_limit(proc_cgroup, mount)
+    return ram if limit is None else min(ram, limit)
 
 
 # ----------------------------------------------------------------------------- process hygiene
