@@ -38,9 +38,13 @@ VARIANTS = {"loop": {"foreach": False}, "fused": {"fused": True}}
 
 
 def engine_with(cfg: TrainConfig, variant: str) -> Engine:
-    """The run's engine, its optimiser (and the plateau schedule on it) made ``variant``."""
+    """The run's engine: ``fused`` as ``engine.make_optimizer`` makes it, ``loop`` with its
+    optimiser (and the plateau schedule on it) replaced by the per-tensor loop."""
     setup = prepare(cfg, D.Dist(0, 1, 0, torch.device("cpu")), progress=False)
     engine = Engine(setup)
+    if variant == "fused":
+        assert engine.optimizer.defaults["fused"], "make_optimizer no longer fuses on the CPU"
+        return engine
     engine.optimizer = torch.optim.AdamW(engine.params, lr=cfg.learning_rate,
                                          weight_decay=cfg.weight_decay, **VARIANTS[variant])
     engine.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
