@@ -1,6 +1,7 @@
 """Write one benchmark's section of benchmarks/RESULTS.md without touching the others.
 
 Each benchmark owns the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``.
+``paired_demo_runs`` pairs the runs of two finished demo folders (a variant against the demo).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import platform
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -39,3 +41,18 @@ def update_section(name: str, markdown: str, path: Path = RESULTS) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     write_text_atomic(path, text)
+
+
+def paired_demo_runs(a: Path, b: Path, patterns: tuple[str, ...] = ("*",)
+                     ) -> Iterator[tuple[Path, Path, float, float]]:
+    """The runs of two finished demo folders (``<folder>/runs/demo/<run id>``) that both
+    scored, matched by run id and ordered by ``patterns`` then name: (A's run folder, B's,
+    A's mean test dice, B's)."""
+    import pandas as pd
+
+    for pattern in patterns:
+        for run in sorted((a / "runs/demo").glob(pattern)):
+            other = b / "runs/demo" / run.name
+            if (run / "metrics.csv").exists() and (other / "metrics.csv").exists():
+                yield (run, other, *(float(pd.read_csv(d / "metrics.csv")["dice"].mean())
+                                     for d in (run, other)))

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._results import machine, update_section  # noqa: E402
+from benchmarks._results import machine, paired_demo_runs, update_section  # noqa: E402
 from benchmarks.frozen_cache import DEMO, make_dataset  # noqa: E402
 from echo_vlsm.train import TrainConfig, train_step  # noqa: E402
 from echo_vlsm.train import distributed as D  # noqa: E402
@@ -134,19 +134,12 @@ def compare_demo(a: Path, b: Path) -> str:
     """The converged demo's runs in the study's order (A) and with image batching (B)."""
     import json
 
-    import pandas as pd
-
     ta, tb = _job_seconds(a), _job_seconds(b)
     lines = ["| run | test dice, study's order | with image batching | difference | epochs "
              "(order / batching) | seconds (order / batching) | seconds per epoch, ratio |",
              "|---|---|---|---|---|---|---|"]
-    for run in sorted((a / "runs/demo").glob("*_trained_*")) + sorted(
-            (a / "runs/demo").glob("*_frozen_*")):
-        other = b / "runs/demo" / run.name
-        if not (run / "metrics.csv").exists() or not (other / "metrics.csv").exists():
-            continue
+    for run, other, da, db in paired_demo_runs(a, b, ("*_trained_*", "*_frozen_*")):
         ea, eb = (json.loads((d / "summary.json").read_text())["epochs_run"] for d in (run, other))
-        da, db = (pd.read_csv(d / "metrics.csv")["dice"].mean() for d in (run, other))
         sa, sb = ta.get(run.name, float("nan")), tb.get(run.name, float("nan"))
         lines.append(f"| {run.name} | {da:.2f} | {db:.2f} | {db - da:+.2f} | {ea} / {eb} | "
                      f"{sa:.0f} / {sb:.0f} | {(sa / ea) / (sb / eb):.2f}x |")

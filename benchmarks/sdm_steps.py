@@ -51,18 +51,14 @@ def compare(a: Path, b: Path) -> str:
     """Every run's test dice in two finished demo folders, side by side, and B minus A."""
     import json
 
-    import pandas as pd
+    from _results import paired_demo_runs
 
     steps = [json.loads((d / "runs/demo/sdm/config.json").read_text())["train_steps"]
              for d in (a, b)]
     lines = [f"| run | dice, SDM {steps[0]} steps | dice, SDM {steps[1]} steps | difference |",
              "|---|---|---|---|"]
-    for run in sorted((a / "runs/demo").glob("*/metrics.csv")):
-        other = b / "runs/demo" / run.parent.name / "metrics.csv"
-        if not other.exists():
-            continue
-        da, db = (pd.read_csv(f)["dice"].mean() for f in (run, other))
-        lines.append(f"| {run.parent.name} | {da:.2f} | {db:.2f} | {db - da:+.2f} |")
+    for run, _, da, db in paired_demo_runs(a, b):
+        lines.append(f"| {run.name} | {da:.2f} | {db:.2f} | {db - da:+.2f} |")
     return "\n".join(lines)
 
 
