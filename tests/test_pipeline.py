@@ -412,6 +412,16 @@ def test_an_upstream_change_makes_what_is_below_stale_and_only_that_is_redone(mi
     # each call's timings are kept
     lines = (tmp / "runs" / "micro" / "reproduce_timings.jsonl").read_text().splitlines()
     assert len(lines) == 2 and "01_data_preparation" in json.loads(lines[0])["seconds"]
+    # with where the time went: the jobs' summed seconds and the longest chain of needs
+    call = json.loads(lines[0])
+    jobs = {k: v for k, v in call["seconds"].items() if k != "total"}
+    assert call["critical_path"][0] == "01_data_preparation"
+    assert call["busy_seconds"] == pytest.approx(sum(jobs.values()), abs=0.1 * len(jobs))
+    assert call["critical_path_seconds"] == pytest.approx(
+        sum(jobs[n] for n in call["critical_path"]), abs=0.1 * len(jobs))
+    assert call["floor_seconds"] == pytest.approx(max(
+        call["critical_path_seconds"], call["busy_seconds"] / call["workers"]), abs=0.1)
+    assert call["floor_seconds"] <= call["seconds"]["total"]
 
 
 @pytest.mark.notebook

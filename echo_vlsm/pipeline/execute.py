@@ -36,6 +36,7 @@ from echo_vlsm.pipeline.locks import lock_holder
 from echo_vlsm.pipeline.plan import Outcome, Plan, plan, print_line
 from echo_vlsm.pipeline.pool import Pool
 from echo_vlsm.pipeline.profiles import STAGES, Profile
+from echo_vlsm.pipeline.timeline import timeline
 from echo_vlsm.pipeline.worker import memory_limit
 
 TIMINGS_FILE = "reproduce_timings.jsonl"
@@ -109,9 +110,11 @@ def reproduce(
         from echo_vlsm.pipeline.slurm import submit
 
         submit(p, todo, {**(p.prof.slurm or {}), **(slurm or {})}, wait=wait)
+        workers = None  # Slurm's: not this process's to know
     else:
-        Pool(p, todo, *_slots(jobs, gpus, log=log)).run()
-    return _finish(p, t_start, raise_on_fail=not keep_going)
+        workers, envs = _slots(jobs, gpus, log=log)
+        Pool(p, todo, workers, envs).run()
+    return _finish(p, t_start, raise_on_fail=not keep_going, workers=workers)
 
 
 # ----------------------------------------------------------------------------- what to do
@@ -237,13 +240,17 @@ def visible_gpus() -> list[str]:
 # ----------------------------------------------------------------------------- the end
 
 
-def _finish(p: Plan, t_start: float, raise_on_fail: bool) -> Outcome:
-    """Log the totals, keep this call's timings, raise the first failure if asked."""
+def _finish(p: Plan, t_start: float, raise_on_fail: bool, workers: int | None) -> Outcome:
+    """Log the totals and where the time went, keep this call's timings, raise the first
+    failure if asked."""
     out, log = p.out, p.log
     total = time.perf_counter() - t_start
+    spent = timeline(p.graph, out.seconds, workers) if workers and out.seconds else None
     out.seconds["total"] = total
     log(f"echo-vlsm reproduce: {len(out.executed)} executed, {len(out.skipped)} skipped, "
         f"{len(out.failed)} failed, {len(out.blocked)} blocked, in {total:.1f} s")
+    if spent is not None and len(out.executed) > 1:
+        log(spent.describe(out.seconds))
     for name, msg in out.failed.items():
         log(f"  FAILED {name}: {msg}")
     for name, msg in out.blocked.items():
@@ -254,6 +261,7 @@ def _finish(p: Plan, t_start: float, raise_on_fail: bool) -> Outcome:
         with open(path, "a") as f:  # one line per call: a partial rerun keeps the full run's
             f.write(json.dumps({"profile": p.prof.name, "total_seconds": round(total, 1),
                                 "seconds": {k: round(v, 1) for k, v in out.seconds.items()},
+                                **(spent.record() if spent is not None else {}),
                                 "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
     tables = p.prof.steps.get("06_dice_difference_plots", {}).get("tables_dir")
     if tables:
