@@ -374,6 +374,12 @@ def test_plan_counts_the_cache_for_frozen_runs_only(tmp_path):
         assert row["gpu_hours_cached"] < row["gpu_hours"]
     text = format_plan(plan_cost(prof, tmp_path, assume), prof, assume)
     assert "with the frozen cache" in text
+    # and how much of a frozen step that is at most, per model
+    shares = [1 - cached_flops(m, "tiny")["train"] / step_flops(m, "frozen", "tiny")[0]
+              for m in ("clipseg", "cris")]
+    assert all(0 < s < 1 for s in shares)
+    assert (f"of a frozen training step it skips clipseg {shares[0]:.0%}, "
+            f"cris {shares[1]:.0%})") in text
 
 
 @pytest.mark.ddp

@@ -10,9 +10,13 @@ elsewhere, the memory limit), one at the chain says only shorter jobs on it woul
 
 Examples::
 
-    >>> from echo_vlsm.pipeline.timeline import timeline
-    >>> t = timeline(graph, {"01_data_preparation": 23.6, "02_sdm_synthesis": 150.5}, 2)
-    >>> t.floor, t.chain
+    >>> from pathlib import Path
+    >>> def job(name, *needs):
+    ...     return Job(name, "step", name, {}, needs, Path("."), "prepare")
+    >>> graph = [job("data"), job("sdm", "data"), job("real", "data"), job("synthetic", "sdm")]
+    >>> t = timeline(graph, {"data": 20, "sdm": 150, "real": 100, "synthetic": 140}, 2)
+    >>> t.chain, t.chain_seconds, t.busy, t.floor
+    (('data', 'sdm', 'synthetic'), 310.0, 410.0, 310.0)
 """
 
 from __future__ import annotations
