@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._results import update_section  # noqa: E402
+from benchmarks._results import machine, update_section  # noqa: E402
 from benchmarks.demo_beyond import last_entry  # noqa: E402
 from echo_vlsm.pipeline.graph import build_graph  # noqa: E402
 from echo_vlsm.pipeline.profiles import load_profile  # noqa: E402
@@ -34,7 +34,8 @@ def rows(folder: Path, profile: str) -> tuple[dict, list[str]]:
     graph = build_graph(load_profile(profile, folder), folder)
     t = timeline(graph, seconds, workers)
     ran = [n for n in seconds if n != "total"]
-    row = {"profile": profile, "jobs": len(ran), "wall": entry["total_seconds"],
+    row = {"profile": profile, "when": entry.get("time", "?"), "jobs": len(ran),
+           "wall": entry["total_seconds"],
            "busy": t.busy, "workers": workers, "chain": t.chain_seconds,
            **{f"floor{n}": timeline(graph, seconds, n).floor for n in (1, 2, 4)}}
     steps = [f"{n} {seconds[n]:.0f} s" for n in t.chain]
@@ -43,17 +44,18 @@ def rows(folder: Path, profile: str) -> tuple[dict, list[str]]:
 
 def report(folder: Path, profiles: list[str]) -> str:
     lines = [TITLE, "",
-             f"The runner's job seconds of the last call of each profile in `{folder}` "
+             f"Machine: {machine()}. The runner's job seconds of the last call of each profile "
+             f"in `{folder}` "
              "(the wall time is the call's own; jobs done by an earlier call are not in it). "
              "Floors: the busy seconds over the workers, and the critical path, which no "
              "number of workers shortens.", "",
-             "| profile | jobs run | wall s | job-seconds | workers | busy / workers s | "
+             "| profile | finished | jobs run | wall s | job-seconds | workers | busy / workers s | "
              "critical path s | floor, 1 / 2 / 4 workers s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     chains = []
     for profile in profiles:
         r, steps = rows(folder, profile)
-        lines.append(f"| {profile} | {r['jobs']} | {r['wall']:.0f} | {r['busy']:.0f} | "
+        lines.append(f"| {profile} | {r['when']} | {r['jobs']} | {r['wall']:.0f} | {r['busy']:.0f} | "
                      f"{r['workers']} | {r['busy'] / r['workers']:.0f} | {r['chain']:.0f} | "
                      f"{r['floor1']:.0f} / {r['floor2']:.0f} / {r['floor4']:.0f} |")
         chains.append(f"- {profile}'s critical path: " + " -> ".join(steps) + ".")
