@@ -49,14 +49,14 @@ def report(folder: Path, profiles: list[str]) -> str:
              "(the wall time is the call's own; jobs done by an earlier call are not in it). "
              "Floors: the busy seconds over the workers, and the critical path, which no "
              "number of workers shortens.", "",
-             "| profile | finished | jobs run | wall s | job-seconds | workers | busy / workers s | "
-             "critical path s | floor, 1 / 2 / 4 workers s |",
+             "| profile | finished | jobs run | wall s | job-seconds | workers | "
+             "busy / workers s | critical path s | floor, 1 / 2 / 4 workers s |",
              "|---|---|---|---|---|---|---|---|---|"]
     chains = []
     for profile in profiles:
         r, steps = rows(folder, profile)
-        lines.append(f"| {profile} | {r['when']} | {r['jobs']} | {r['wall']:.0f} | {r['busy']:.0f} | "
-                     f"{r['workers']} | {r['busy'] / r['workers']:.0f} | {r['chain']:.0f} | "
+        lines.append(f"| {profile} | {r['when']} | {r['jobs']} | {r['wall']:.0f} | "
+                     f"{r['busy']:.0f} | {r['workers']} | {r['busy'] / r['workers']:.0f} | {r['chain']:.0f} | "
                      f"{r['floor1']:.0f} / {r['floor2']:.0f} / {r['floor4']:.0f} |")
         chains.append(f"- {profile}'s critical path: " + " -> ".join(steps) + ".")
     return "\n".join([*lines, "", *chains])
