@@ -56,7 +56,8 @@ def report(folder: Path, profiles: list[str]) -> str:
     for profile in profiles:
         r, steps = rows(folder, profile)
         lines.append(f"| {profile} | {r['when']} | {r['jobs']} | {r['wall']:.0f} | "
-                     f"{r['busy']:.0f} | {r['workers']} | {r['busy'] / r['workers']:.0f} | {r['chain']:.0f} | "
+                     f"{r['busy']:.0f} | {r['workers']} | {r['busy'] / r['workers']:.0f} | "
+                     f"{r['chain']:.0f} | "
                      f"{r['floor1']:.0f} / {r['floor2']:.0f} / {r['floor4']:.0f} |")
         chains.append(f"- {profile}'s critical path: " + " -> ".join(steps) + ".")
     return "\n".join([*lines, "", *chains])
