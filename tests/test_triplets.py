@@ -62,7 +62,13 @@ def test_decodes_once_per_image_with_mask_bits(tmp_path):
     small = torch.from_numpy(D.resize((D.read_image(root / data.samples[4]["mask_name"]) > 127)
                                        .astype(np.uint8), 16, mask=True) > 0)
     assert torch.equal(masks[1], small)
-    assert ids.shape == (3, 16) and ids.dtype == torch.long and attn.shape == (3, 16)
+    # the token columns are the split's longest prompt's, not the tokenizer's 16
+    width = max(int(tokenize([t])[1].sum()) for phr in data.texts for t in phr)
+    assert width < 16 and data.input_ids.shape[-1] == width
+    assert ids.shape == (3, width) and ids.dtype == torch.long and attn.shape == (3, width)
+    full_ids, full_mask = tokenize([data.texts[4][0]])
+    assert torch.equal(ids[1], full_ids[0, :width]) and torch.equal(attn[1], full_mask[0, :width])
+    assert not full_mask[0, width:].any()  # only padding was dropped
 
 
 def test_both_phrasings_are_tokenized_and_drawn(tmp_path):
@@ -71,7 +77,9 @@ def test_both_phrasings_are_tokenized_and_drawn(tmp_path):
     assert data.n_phrasings.tolist() == [2] * 6 and data.input_ids.shape[:2] == (6, 2)
     ids0, _ = tokenize([data.texts[0][0]])
     ids1, _ = tokenize([data.texts[0][1]])
-    assert torch.equal(data.input_ids[0, 0], ids0[0]) and torch.equal(data.input_ids[0, 1], ids1[0])
+    width = data.input_ids.shape[-1]
+    assert torch.equal(data.input_ids[0, 0], ids0[0, :width])
+    assert torch.equal(data.input_ids[0, 1], ids1[0, :width])
     draws = torch.stack([data.draw_phrasings(torch.Generator().manual_seed(s)) for s in range(20)])
     assert set(draws.unique().tolist()) == {0, 1}
     picked = data.batch(torch.arange(6), torch.ones(6, dtype=torch.long))[2]
@@ -141,3 +149,48 @@ def test_missing_image_file_is_an_error_naming_it(tmp_path):
     (root / "images/train/patient0001_2CH_ED.png").unlink()
     with pytest.raises(T.TripletError, match=r"patient0001_2CH_ED\.png.*does not exist"):
         T.load_triplets(root, "train", "p1", 16, tokenize, progress=False)
+
+
+# -- the split's token columns: its longest prompt's ------------------------------------------
+@pytest.mark.parametrize("name", ["clipseg", "cris"])
+def test_trimmed_tokens_give_the_models_output_to_float_rounding(name):
+    from echo_vlsm.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model(name, "tiny", encoders="trained").eval()
+    texts = ["Left ventricular cavity.", "",
+             "Left atrium in two-chamber view of a 62-year-old woman, good image quality."] * 2
+    ids, mask = net.tokenize(texts)
+    short_ids, short_mask = T.trim_padding(ids, mask)
+    assert ids.shape[1] == 77 and short_ids.shape[1] == int(mask.sum(1).max()) < 30
+    side = net.spec.image_size
+    pixels = torch.randn(len(texts), 3, side, side)
+    with torch.no_grad():
+        full, short = net(pixels, ids, mask), net(pixels, short_ids, short_mask)
+    assert torch.allclose(full, short, atol=1e-5, rtol=0)
+    assert full.abs().max() > 1e-3  # not a vacuous comparison of zeros
+
+
+def test_only_columns_of_padding_in_every_row_after_the_last_token_are_dropped():
+    ids = torch.tensor([[49406, 0, 320, 49407, 0, 0], [49406, 49407, 0, 0, 0, 0]])
+    mask = torch.tensor([[1, 0, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]])
+    out_ids, out_mask = T.trim_padding(ids, mask)  # the inner 0 stays: a column in use follows
+    assert torch.equal(out_ids, ids[:, :4]) and torch.equal(out_mask, mask[:, :4])
+    nothing = torch.zeros(2, 6, dtype=torch.long)
+    assert T.trim_padding(ids, nothing)[0].shape == (2, 1)  # one column is always kept
+
+
+def test_parts_trimmed_to_other_widths_are_padded_to_one(tmp_path):
+    short = T.load_triplets(make_dataset(tmp_path / "a", n=2), "train", "p1", 16, tokenize,
+                            progress=False)
+    long = T.load_triplets(make_dataset(tmp_path / "b", n=2), "train", "p2", 16, tokenize,
+                           progress=False)
+    narrow, wide = short.input_ids.shape[-1], long.input_ids.shape[-1]
+    assert narrow < wide
+    both = T.concat_triplets([short, long])
+    assert both.input_ids.shape[-1] == wide == both.attention_mask.shape[-1]
+    n = len(short)
+    assert torch.equal(both.input_ids[:n, :, :narrow], short.input_ids)
+    assert not both.input_ids[:n, :, narrow:].any()
+    assert not both.attention_mask[:n, :, narrow:].any()
+    assert torch.equal(both.input_ids[n:], long.input_ids)

@@ -10,7 +10,10 @@ Memory: images are stored once per image (the three structures of an image share
 masks of an image are packed as bits of one uint8 map (bit k = the k-th mask file of that
 image), so a split costs two bytes per pixel and image. Both phrasings of a prompt are
 tokenized up front, so drawing "a random phrasing per sample and epoch" (as the study did)
-costs nothing.
+costs nothing. The token columns that are padding in every phrasing of the split are dropped
+(``trim_padding``): the text encoders then run on the split's longest prompt rather than on
+CLIP's 77-token context (the outputs are the same to float rounding: attention is causal
+and padding is masked).
 
 Examples::
 
@@ -73,6 +76,25 @@ def _prompt_texts(tasks: list[dict], prompt: str, path: Path,
         return [prompt_candidates(t, prompt, provenance) for t in tasks]
     except ValueError as exc:
         raise TripletError(path, str(exc)) from exc
+
+
+def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` without their trailing token columns that are padding
+    in every row (mask 0), the last dimension being the tokens. CLIP's text encoders attend
+    causally, so a token never sees the columns after it, and CRIS's decoder masks padded
+    words: dropping such columns changes nothing but the cost (a 77-token context holds a P1
+    prompt in about 10).
+
+    >>> ids = torch.tensor([[49406, 320, 49407, 0, 0], [49406, 49407, 0, 0, 0]])
+    >>> [t.tolist() for t in trim_padding(ids, (ids > 0).long())]
+    [[[49406, 320, 49407], [49406, 49407, 0]], [[1, 1, 1], [1, 1, 0]]]
+    """
+    if attention_mask.numel() == 0:
+        return input_ids, attention_mask
+    used = (attention_mask.reshape(-1, attention_mask.shape[-1]) != 0).any(0)
+    width = max(1, int(torch.nonzero(used).max()) + 1 if bool(used.any()) else 1)
+    return input_ids[..., :width].contiguous(), attention_mask[..., :width].contiguous()
 
 
 # -- the decoded split ----------------------------------------------------------------------
@@ -204,14 +226,15 @@ def concat_triplets(parts: Sequence[Triplets]) -> Triplets:
     if len(parts) == 1:
         return parts[0]
     sizes = {p.image_size for p in parts}
-    lengths = {int(p.input_ids.shape[-1]) for p in parts}
-    if len(sizes) != 1 or len(lengths) != 1:
-        raise ValueError(f"concat_triplets: parts of image sizes {sorted(sizes)} and token "
-                         f"lengths {sorted(lengths)}; they must be decoded for one model")
+    if len(sizes) != 1:
+        raise ValueError(f"concat_triplets: parts of image sizes {sorted(sizes)}; they must "
+                         "be decoded for one model")
     dev = parts[0].device
     width = max(int(p.input_ids.shape[1]) for p in parts)
+    tokens = max(int(p.input_ids.shape[2]) for p in parts)  # trimmed per split: pad to one
 
     def padded(t: torch.Tensor) -> torch.Tensor:
+        t = torch.nn.functional.pad(t, (0, tokens - int(t.shape[2])))  # padding: id 0, mask 0
         extra = width - int(t.shape[1])
         return t if extra == 0 else torch.cat([t, t[:, -1:].expand(-1, extra, -1)], dim=1)
 
@@ -304,13 +327,14 @@ def load_triplets(
     pix = load_pixels(root, split, index, image_size, full_masks, cache,
                        workers or min(8, os.cpu_count() or 1), progress)
     tok = load_tokens(split, prompt, texts, tokenize, cache)
+    input_ids, attention_mask = trim_padding(tok["input_ids"], tok["attention_mask"])
     data = Triplets(
         images=pix["images"],
         masks=pix["masks"],
         image_index=torch.tensor(index.image_index, dtype=torch.long),
         mask_bit=torch.tensor(index.mask_bit, dtype=torch.long),
-        input_ids=tok["input_ids"].long(),
-        attention_mask=tok["attention_mask"],
+        input_ids=input_ids.long(),
+        attention_mask=attention_mask,
         n_phrasings=tok["n_phrasings"],
         samples=index.samples,
         texts=texts,
