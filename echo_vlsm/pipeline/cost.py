@@ -60,7 +60,9 @@ class Assumptions:
 @lru_cache(maxsize=8)
 def step_flops(model: str, encoders: str, size: str = "paper") -> tuple[float, float]:
     """(training FLOPs, inference FLOPs) of one image at ``size`` (a batch of one on the CPU,
-    random weights: the count depends on shapes only)."""
+    random weights: the count depends on shapes only), its text at CLIP's full 77 tokens: an
+    upper bound, since training trims a split's tokens to its longest prompt
+    (``train.triplets.trim_padding``)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
