@@ -56,6 +56,21 @@ def make_dataset(root: Path, train: int, val: int) -> Path:
     return out
 
 
+def on_demo_data(name: str, models: list[str], measure) -> tuple[list[dict], float]:
+    """``measure(model, data, work)`` for each of ``models``, one thread, on a demo-sized
+    phantom (14 + 4 patients, ``make_dataset``) in a temporary folder removed afterwards;
+    returns the rows and the seconds it all took."""
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix=f"echo_vlsm_{name}_"))
+    try:
+        data = make_dataset(work / "data", 14, 4)
+        rows = [measure(m, data, work / m) for m in models]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows, time.perf_counter() - t0
+
+
 def epoch_seconds(cfg: TrainConfig, device: torch.device) -> dict:
     """Prepare the run (timing the cache's build) and time one epoch."""
     dist = D.Dist(0, 1, 0, device)

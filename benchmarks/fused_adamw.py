@@ -16,10 +16,8 @@ change follow slightly different paths.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._results import machine, update_section  # noqa: E402
-from benchmarks.frozen_cache import DEMO, make_dataset  # noqa: E402
+from benchmarks.frozen_cache import DEMO, on_demo_data  # noqa: E402
 from echo_vlsm.train import TrainConfig  # noqa: E402
 from echo_vlsm.train import distributed as D  # noqa: E402
 from echo_vlsm.train.engine import Engine  # noqa: E402
@@ -112,15 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="echo_vlsm_fused_adamw_"))
-    try:
-        data = make_dataset(work / "data", 14, 4)
-        rows = [measure(m, data, work / m, args.repeat) for m in args.models]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    text = report(rows, args.repeat, time.perf_counter() - t0)
+    rows, wall = on_demo_data("fused_adamw", args.models,
+                              lambda m, data, work: measure(m, data, work, args.repeat))
+    text = report(rows, args.repeat, wall)
     print(text)
     if not args.no_write:
         update_section("fused_adamw", text)
