@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,7 +38,7 @@ def rows(folder: Path, profile: str) -> tuple[dict, list[str]]:
     row = {"profile": profile, "when": entry.get("time", "?"), "jobs": len(ran),
            "wall": entry["total_seconds"],
            "busy": t.busy, "workers": workers, "chain": t.chain_seconds,
-           **{f"floor{n}": timeline(graph, seconds, n).floor for n in (1, 2, 4)}}
+           **{f"floor{n}": replace(t, workers=n).floor for n in (1, 2, 4)}}
     steps = [f"{n} {seconds[n]:.0f} s" for n in t.chain]
     return row, steps
 

@@ -71,6 +71,15 @@ def on_demo_data(name: str, models: list[str], measure) -> tuple[list[dict], flo
     return rows, time.perf_counter() - t0
 
 
+def demo_real_run(model: str, data: Path, work: Path, prompt: str = "p1") -> TrainConfig:
+    """The demo's real run of ``model`` on ``data`` (tiny, trained encoders, its batch and
+    learning rate, fp32 on the CPU, seed 0), its runs and cache under ``work``."""
+    return TrainConfig(model=model, size="tiny", encoders="trained", prompt=prompt,
+                       strategy="real", device="cpu", real_dir=str(data),
+                       synthetic_dir=str(data), runs_root=str(work / "runs"),
+                       precision="fp32", seed=0, cache_dir=str(work / "cache"), **DEMO[model])
+
+
 def epoch_seconds(cfg: TrainConfig, device: torch.device) -> dict:
     """Prepare the run (timing the cache's build) and time one epoch."""
     dist = D.Dist(0, 1, 0, device)

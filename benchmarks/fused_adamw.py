@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._results import machine, update_section  # noqa: E402
-from benchmarks.frozen_cache import DEMO, on_demo_data  # noqa: E402
+from benchmarks.frozen_cache import demo_real_run, on_demo_data  # noqa: E402
 from echo_vlsm.train import TrainConfig  # noqa: E402
 from echo_vlsm.train import distributed as D  # noqa: E402
 from echo_vlsm.train.engine import Engine  # noqa: E402
@@ -66,10 +66,7 @@ def step_ms(params: list[torch.nn.Parameter], variant: str, lr: float) -> float:
 
 
 def measure(model: str, data: Path, work: Path, repeat: int) -> dict:
-    cfg = TrainConfig(model=model, size="tiny", encoders="trained", prompt="p1",
-                      strategy="real", device="cpu", real_dir=str(data),
-                      synthetic_dir=str(data), runs_root=str(work / "runs"),
-                      precision="fp32", seed=0, cache_dir=str(work / "cache"), **DEMO[model])
+    cfg = demo_real_run(model, data, work)
     epochs: dict[str, list[float]] = {v: [] for v in VARIANTS}
     engine = None
     for _ in range(repeat):

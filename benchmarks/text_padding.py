@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._results import machine, update_section  # noqa: E402
-from benchmarks.frozen_cache import DEMO, on_demo_data  # noqa: E402
+from benchmarks.frozen_cache import demo_real_run, on_demo_data  # noqa: E402
 from echo_vlsm.train import TrainConfig  # noqa: E402
 from echo_vlsm.train import distributed as D  # noqa: E402
 from echo_vlsm.train.engine import Engine  # noqa: E402
@@ -47,10 +47,7 @@ def engine_with(cfg: TrainConfig, variant: str) -> Engine:
 
 
 def measure(model: str, data: Path, work: Path, repeat: int, prompt: str) -> dict:
-    cfg = TrainConfig(model=model, size="tiny", encoders="trained", prompt=prompt,
-                      strategy="real", device="cpu", real_dir=str(data),
-                      synthetic_dir=str(data), runs_root=str(work / "runs"),
-                      precision="fp32", seed=0, cache_dir=str(work / "cache"), **DEMO[model])
+    cfg = demo_real_run(model, data, work, prompt)
     seconds: dict[str, list[float]] = {"trimmed": [], "full": []}
     dice, tokens = {}, {}
     for _ in range(repeat):

@@ -81,11 +81,11 @@ def timeline(jobs: Sequence[Job], seconds: Mapping[str, float], workers: int) ->
     busy = sum(float(seconds.get(name, 0.0)) for name in known)
     if not finish:
         return Timeline(busy, workers, (), 0.0)
-    name: str | None = max(finish, key=finish.__getitem__)
-    end = finish[name] if name else 0.0
+    final = max(finish, key=finish.__getitem__)
+    name: str | None = final
     chain = []
     while name is not None:
         if seconds.get(name, 0.0) > 0:
             chain.append(name)
         name = before[name]
-    return Timeline(busy, workers, tuple(reversed(chain)), end)
+    return Timeline(busy, workers, tuple(reversed(chain)), finish[final])

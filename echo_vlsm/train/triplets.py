@@ -93,7 +93,7 @@ def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor
     if attention_mask.numel() == 0:
         return input_ids, attention_mask
     used = (attention_mask.reshape(-1, attention_mask.shape[-1]) != 0).any(0)
-    width = max(1, int(torch.nonzero(used).max()) + 1 if bool(used.any()) else 1)
+    width = int(torch.nonzero(used).max()) + 1 if bool(used.any()) else 1
     return input_ids[..., :width].contiguous(), attention_mask[..., :width].contiguous()
 
 
